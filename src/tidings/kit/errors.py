@@ -1,0 +1,56 @@
+"""One exception hierarchy for everything a caller can get wrong; mapped once to HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TidingsError(Exception):
+    """An error with a stable code, a message a person can act on, and the offending field."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, field: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body: ``{"error": {"code", "message", "field"?, ...}}``."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        error.update(self.details)
+        return {"error": error}
+
+
+class Invalid(TidingsError):
+    status = 422
+    code = "invalid"
+
+
+class Unauthenticated(TidingsError):
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(TidingsError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(TidingsError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(TidingsError):
+    status = 409
+    code = "conflict"
+
+
+class TooLarge(TidingsError):
+    status = 413
+    code = "too_large"

@@ -1,0 +1,203 @@
+"""The schema: every table Tidings keeps, one definition for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp that is always timezone-aware UTC, whatever the database keeps."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+Id = sa.String(64)
+
+
+def _now_column(name: str = "created_at") -> sa.Column[Any]:
+    return sa.Column(name, UTCDateTime(), nullable=False)
+
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("type", sa.String(200), nullable=False),
+    sa.Column("idempotency_key", sa.String(255)),
+    sa.Column("actor", JSON),
+    sa.Column("recipients", JSON),
+    sa.Column("topic", sa.String(255)),
+    sa.Column("data", JSON, nullable=False),
+    sa.Column("api_key_id", Id),
+    _now_column(),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("tenant", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("body_hash", sa.String(64), nullable=False),
+    sa.Column("event_id", Id, nullable=False),
+    _now_column(),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("email", sa.String(320)),
+    sa.Column("name", sa.String(200)),
+    sa.Column("locale", sa.String(35)),
+    sa.Column("timezone", sa.String(64)),
+    _now_column(),
+    _now_column("updated_at"),
+)
+
+topics = sa.Table(
+    "topics",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    _now_column(),
+)
+
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("user_id", sa.String(255), primary_key=True),
+    _now_column(),
+    sa.Index(None, "user_id"),
+)
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("event_id", Id, nullable=False),
+    sa.Column("user_id", sa.String(255), nullable=False),
+    sa.Column("type", sa.String(200), nullable=False),
+    _now_column(),
+    sa.Index(None, "event_id"),
+    sa.Index(None, "user_id"),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("notification_id", Id, nullable=False),
+    sa.Column("event_id", Id, nullable=False),
+    sa.Column("user_id", sa.String(255), nullable=False),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("reason", sa.String(64)),
+    _now_column(),
+    _now_column("updated_at"),
+    sa.Index(None, "event_id"),
+    sa.Index(None, "user_id"),
+)
+
+delivery_transitions = sa.Table(
+    "delivery_transitions",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("delivery_id", Id, nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("reason", sa.String(64)),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Index(None, "delivery_id"),
+)
+
+inbox_items = sa.Table(
+    "inbox_items",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("user_id", sa.String(255), nullable=False),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("event_id", Id, nullable=False),
+    sa.Column("type", sa.String(200), nullable=False),
+    sa.Column("category", sa.String(100), nullable=False),
+    sa.Column("title", sa.String(1000), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("action_url", sa.String(2000)),
+    sa.Column("actor", JSON),
+    _now_column(),
+    sa.Column("seen_at", UTCDateTime()),
+    sa.Column("read_at", UTCDateTime()),
+    sa.Column("archived_at", UTCDateTime()),
+    sa.Index(None, "user_id", "created_at", "id"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("prefix", sa.String(32), nullable=False, unique=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("scopes", JSON, nullable=False),
+    _now_column(),
+    sa.Column("revoked_at", UTCDateTime()),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("payload", JSON, nullable=False),
+    sa.Column("lane", sa.SmallInteger, nullable=False),
+    sa.Column("run_at", UTCDateTime(), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_until", UTCDateTime()),
+    sa.Column("leased_by", sa.String(100)),
+    sa.Column("last_error", sa.Text),
+    _now_column(),
+    sa.Index(None, "lane", "run_at"),
+)
+
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("payload", JSON, nullable=False),
+    sa.Column("lane", sa.SmallInteger, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    _now_column(),
+    _now_column("failed_at"),
+)
