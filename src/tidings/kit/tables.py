@@ -62,6 +62,7 @@ events = sa.Table(
     sa.Column("data", JSON, nullable=False),
     sa.Column("api_key_id", Id),
     _now_column(),
+    sa.Column("planned_at", UTCDateTime()),
 )
 
 idempotency_keys = sa.Table(

@@ -1,0 +1,153 @@
+"""The composition root: builds every backend from settings and mounts the routers."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from tidings import __version__, catalog
+from tidings.auth.service import AuthService
+from tidings.delivery.pipeline import Pipeline
+from tidings.delivery.service import DeliveryService
+from tidings.delivery.worker import RetryPolicy, Task, Worker
+from tidings.events import endpoints as events_endpoints
+from tidings.events.group_commit import GroupCommitter
+from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
+from tidings.inbox import endpoints as inbox_endpoints
+from tidings.inbox.service import InboxService
+from tidings.kit import http
+from tidings.kit.clock import Clock, SystemClock
+from tidings.kit.db import Database
+from tidings.kit.live import LocalHub
+from tidings.kit.queue import SqlQueue
+from tidings.kit.settings import Settings
+from tidings.users import endpoints as users_endpoints
+from tidings.users.service import UsersService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Every long-lived object of one Tidings process."""
+
+    settings: Settings
+    clock: Clock
+    db: Database
+    catalog: catalog.Catalog
+    queue: SqlQueue
+    live: LocalHub
+    auth: AuthService
+    users: UsersService
+    events: EventsService
+    inbox: InboxService
+    delivery: DeliveryService
+    pipeline: Pipeline
+    worker: Worker
+    group_commit: GroupCommitter
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+
+def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
+    """Wire one process's objects from its settings.
+
+    Raises:
+        catalog.CatalogInvalid: the catalog folder has errors.
+    """
+    clock = clock or SystemClock()
+    types = catalog.load(settings.catalog)
+    db = Database(settings.resolved_database_url)
+    queue = SqlQueue(db, clock)
+    live = LocalHub()
+    users = UsersService(db, clock)
+    events = EventsService(db, clock, types, queue, users)
+    inbox = InboxService(db, clock, live)
+    pipeline = Pipeline(
+        db, clock, types, queue, events, users, inbox, page_size=settings.topic_page_size
+    )
+    worker = Worker(
+        db,
+        queue,
+        clock,
+        {
+            PLAN_JOB: Task(pipeline.plan, split=pipeline.split),
+            FANOUT_JOB: Task(pipeline.fanout),
+        },
+        batch_size=settings.worker_batch_size,
+        lease=dt.timedelta(seconds=settings.worker_lease_seconds),
+        poll_seconds=settings.worker_poll_seconds,
+        retry=RetryPolicy(
+            max_attempts=settings.job_max_attempts,
+            base_seconds=settings.job_backoff_base_seconds,
+            cap_seconds=settings.job_backoff_max_seconds,
+        ),
+    )
+    return Runtime(
+        settings=settings,
+        clock=clock,
+        db=db,
+        catalog=types,
+        queue=queue,
+        live=live,
+        auth=AuthService(
+            db, clock, settings.signing_secret, dt.timedelta(seconds=settings.user_token_ttl_seconds)
+        ),
+        users=users,
+        events=events,
+        inbox=inbox,
+        delivery=DeliveryService(db),
+        pipeline=pipeline,
+        worker=worker,
+        group_commit=GroupCommitter(events),
+    )
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """The HTTP application; starts the worker too unless ``worker_enabled`` is off."""
+    runtime = runtime or build_runtime(settings or Settings())
+    settings = runtime.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        runtime.group_commit.start()
+        if settings.worker_enabled:
+            if runtime.db.dialect == "sqlite":
+                # The embedded default has one consumer: this process. Leases left by a
+                # previous run belong to no one alive.
+                await runtime.queue.release_all()
+            runtime.worker.start()
+        try:
+            yield
+        finally:
+            await runtime.worker.stop()
+            await runtime.group_commit.stop()
+            await runtime.close()
+
+    app = FastAPI(
+        title="Tidings",
+        version=__version__,
+        summary="Events in; in-app inbox and email out.",
+        lifespan=lifespan,
+    )
+    for name in ("settings", "auth", "users", "events", "inbox", "delivery", "live", "group_commit"):
+        setattr(app.state, name, getattr(runtime, name))
+    app.state.runtime = runtime
+    http.install_error_handlers(app)
+    app.add_middleware(http.BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(events_endpoints.router)
+    app.include_router(users_endpoints.router)
+    app.include_router(inbox_endpoints.router)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok", "version": __version__}
+
+    return app

@@ -1,0 +1,1 @@
+"""API keys for producers, signed tokens for end users, and the FastAPI dependencies."""

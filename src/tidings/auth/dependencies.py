@@ -1,0 +1,36 @@
+"""FastAPI dependencies: who is calling."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Query, Request
+
+from tidings.auth.keys import ApiKey
+from tidings.auth.service import AuthService
+
+
+def auth_service(request: Request) -> AuthService:
+    service: AuthService = request.app.state.auth
+    return service
+
+
+async def producer(
+    service: Annotated[AuthService, Depends(auth_service)],
+    authorization: Annotated[str | None, Header()] = None,
+) -> ApiKey:
+    """The API key of a producer's request (401 without a valid one)."""
+    return await service.authenticate_key(authorization)
+
+
+def end_user(
+    service: Annotated[AuthService, Depends(auth_service)],
+    authorization: Annotated[str | None, Header()] = None,
+    token: Annotated[str | None, Query(description="User token, for EventSource")] = None,
+) -> str:
+    """The user id behind a user token (401 without a valid one)."""
+    return service.authenticate_user(authorization, token)
+
+
+Producer = Annotated[ApiKey, Depends(producer)]
+EndUser = Annotated[str, Depends(end_user)]

@@ -1,0 +1,110 @@
+"""Use cases for keys and tokens: create, authenticate, issue."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from tidings.auth import keys, repository, tokens
+from tidings.kit import errors, ids
+from tidings.kit.clock import Clock
+from tidings.kit.db import Database
+
+_CACHE_SECONDS = 10.0
+
+
+class AuthService:
+    """Authenticates producers and end users.
+
+    Verified keys are cached for a few seconds so publishing costs no extra query per
+    request; a revoked key stops working within that time.
+    """
+
+    def __init__(self, db: Database, clock: Clock, secret: str, token_ttl: dt.timedelta) -> None:
+        self._db = db
+        self._clock = clock
+        self._secret = secret
+        self._token_ttl = token_ttl
+        self._cache: dict[str, tuple[float, keys.ApiKey]] = {}
+
+    async def create_key(self, name: str, scopes: list[str]) -> tuple[keys.ApiKey, str]:
+        """A new API key; returns it with its plaintext, which is never stored."""
+        if not name.strip():
+            raise errors.Invalid("A key needs a name.", field="name")
+        if not scopes or any(not scope.strip() for scope in scopes):
+            raise errors.Invalid("A key needs at least one type pattern.", field="types")
+        generated = keys.generate()
+        key_id = ids.new_id()
+        now = self._clock.now()
+        async with self._db.transaction() as conn:
+            await repository.insert(
+                conn,
+                key_id=key_id,
+                name=name,
+                prefix=generated.prefix,
+                secret_hash=generated.secret_hash,
+                scopes=scopes,
+                now=now,
+            )
+        key = keys.ApiKey(key_id, name, generated.prefix, tuple(scopes), now)
+        return key, generated.plaintext
+
+    async def list_keys(self) -> list[keys.ApiKey]:
+        async with self._db.reader() as conn:
+            return await repository.all_keys(conn)
+
+    async def revoke_key(self, key_id: str) -> None:
+        async with self._db.transaction() as conn:
+            if not await repository.revoke(conn, key_id, self._clock.now()):
+                raise errors.NotFound(f"No active key with id {key_id!r}.", field="id")
+        self._cache.clear()
+
+    async def authenticate_key(self, authorization: str | None) -> keys.ApiKey:
+        """The API key behind an ``Authorization: Bearer …`` header.
+
+        Raises:
+            errors.Unauthenticated: no key, a malformed key, an unknown or revoked key.
+        """
+        plaintext = _bearer(authorization)
+        cached = self._cache.get(plaintext)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        prefix = keys.parse_prefix(plaintext)
+        if prefix is None:
+            raise errors.Unauthenticated("That is not a Tidings API key.", field="authorization")
+        async with self._db.reader() as conn:
+            found = await repository.by_prefix(conn, prefix)
+        if found is None or not keys.matches(plaintext, found[1]) or found[0].revoked_at:
+            raise errors.Unauthenticated(
+                "Unknown or revoked API key.", field="authorization"
+            )
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[plaintext] = (time.monotonic() + _CACHE_SECONDS, found[0])
+        return found[0]
+
+    def issue_user_token(self, user_id: str, ttl: dt.timedelta | None = None) -> str:
+        """A signed token for one end user's inbox."""
+        if not user_id:
+            raise errors.Invalid("A token needs a user id.", field="user_id")
+        return tokens.issue_user_token(
+            self._secret, user_id, ttl=ttl or self._token_ttl, now=self._clock.now()
+        )
+
+    def authenticate_user(self, authorization: str | None, query_token: str | None) -> str:
+        """The user id behind a bearer header or a ``?token=`` (for EventSource)."""
+        token = query_token if query_token else _bearer(authorization)
+        return tokens.verify_user_token(self._secret, token)
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise errors.Unauthenticated(
+            "Send 'Authorization: Bearer <key or token>'.", field="authorization"
+        )
+    scheme, _, credential = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise errors.Unauthenticated(
+            "The Authorization header must be 'Bearer <key or token>'.", field="authorization"
+        )
+    return credential.strip()

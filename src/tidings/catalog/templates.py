@@ -1,0 +1,130 @@
+"""Channel templates: Jinja2 in a sandbox, compiled once at load and rendered per recipient.
+
+The sandbox keeps templates away from Python internals (``__class__``, ``mro``…) and
+from mutating the payload they render; it does not bound how long a deliberately slow
+template runs, which is the catalog author's to avoid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+TITLE_MAX = 500
+_ACTION_URL_SCHEMES = frozenset({"", "http", "https"})
+# No loader exists, and templates must stand alone: one file, one type.
+_UNSUPPORTED_TAGS: dict[type[nodes.Node], str] = {
+    nodes.Extends: "extends",
+    nodes.Include: "include",
+    nodes.Import: "import",
+    nodes.FromImport: "from … import",
+}
+
+
+class RenderError(Exception):
+    """A template failed to render for this context; ``field`` names the template."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class InAppContent:
+    """What an inbox item shows: plain text (escaped by whatever displays it)."""
+
+    title: str
+    body: str
+    action_url: str | None
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Payload keys win over dict methods: ``data.items`` is the payload's "items".
+        if isinstance(obj, Mapping):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:
+        # The default returns an Undefined, which ChainableUndefined would render as "";
+        # an attempt to reach internals should fail loudly instead (and fail `check`).
+        raise SecurityError(
+            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe"
+        )
+
+
+def _blank_none(value: Any) -> Any:
+    return "" if value is None else value
+
+
+_ENVIRONMENT = _Sandbox(
+    autoescape=False,
+    undefined=ChainableUndefined,
+    finalize=_blank_none,
+    keep_trailing_newline=False,
+)
+
+
+def compile_template(source: str) -> Template:
+    """Compile a template; raises ``TemplateSyntaxError`` (with ``lineno``) when it is bad."""
+    tree = _ENVIRONMENT.parse(source)
+    for tag, name in _UNSUPPORTED_TAGS.items():
+        for node in tree.find_all(tag):
+            raise TemplateSyntaxError(
+                f"'{name}' is not supported in catalog templates", node.lineno
+            )
+    return _ENVIRONMENT.from_string(tree)
+
+
+def render(template: Template, context: Mapping[str, Any], field: str) -> str:
+    """Render ``template`` to stripped text; raises ``RenderError`` naming ``field``."""
+    try:
+        return template.render(dict(context)).strip()
+    except Exception as exc:  # a template can fail in many ways; all are a RenderError
+        raise RenderError(field, f"{type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class InAppTemplates:
+    """The compiled ``channels.in_app`` templates of one notification type."""
+
+    title: Template
+    body: Template
+    action_url: Template | None
+
+    def render(self, context: Mapping[str, Any]) -> InAppContent:
+        """Render the inbox item; raises ``RenderError`` when a template fails."""
+        title = render(self.title, context, "channels.in_app.title")
+        if len(title) > TITLE_MAX:
+            title = title[: TITLE_MAX - 1] + "…"
+        body = render(self.body, context, "channels.in_app.body")
+        action_url = None
+        if self.action_url is not None:
+            action_url = render(self.action_url, context, "channels.in_app.action_url") or None
+        if action_url is not None and not _is_safe_action_url(action_url):
+            raise RenderError(
+                "channels.in_app.action_url",
+                f"{action_url[:100]!r} is not a relative or http(s) URL",
+            )
+        return InAppContent(title=title, body=body, action_url=action_url)
+
+
+def _is_safe_action_url(url: str) -> bool:
+    # Payload data lands in links: never let it turn into "javascript:" or the like.
+    if any(ord(character) < 0x20 or ord(character) == 0x7F for character in url):
+        return False
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:
+        return False
+    return scheme.lower() in _ACTION_URL_SCHEMES

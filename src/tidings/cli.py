@@ -1,0 +1,221 @@
+"""The ``tidings`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tidings import catalog
+from tidings.kit import errors, migrate
+from tidings.kit.settings import Settings
+
+app = typer.Typer(help="Tidings: events in; in-app inbox and email out.", no_args_is_help=True)
+keys_app = typer.Typer(help="Producers' API keys.", no_args_is_help=True)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Notification types.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+app.add_typer(catalog_app, name="catalog")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+
+def _run(make: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(make())  # type: ignore[arg-type]
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default TIDINGS_PORT or 8000).")] = None,
+) -> None:
+    """Run API, workers and timers in one process (the embedded default needs no servers)."""
+    import uvicorn
+
+    from tidings.app import create_app
+
+    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = Settings().model_copy(update=updates)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    problems = catalog.check(settings.catalog)
+    if problems:
+        for problem in problems:
+            err.print(str(problem), highlight=False)
+        raise _fail(f"the catalog in {settings.catalog} has {len(problems)} error(s); not starting")
+    if settings.is_embedded:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade(settings.resolved_database_url)
+    application = create_app(settings)
+    where = "embedded SQLite in " + str(settings.data_dir) if settings.is_embedded else "PostgreSQL"
+    out.print(f"Tidings {application.version} on {where}, catalog {settings.catalog}")
+    out.print(f"Listening on {settings.base_url}  (API docs: {settings.base_url}/docs)")
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Bring the database's schema up to date (SQLite or PostgreSQL)."""
+    settings = Settings()
+    if settings.is_embedded:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.resolved_database_url, revision)
+    out.print(f"database at revision {revision}")
+
+
+@catalog_app.command("check")
+def catalog_check(
+    directory: Annotated[Path | None, typer.Argument(help="Catalog folder.")] = None,
+) -> None:
+    """Validate every notification type: schema, templates, unknown fields."""
+    folder = directory or Settings().catalog
+    problems = catalog.check(folder)
+    for problem in problems:
+        out.print(str(problem), highlight=False)
+    if problems:
+        raise _fail(f"{len(problems)} error(s) in {folder}")
+    types = catalog.load(folder)
+    out.print(f"{folder}: {len(types)} notification types, no errors")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who the key is for, e.g. a team.")],
+    types: Annotated[
+        list[str], typer.Option("--types", help="Type patterns it may publish, e.g. 'comment.*'.")
+    ],
+) -> None:
+    """Create an API key; the key itself is printed alone on the last line, once."""
+    from tidings.auth.service import AuthService
+    from tidings.kit.clock import SystemClock
+    from tidings.kit.db import Database
+
+    settings = Settings()
+    scopes = [pattern.strip() for value in types for pattern in value.split(",") if pattern.strip()]
+
+    async def create() -> tuple[str, str]:
+        db = Database(settings.resolved_database_url, pool_size=1)
+        try:
+            service = AuthService(db, SystemClock(), settings.signing_secret, dt.timedelta(hours=1))
+            key, plaintext = await service.create_key(name, scopes)
+            return key.id, plaintext
+        finally:
+            await db.dispose()
+
+    _ensure_schema(settings)
+    try:
+        key_id, plaintext = _run(create)
+    except errors.TidingsError as exc:
+        raise _fail(exc.message) from None
+    err.print(f"created key {key_id} for {name!r}, may publish: {', '.join(scopes)}")
+    print(plaintext)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (never their secrets)."""
+    from tidings.auth.service import AuthService
+    from tidings.kit.clock import SystemClock
+    from tidings.kit.db import Database
+
+    settings = Settings()
+
+    async def listing() -> list[tuple[str, str, str, str, str]]:
+        db = Database(settings.resolved_database_url, pool_size=1)
+        try:
+            service = AuthService(db, SystemClock(), settings.signing_secret, dt.timedelta(hours=1))
+            return [
+                (
+                    k.id,
+                    k.name,
+                    ", ".join(k.scopes),
+                    k.created_at.isoformat(timespec="seconds"),
+                    "revoked" if k.revoked_at else "active",
+                )
+                for k in await service.list_keys()
+            ]
+        finally:
+            await db.dispose()
+
+    _ensure_schema(settings)
+    table = Table("id", "name", "types", "created", "status")
+    for row in _run(listing):
+        table.add_row(*row)
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke an API key (a running server stops accepting it within seconds)."""
+    from tidings.auth.service import AuthService
+    from tidings.kit.clock import SystemClock
+    from tidings.kit.db import Database
+
+    settings = Settings()
+
+    async def revoke() -> None:
+        db = Database(settings.resolved_database_url, pool_size=1)
+        try:
+            service = AuthService(db, SystemClock(), settings.signing_secret, dt.timedelta(hours=1))
+            await service.revoke_key(key_id)
+        finally:
+            await db.dispose()
+
+    try:
+        _run(revoke)
+    except errors.TidingsError as exc:
+        raise _fail(exc.message) from None
+    out.print(f"revoked {key_id}")
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Argument(help="The user id the token speaks for.")],
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+) -> None:
+    """Print a user token for USER's inbox, alone on the last line."""
+    from tidings.auth import tokens
+
+    settings = Settings()
+    if not user:
+        raise _fail("a token needs a user id")
+    print(
+        tokens.issue_user_token(
+            settings.signing_secret,
+            user,
+            ttl=dt.timedelta(seconds=ttl),
+            now=dt.datetime.now(dt.UTC),
+        )
+    )
+
+
+def _ensure_schema(settings: Settings) -> None:
+    if settings.is_embedded:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade(settings.resolved_database_url)
+
+
+def main() -> None:
+    app()

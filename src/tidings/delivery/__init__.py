@@ -1,0 +1,1 @@
+"""Recording and executing the plan: deliveries, their states, the worker, dead letters."""

@@ -1,0 +1,1 @@
+"""Ingest: validate events, enforce idempotency, store them and enqueue their planning."""

@@ -1,0 +1,96 @@
+"""HTTP for publishing events and asking what became of them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from tidings.auth.dependencies import Producer
+from tidings.delivery.service import DeliveryService
+from tidings.events import schemas
+from tidings.events.group_commit import GroupCommitter
+from tidings.events.service import EventsService
+from tidings.kit import errors
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+
+def events_service(request: Request) -> EventsService:
+    service: EventsService = request.app.state.events
+    return service
+
+
+def group_committer(request: Request) -> GroupCommitter:
+    committer: GroupCommitter = request.app.state.group_commit
+    return committer
+
+
+def delivery_service(request: Request) -> DeliveryService:
+    service: DeliveryService = request.app.state.delivery
+    return service
+
+
+Events = Annotated[EventsService, Depends(events_service)]
+
+
+@router.post("/events", status_code=202, response_model=schemas.Accepted)
+async def publish(
+    body: schemas.EventIn,
+    key: Producer,
+    events: Events,
+    committer: Annotated[GroupCommitter, Depends(group_committer)],
+) -> schemas.Accepted:
+    """Publish one event. The same idempotency key with the same body replays the original
+    event id; with a different body it is a 409."""
+    outcome = await committer.submit(events.prepare(key, body))
+    if outcome.conflict is not None:
+        raise outcome.conflict
+    return schemas.Accepted(event_id=outcome.event_id, replayed=outcome.replayed)
+
+
+@router.post("/events/batch", status_code=202, response_model=schemas.BatchAccepted)
+async def publish_batch(
+    request: Request, body: schemas.BatchIn, key: Producer, events: Events
+) -> schemas.BatchAccepted:
+    """Publish up to 1,000 events at once: all are accepted, or none is."""
+    limit: int = request.app.state.settings.max_batch_events
+    if len(body.events) > limit:
+        raise errors.Invalid(
+            f"A batch holds at most {limit} events; this one has {len(body.events)}.",
+            field="events",
+        )
+    prepared = [events.prepare(key, event, f"events.{i}.") for i, event in enumerate(body.events)]
+    outcomes = await events.publish(prepared)
+    return schemas.BatchAccepted(
+        events=[schemas.Accepted(event_id=o.event_id, replayed=o.replayed) for o in outcomes]
+    )
+
+
+@router.get("/events/{event_id}", response_model=schemas.EventView)
+async def get_event(
+    event_id: str,
+    _key: Producer,
+    events: Events,
+    delivery: Annotated[DeliveryService, Depends(delivery_service)],
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> schemas.EventView:
+    """The event and each recipient's delivery state, with every transition."""
+    row = await events.get(event_id)
+    page, next_cursor = await delivery.for_event(event_id, cursor, limit)
+    return schemas.EventView(
+        id=row["id"],
+        type=row["type"],
+        tenant=row["tenant"],
+        idempotency_key=row["idempotency_key"],
+        actor=row["actor"],
+        recipients=row["recipients"],
+        topic=row["topic"],
+        data=row["data"],
+        created_at=row["created_at"],
+        planned_at=row["planned_at"],
+        status="planned" if row["planned_at"] else "accepted",
+        deliveries=[schemas.DeliveryView.model_validate(d) for d in page],
+        next_cursor=next_cursor,
+    )

@@ -1,0 +1,99 @@
+"""Request and response models of the producer's events API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+from tidings.users.schemas import ProfileFields, TopicKey, UserId
+
+Tenant = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9:._\-]{0,199}$")]
+
+
+class Actor(BaseModel):
+    """Who caused the event; shown on the notification."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: UserId
+    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    avatar_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class RecipientIn(ProfileFields):
+    """A recipient: an id, optionally with profile fields to record on the way."""
+
+    id: UserId
+
+
+def _id_to_recipient(value: Any) -> Any:
+    return {"id": value} if isinstance(value, str) else value
+
+
+class EventIn(BaseModel):
+    """One event, as a producer publishes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    tenant: Tenant = "default"
+    actor: Actor | None = None
+    recipients: (
+        Annotated[
+            list[Annotated[RecipientIn, BeforeValidator(_id_to_recipient)]],
+            Field(min_length=1, max_length=1000),
+        ]
+        | None
+    ) = None
+    topic: TopicKey | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(min_length=1)
+
+
+class Accepted(BaseModel):
+    event_id: str
+    replayed: bool
+
+
+class BatchAccepted(BaseModel):
+    events: list[Accepted]
+
+
+class Transition(BaseModel):
+    state: str
+    reason: str | None
+    at: dt.datetime
+
+
+class DeliveryView(BaseModel):
+    id: str
+    user_id: str
+    channel: str
+    state: str
+    reason: str | None
+    updated_at: dt.datetime
+    transitions: list[Transition]
+
+
+class EventView(BaseModel):
+    id: str
+    type: str
+    tenant: str
+    idempotency_key: str | None
+    actor: dict[str, Any] | None
+    recipients: list[str] | None
+    topic: str | None
+    data: dict[str, Any]
+    created_at: dt.datetime
+    planned_at: dt.datetime | None
+    status: str = Field(description="accepted (waiting to be planned) or planned")
+    deliveries: list[DeliveryView]
+    next_cursor: str | None = Field(description="pass as ?cursor= for more deliveries")

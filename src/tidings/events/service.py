@@ -1,0 +1,233 @@
+"""Ingest: validate, enforce idempotency, store, and enqueue planning — all in one commit."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings import catalog
+from tidings.auth.keys import ApiKey
+from tidings.events import repository, schemas
+from tidings.kit import errors, ids
+from tidings.kit.clock import Clock
+from tidings.kit.db import Database
+from tidings.kit.queue import NewJob, Queue
+from tidings.users.service import UsersService
+
+PLAN_JOB = "plan"
+FANOUT_JOB = "fanout"
+
+
+@dataclass
+class Prepared:
+    """An event that passed validation, ready to be written."""
+
+    event_id: str
+    tenant: str
+    idempotency_key: str
+    body_hash: str
+    lane: int
+    row: dict[str, Any]
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one prepared event: accepted, replayed, or a conflict."""
+
+    event_id: str
+    replayed: bool = False
+    conflict: errors.Conflict | None = None
+
+
+class EventsService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        types: catalog.Catalog,
+        queue: Queue,
+        users: UsersService,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._catalog = types
+        self._queue = queue
+        self._users = users
+
+    def prepare(self, key: ApiKey, event: schemas.EventIn, field_prefix: str = "") -> Prepared:
+        """Check one event against its type and the key's scopes.
+
+        Raises:
+            errors.Forbidden: the key may not publish this type.
+            errors.Invalid: unknown type, no audience, or a payload that breaks the schema.
+        """
+        ntype = self._catalog.get(event.type)
+        if ntype is None:
+            raise errors.Invalid(
+                f"Unknown notification type {event.type!r}; declare it in the catalog first.",
+                field=field_prefix + "type",
+            )
+        if not key.may_publish(event.type):
+            raise errors.Forbidden(
+                f"The key {key.name!r} may publish {', '.join(key.scopes)}, not {event.type!r}.",
+                field=field_prefix + "type",
+            )
+        if (event.recipients is None) == (event.topic is None):
+            raise errors.Invalid(
+                "Give either 'recipients' or 'topic', not both and not neither.",
+                field=field_prefix + "recipients",
+            )
+        problems = ntype.validate_payload(event.data)
+        if problems:
+            first = problems[0]
+            raise errors.Invalid(
+                f"{first.message} (type {event.type!r}).",
+                field=field_prefix + first.path,
+                problems=[{"field": field_prefix + p.path, "message": p.message} for p in problems],
+            )
+        body = event.model_dump(mode="json")
+        body_hash = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        event_id = ids.new_id()
+        recipients = event.recipients or []
+        return Prepared(
+            event_id=event_id,
+            tenant=event.tenant,
+            idempotency_key=event.idempotency_key,
+            body_hash=body_hash,
+            lane=ntype.priority.lane,
+            row={
+                "id": event_id,
+                "tenant": event.tenant,
+                "type": event.type,
+                "idempotency_key": event.idempotency_key,
+                "actor": body["actor"],
+                "recipients": [r.id for r in recipients] if event.recipients is not None else None,
+                "topic": event.topic,
+                "data": body["data"],
+                "api_key_id": key.id,
+            },
+            profiles=[
+                r.model_dump(exclude_unset=True)
+                for r in recipients
+                if r.model_fields_set - {"id"}
+            ],
+        )
+
+    async def publish(self, prepared: Sequence[Prepared]) -> list[Outcome]:
+        """Write a batch atomically: every event is stored, or none is.
+
+        Raises:
+            errors.Conflict: an idempotency key was reused with a different body.
+        """
+        outcomes = await self.write_group(prepared, atomic=True)
+        return outcomes
+
+    async def write_group(self, prepared: Sequence[Prepared], *, atomic: bool) -> list[Outcome]:
+        """Write events in one transaction and wake the planner after the commit.
+
+        With ``atomic`` a conflict aborts the whole group; without it, conflicting events
+        are reported and the rest are written (the group commit of single requests).
+        """
+        try:
+            async with self._db.transaction() as conn:
+                outcomes = await self._write(conn, prepared, atomic=atomic)
+        except sa.exc.IntegrityError:
+            # A concurrent request claimed one of the keys between our read and our
+            # insert: run again, now seeing its row, and replay or conflict accordingly.
+            async with self._db.transaction() as conn:
+                outcomes = await self._write(conn, prepared, atomic=atomic)
+        self._queue.wake()
+        return outcomes
+
+    async def _write(
+        self, conn: AsyncConnection, prepared: Sequence[Prepared], *, atomic: bool
+    ) -> list[Outcome]:
+        now = self._clock.now()
+        known = await repository.existing_keys(
+            conn, ((p.tenant, p.idempotency_key) for p in prepared)
+        )
+        outcomes: list[Outcome] = []
+        fresh: list[Prepared] = []
+        for index, item in enumerate(prepared):
+            seen = known.get((item.tenant, item.idempotency_key))
+            if seen is None:
+                known[(item.tenant, item.idempotency_key)] = (item.body_hash, item.event_id)
+                fresh.append(item)
+                outcomes.append(Outcome(item.event_id))
+            elif seen[0] == item.body_hash:
+                outcomes.append(Outcome(seen[1], replayed=True))
+            else:
+                conflict = errors.Conflict(
+                    f"The idempotency key {item.idempotency_key!r} was already used with a "
+                    "different event; use a new key for a new event.",
+                    field=("events." + str(index) + "." if atomic and len(prepared) > 1 else "")
+                    + "idempotency_key",
+                    event_id=seen[1],
+                )
+                if atomic:
+                    raise conflict
+                outcomes.append(Outcome(seen[1], conflict=conflict))
+        if not fresh:
+            return outcomes
+        await repository.insert(
+            conn,
+            [{**p.row, "created_at": now} for p in fresh],
+            [
+                {
+                    "tenant": p.tenant,
+                    "key": p.idempotency_key,
+                    "body_hash": p.body_hash,
+                    "event_id": p.event_id,
+                    "created_at": now,
+                }
+                for p in fresh
+            ],
+        )
+        await self._users.upsert_profiles(conn, [pr for p in fresh for pr in p.profiles])
+        await self._queue.enqueue(conn, _planning_jobs(fresh))
+        return outcomes
+
+    async def get(self, event_id: str) -> Mapping[str, Any]:
+        async with self._db.reader() as conn:
+            row = await repository.get(conn, event_id)
+        if row is None:
+            raise errors.NotFound(f"No event with id {event_id!r}.", field="event_id")
+        return row
+
+    async def load(self, conn: AsyncConnection, event_ids: Sequence[str]) -> list[Mapping[str, Any]]:
+        """Events by id, in the caller's transaction (for the planner)."""
+        return await repository.get_many(conn, event_ids)
+
+    async def mark_planned(self, conn: AsyncConnection, event_ids: Sequence[str]) -> None:
+        if event_ids:
+            await repository.mark_planned(conn, event_ids, self._clock.now())
+
+
+def _planning_jobs(fresh: Sequence[Prepared]) -> list[NewJob]:
+    """One planning job per lane for direct events; one fan-out job per topic event."""
+    by_lane: dict[int, list[str]] = {}
+    new_jobs: list[NewJob] = []
+    for item in fresh:
+        if item.row["topic"] is not None:
+            new_jobs.append(
+                NewJob(
+                    id=f"{FANOUT_JOB}:{item.event_id}:",
+                    kind=FANOUT_JOB,
+                    payload={"event": item.event_id, "after": None},
+                    lane=item.lane,
+                )
+            )
+        else:
+            by_lane.setdefault(item.lane, []).append(item.event_id)
+    for lane, event_ids in sorted(by_lane.items()):
+        new_jobs.append(
+            NewJob(id=f"{PLAN_JOB}:{event_ids[0]}", kind=PLAN_JOB, payload={"events": event_ids}, lane=lane)
+        )
+    return new_jobs

@@ -1,0 +1,1 @@
+"""The in-app channel: inbox items, their flags, counts, and live updates."""

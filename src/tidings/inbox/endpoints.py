@@ -1,0 +1,88 @@
+"""HTTP for the end user's inbox, under ``/v1/me``: list, count, flag, and a live stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from sse_starlette import EventSourceResponse
+
+from tidings.auth.dependencies import EndUser
+from tidings.inbox import schemas
+from tidings.inbox.service import InboxService
+from tidings.kit.live import LiveHub
+
+router = APIRouter(prefix="/v1/me", tags=["inbox"])
+
+
+def inbox_service(request: Request) -> InboxService:
+    service: InboxService = request.app.state.inbox
+    return service
+
+
+Inbox = Annotated[InboxService, Depends(inbox_service)]
+
+
+@router.get("/inbox", response_model=schemas.Page)
+async def list_items(
+    user: EndUser,
+    inbox: Inbox,
+    status: Literal["all", "unread"] = "all",
+    archived: bool = False,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> schemas.Page:
+    """Your items, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    return await inbox.page(
+        user, cursor=cursor, limit=limit, unread_only=status == "unread", archived=archived
+    )
+
+
+@router.get("/inbox/counts", response_model=schemas.Counts)
+async def counts(user: EndUser, inbox: Inbox) -> schemas.Counts:
+    """Exact unread, unseen and total counts of items that are not archived."""
+    return await inbox.counts(user)
+
+
+@router.post("/inbox/mark", response_model=schemas.Marked)
+async def mark_many(body: schemas.MarkMany, user: EndUser, inbox: Inbox) -> schemas.Marked:
+    """Set or clear flags on the listed items, or on all your items when ``ids`` is left out."""
+    return await inbox.mark(user, body.ids, body)
+
+
+@router.get("/inbox/stream")
+async def stream(request: Request, user: EndUser, inbox: Inbox) -> EventSourceResponse:
+    """Server-Sent Events: ``counts`` at once, then ``item`` and ``counts`` as they change."""
+    hub: LiveHub = request.app.state.live
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        async with hub.subscribe(user) as queue:
+            # Counted after subscribing, so nothing falls between the count and the stream.
+            initial = await inbox.counts(user)
+            yield {"event": "counts", "data": initial.model_dump_json()}
+            while True:
+                try:
+                    message = await asyncio.wait_for(queue.get(), timeout=1.0)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    continue
+                yield {"event": message["event"], "data": orjson.dumps(message["data"]).decode()}
+
+    return EventSourceResponse(events(), ping=15)
+
+
+@router.get("/inbox/{item_id}", response_model=schemas.Item)
+async def get_item(item_id: str, user: EndUser, inbox: Inbox) -> schemas.Item:
+    return await inbox.item(user, item_id)
+
+
+@router.patch("/inbox/{item_id}", response_model=schemas.Item)
+async def mark_one(
+    item_id: str, body: schemas.Marks, user: EndUser, inbox: Inbox
+) -> schemas.Item:
+    """Set or clear read, seen or archived on one item."""
+    return await inbox.mark_one(user, item_id, body)

@@ -1,0 +1,111 @@
+"""HTTP plumbing shared by every router: error bodies and the request size limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tidings.kit import errors
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as ``{"error": {"code", "message", "field"?}}``."""
+
+    @app.exception_handler(errors.TidingsError)
+    async def _tidings_error(_request: Request, exc: errors.TidingsError) -> ORJSONResponse:
+        return ORJSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
+        problems = [_problem(error) for error in exc.errors()]
+        first = problems[0]
+        body = errors.Invalid(first["message"], field=first["field"], problems=problems).body()
+        if any(p["code"] == "malformed_json" for p in problems):
+            body["error"]["code"] = "malformed_json"
+        return ORJSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return ORJSONResponse(
+            {"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code
+        )
+
+
+def _problem(error: Any) -> dict[str, Any]:
+    location = [str(part) for part in error.get("loc", ())]
+    source = location[0] if location else "body"
+    path = location[1:] if source in ("body", "query", "path", "header") else location
+    if error.get("type") == "json_invalid":
+        return {
+            "code": "malformed_json",
+            "field": None,
+            "message": f"The body is not valid JSON: {error.get('ctx', {}).get('error', 'parse error')}.",
+        }
+    field = ".".join(path) if path else source
+    message = str(error.get("msg", "invalid value"))
+    if error.get("type") == "missing":
+        message = f"'{field}' is required"
+    elif error.get("type") == "extra_forbidden":
+        message = f"'{field}' is not a field this endpoint accepts"
+    return {"code": str(error.get("type", "invalid")), "field": field, "message": message}
+
+
+class BodySizeLimit:
+    """Answers 413 to a request body over ``max_bytes``, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._reject(send)
+                return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = errors.TooLarge(
+            f"The request body is larger than {self.max_bytes} bytes; send smaller batches.",
+            field="body",
+        ).body()
+        await ORJSONResponse(body, status_code=413)({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:  # pragma: no cover - a response never reads
+    return {"type": "http.disconnect"}

@@ -1,0 +1,190 @@
+"""The durable work queue: jobs written with the caller's transaction, leased by workers.
+
+``SqlQueue`` keeps jobs in the database itself. On PostgreSQL workers lease rows with
+``FOR UPDATE SKIP LOCKED``; on SQLite one in-process consumer leases them. A job whose
+worker dies is leased again once its lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.kit.clock import Clock
+from tidings.kit.db import Database
+from tidings.kit.tables import dead_letters, jobs
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to enqueue. ``id`` is derived from what it does, so enqueueing twice is a no-op."""
+
+    id: str
+    kind: str
+    payload: dict[str, Any]
+    lane: int = 2
+    run_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A leased job."""
+
+    id: str
+    kind: str
+    payload: dict[str, Any]
+    lane: int
+    attempts: int
+    leased_by: str = field(default="")
+
+
+class Queue(Protocol):
+    """What the pipeline needs of a queue."""
+
+    async def enqueue(self, conn: AsyncConnection, new_jobs: Sequence[NewJob]) -> None: ...
+
+    async def claim(self, worker_id: str, limit: int, lease: dt.timedelta) -> list[Job]: ...
+
+    async def complete(self, conn: AsyncConnection, done: Sequence[Job]) -> None: ...
+
+    async def retry(self, job: Job, error: str, run_at: dt.datetime) -> None: ...
+
+    async def bury(self, job: Job, error: str) -> None: ...
+
+    def wake(self) -> None: ...
+
+    async def wait(self, timeout: float) -> None: ...
+
+
+def backoff(
+    attempts: int, *, base: float, cap: float, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait before attempt ``attempts + 1``: exponential, capped, full jitter.
+
+    The upper bound doubles with each attempt up to ``cap``; the delay is drawn between
+    half of it and all of it, so retries spread out but never come back immediately.
+    """
+    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+class SqlQueue:
+    """The queue kept in Tidings' own database."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+        self._ready = asyncio.Event()
+
+    async def enqueue(self, conn: AsyncConnection, new_jobs: Sequence[NewJob]) -> None:
+        """Add jobs inside the caller's transaction: they exist exactly when it commits."""
+        if not new_jobs:
+            return
+        now = self._clock.now()
+        await conn.execute(
+            self._db.insert_ignore(jobs),
+            [
+                {
+                    "id": job.id,
+                    "kind": job.kind,
+                    "payload": job.payload,
+                    "lane": job.lane,
+                    "run_at": job.run_at or now,
+                    "attempts": 0,
+                    "created_at": now,
+                }
+                for job in new_jobs
+            ],
+        )
+
+    async def claim(self, worker_id: str, limit: int, lease: dt.timedelta) -> list[Job]:
+        """Lease up to ``limit`` due jobs, most urgent lane first."""
+        now = self._clock.now()
+        due = (
+            sa.select(jobs.c.id)
+            .where(
+                jobs.c.run_at <= now,
+                sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
+            )
+            .order_by(jobs.c.lane, jobs.c.run_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            jobs.update()
+            .where(jobs.c.id.in_(due.scalar_subquery()))
+            .values(lease_until=now + lease, leased_by=worker_id, attempts=jobs.c.attempts + 1)
+            .returning(jobs.c.id, jobs.c.kind, jobs.c.payload, jobs.c.lane, jobs.c.attempts)
+        )
+        async with self._db.transaction() as conn:
+            rows = (await conn.execute(stmt)).all()
+        claimed = [Job(r.id, r.kind, r.payload, r.lane, r.attempts, worker_id) for r in rows]
+        claimed.sort(key=lambda job: job.lane)
+        return claimed
+
+    async def complete(self, conn: AsyncConnection, done: Sequence[Job]) -> None:
+        """Remove finished jobs, inside the transaction that recorded their effects."""
+        if done:
+            await conn.execute(jobs.delete().where(jobs.c.id.in_([job.id for job in done])))
+
+    async def retry(self, job: Job, error: str, run_at: dt.datetime) -> None:
+        """Give a failed job back, to run again at ``run_at``."""
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job.id)
+                .values(run_at=run_at, lease_until=None, leased_by=None, last_error=error[:4000])
+            )
+
+    async def bury(self, job: Job, error: str) -> None:
+        """Move a job that keeps failing to the dead letters."""
+        now = self._clock.now()
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                self._db.insert_ignore(dead_letters).values(
+                    id=job.id,
+                    kind=job.kind,
+                    payload=job.payload,
+                    lane=job.lane,
+                    attempts=job.attempts,
+                    error=error[:4000],
+                    created_at=now,
+                    failed_at=now,
+                )
+            )
+            await conn.execute(jobs.delete().where(jobs.c.id == job.id))
+
+    async def release_all(self) -> int:
+        """Drop every lease: only for the embedded default, whose one process is the only
+        consumer, so after a restart nothing waits for a dead worker's leases to expire."""
+        async with self._db.transaction() as conn:
+            result = await conn.execute(
+                jobs.update()
+                .where(jobs.c.lease_until.is_not(None))
+                .values(lease_until=None, leased_by=None)
+            )
+        return result.rowcount
+
+    async def depth(self) -> int:
+        """How many jobs wait or run."""
+        async with self._db.reader() as conn:
+            return int((await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar_one())
+
+    def wake(self) -> None:
+        """Tell a waiting consumer that jobs were committed."""
+        self._ready.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Sleep until woken or ``timeout`` seconds pass."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._ready.clear()

@@ -1,0 +1,1 @@
+"""Deciding, per recipient and channel, what should happen and why. Records nothing."""

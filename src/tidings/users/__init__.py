@@ -1,0 +1,1 @@
+"""Recipients' profiles, topics and their subscribers."""

@@ -1,0 +1,73 @@
+"""Request and response models for profiles and topics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+TopicKey = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9:._\-]{0,254}$")
+]
+Email = Annotated[
+    str, StringConstraints(max_length=320, pattern=r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$")
+]
+Locale = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")]
+
+
+class ProfileFields(BaseModel):
+    """What a producer may say about a recipient."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email | None = None
+    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    locale: Locale | None = None
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA timezone, e.g. 'Europe/Paris'") from None
+        return value
+
+
+class ProfileIn(ProfileFields):
+    """``PUT /v1/users/{id}``: the whole profile."""
+
+
+class Profile(ProfileFields):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class SubscribersIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_ids: list[UserId] = Field(min_length=1, max_length=1000)
+
+
+class SubscribersChanged(BaseModel):
+    topic: str
+    changed: int
+
+
+class Subscriber(BaseModel):
+    user_id: str
+    subscribed_at: dt.datetime
+
+
+class SubscriberPage(BaseModel):
+    items: list[Subscriber]
+    next_cursor: str | None
