@@ -97,7 +97,10 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         queue=queue,
         live=live,
         auth=AuthService(
-            db, clock, settings.signing_secret, dt.timedelta(seconds=settings.user_token_ttl_seconds)
+            db,
+            clock,
+            settings.signing_secret,
+            dt.timedelta(seconds=settings.user_token_ttl_seconds),
         ),
         users=users,
         events=events,
@@ -136,7 +139,16 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         summary="Events in; in-app inbox and email out.",
         lifespan=lifespan,
     )
-    for name in ("settings", "auth", "users", "events", "inbox", "delivery", "live", "group_commit"):
+    for name in (
+        "settings",
+        "auth",
+        "users",
+        "events",
+        "inbox",
+        "delivery",
+        "live",
+        "group_commit",
+    ):
         setattr(app.state, name, getattr(runtime, name))
     app.state.runtime = runtime
     http.install_error_handlers(app)

@@ -52,7 +52,9 @@ def serve(
 
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = Settings().model_copy(update=updates)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
     problems = catalog.check(settings.catalog)
     if problems:
         for problem in problems:
@@ -73,6 +75,39 @@ def serve(
         log_level="warning",
         access_log=False,
     )
+
+
+@app.command()
+def worker() -> None:
+    """Run only the pipeline's worker: lease jobs and plan and deliver them."""
+    import signal
+
+    from tidings.app import build_runtime
+
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    problems = catalog.check(settings.catalog)
+    if problems:
+        for problem in problems:
+            err.print(str(problem), highlight=False)
+        raise _fail(f"the catalog in {settings.catalog} has {len(problems)} error(s); not starting")
+    _ensure_schema(settings)
+
+    async def work() -> None:
+        runtime = build_runtime(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        runtime.worker.start()
+        out.print(f"worker {runtime.worker.worker_id} running")
+        await stop.wait()
+        await runtime.worker.stop()
+        await runtime.close()
+
+    _run(work)
 
 
 @db_app.command("upgrade")

@@ -75,9 +75,7 @@ class AuthService:
         async with self._db.reader() as conn:
             found = await repository.by_prefix(conn, prefix)
         if found is None or not keys.matches(plaintext, found[1]) or found[0].revoked_at:
-            raise errors.Unauthenticated(
-                "Unknown or revoked API key.", field="authorization"
-            )
+            raise errors.Unauthenticated("Unknown or revoked API key.", field="authorization")
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[plaintext] = (time.monotonic() + _CACHE_SECONDS, found[0])

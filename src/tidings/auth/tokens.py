@@ -37,7 +37,9 @@ def verify_user_token(secret: str, token: str) -> str:
             "The user token has expired; ask the application for a new one.", field="token"
         ) from None
     except jwt.InvalidTokenError as exc:
-        raise errors.Unauthenticated(f"The user token is not valid: {exc}.", field="token") from None
+        raise errors.Unauthenticated(
+            f"The user token is not valid: {exc}.", field="token"
+        ) from None
     subject = claims["sub"]
     if not isinstance(subject, str) or not subject:
         raise errors.Unauthenticated("The user token names no user.", field="token")

@@ -63,20 +63,21 @@ class YamlDocument:
 
 def parse_yaml(text: str) -> YamlDocument:
     """Parse one YAML document; raises ``YamlSyntaxError`` with the line when it cannot."""
-    loader = _JsonLikeLoader(text)
     try:
-        node = loader.get_single_node()
-        data = None if node is None else loader.construct_document(node)
+        node, data = _compose_and_construct(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise YamlSyntaxError(f"character #x{exc.character:04x} is not allowed", line) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = ", ".join(part for part in (exc.context, exc.problem) if part)
-        raise YamlSyntaxError(message or "malformed document", mark.line + 1 if mark else None) from exc
+        raise YamlSyntaxError(
+            message or "malformed document", mark.line + 1 if mark else None
+        ) from exc
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(str(exc), None) from exc
     except RecursionError as exc:
         raise YamlSyntaxError("the document is nested too deeply", None) from exc
-    finally:
-        loader.dispose()
     if node is None:
         return YamlDocument(data=None)
     index = _Index()
@@ -90,6 +91,15 @@ def parse_yaml(text: str) -> YamlDocument:
         value_nodes=index.value_nodes,
         duplicate_keys=index.duplicate_keys,
     )
+
+
+def _compose_and_construct(text: str) -> tuple[yaml.Node | None, Any]:
+    loader = _JsonLikeLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 @dataclass

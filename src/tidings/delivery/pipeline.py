@@ -126,7 +126,12 @@ class Pipeline:
         if job.kind != PLAN_JOB or len(job.payload["events"]) < 2:
             return []
         return [
-            NewJob(id=f"{PLAN_JOB}:{event_id}", kind=PLAN_JOB, payload={"events": [event_id]}, lane=job.lane)
+            NewJob(
+                id=f"{PLAN_JOB}:{event_id}",
+                kind=PLAN_JOB,
+                payload={"events": [event_id]},
+                lane=job.lane,
+            )
             for event_id in job.payload["events"]
         ]
 
@@ -187,7 +192,9 @@ class Pipeline:
                         }
                     )
                 if decision.deliver and decision.channel == planner.IN_APP:
-                    content = ntype.render_in_app({**base_context, "recipient": recipient.as_context()})
+                    content = ntype.render_in_app(
+                        {**base_context, "recipient": recipient.as_context()}
+                    )
                     rows.inbox.append(
                         {
                             "id": delivery_id,

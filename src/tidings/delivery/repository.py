@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.kit.db import Database
-from tidings.kit.tables import delivery_transitions, deliveries, notifications
+from tidings.kit.tables import deliveries, delivery_transitions, notifications
 
 
 async def record(
@@ -37,7 +37,9 @@ async def for_event(
     query = sa.select(deliveries).where(deliveries.c.event_id == event_id)
     if after is not None:
         query = query.where(deliveries.c.id > after)
-    rows = [r._mapping for r in await conn.execute(query.order_by(deliveries.c.id).limit(limit))]
+    rows = [
+        dict(r._mapping) for r in await conn.execute(query.order_by(deliveries.c.id).limit(limit))
+    ]
     if not rows:
         return []
     transitions: dict[str, list[dict[str, Any]]] = {}
@@ -56,7 +58,8 @@ async def for_event(
         {
             **row,
             "transitions": sorted(
-                transitions.get(row["id"], []), key=lambda tr: (tr["at"], _ORDER.get(tr["state"], 1))
+                transitions.get(row["id"], []),
+                key=lambda tr: (tr["at"], _ORDER.get(tr["state"], 1)),
             ),
         }
         for row in rows

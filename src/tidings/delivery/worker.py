@@ -107,7 +107,9 @@ class Worker:
             if len(group) == 1:
                 await self._failed(task, group[0], exc)
                 return
-            log.warning("batch of %d %s jobs failed (%s); running them one by one", len(group), kind, exc)
+            log.warning(
+                "batch of %d %s jobs failed (%s); running them one by one", len(group), kind, exc
+            )
         for job in group:
             try:
                 await task.handle([job])
@@ -129,5 +131,7 @@ class Worker:
             await self._queue.bury(job, error)
             return
         delay = backoff(job.attempts, base=self._retry.base_seconds, cap=self._retry.cap_seconds)
-        log.warning("job %s failed (attempt %d), retrying in %.1fs: %s", job.id, job.attempts, delay, error)
+        log.warning(
+            "job %s failed (attempt %d), retrying in %.1fs: %s", job.id, job.attempts, delay, error
+        )
         await self._queue.retry(job, error, self._clock.now() + dt.timedelta(seconds=delay))

@@ -46,12 +46,12 @@ async def insert(
 
 async def get(conn: AsyncConnection, event_id: str) -> Mapping[str, Any] | None:
     row = (await conn.execute(sa.select(events).where(events.c.id == event_id))).first()
-    return None if row is None else row._mapping
+    return None if row is None else dict(row._mapping)
 
 
 async def get_many(conn: AsyncConnection, event_ids: Sequence[str]) -> list[Mapping[str, Any]]:
     rows = await conn.execute(sa.select(events).where(events.c.id.in_(list(event_ids))))
-    return [row._mapping for row in rows]
+    return [dict(row._mapping) for row in rows]
 
 
 async def mark_planned(conn: AsyncConnection, event_ids: Sequence[str], now: dt.datetime) -> None:

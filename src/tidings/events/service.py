@@ -114,9 +114,7 @@ class EventsService:
                 "api_key_id": key.id,
             },
             profiles=[
-                r.model_dump(exclude_unset=True)
-                for r in recipients
-                if r.model_fields_set - {"id"}
+                r.model_dump(exclude_unset=True) for r in recipients if r.model_fields_set - {"id"}
             ],
         )
 
@@ -201,7 +199,9 @@ class EventsService:
             raise errors.NotFound(f"No event with id {event_id!r}.", field="event_id")
         return row
 
-    async def load(self, conn: AsyncConnection, event_ids: Sequence[str]) -> list[Mapping[str, Any]]:
+    async def load(
+        self, conn: AsyncConnection, event_ids: Sequence[str]
+    ) -> list[Mapping[str, Any]]:
         """Events by id, in the caller's transaction (for the planner)."""
         return await repository.get_many(conn, event_ids)
 
@@ -228,6 +228,11 @@ def _planning_jobs(fresh: Sequence[Prepared]) -> list[NewJob]:
             by_lane.setdefault(item.lane, []).append(item.event_id)
     for lane, event_ids in sorted(by_lane.items()):
         new_jobs.append(
-            NewJob(id=f"{PLAN_JOB}:{event_ids[0]}", kind=PLAN_JOB, payload={"events": event_ids}, lane=lane)
+            NewJob(
+                id=f"{PLAN_JOB}:{event_ids[0]}",
+                kind=PLAN_JOB,
+                payload={"events": event_ids},
+                lane=lane,
+            )
         )
     return new_jobs

@@ -81,8 +81,6 @@ async def get_item(item_id: str, user: EndUser, inbox: Inbox) -> schemas.Item:
 
 
 @router.patch("/inbox/{item_id}", response_model=schemas.Item)
-async def mark_one(
-    item_id: str, body: schemas.Marks, user: EndUser, inbox: Inbox
-) -> schemas.Item:
+async def mark_one(item_id: str, body: schemas.Marks, user: EndUser, inbox: Inbox) -> schemas.Item:
     """Set or clear read, seen or archived on one item."""
     return await inbox.mark_one(user, item_id, body)

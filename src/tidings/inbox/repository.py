@@ -45,7 +45,7 @@ async def page(
     if before is not None:
         query = query.where(sa.tuple_(c.created_at, c.id) < sa.tuple_(*before))
     rows = await conn.execute(query.order_by(c.created_at.desc(), c.id.desc()).limit(limit))
-    return [row._mapping for row in rows]
+    return [dict(row._mapping) for row in rows]
 
 
 async def counts(conn: AsyncConnection, user_ids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
@@ -98,4 +98,4 @@ async def get(conn: AsyncConnection, user_id: str, item_id: str) -> Mapping[str,
             )
         )
     ).first()
-    return None if row is None else row._mapping
+    return None if row is None else dict(row._mapping)

@@ -42,10 +42,11 @@ def _problem(error: Any) -> dict[str, Any]:
     source = location[0] if location else "body"
     path = location[1:] if source in ("body", "query", "path", "header") else location
     if error.get("type") == "json_invalid":
+        reason = error.get("ctx", {}).get("error", "parse error")
         return {
             "code": "malformed_json",
             "field": None,
-            "message": f"The body is not valid JSON: {error.get('ctx', {}).get('error', 'parse error')}.",
+            "message": f"The body is not valid JSON: {reason}.",
         }
     field = ".".join(path) if path else source
     message = str(error.get("msg", "invalid value"))

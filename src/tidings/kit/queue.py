@@ -8,6 +8,7 @@ worker dies is leased again once its lease expires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import random
 from collections.abc import Sequence
@@ -60,12 +61,10 @@ class Queue(Protocol):
 
     def wake(self) -> None: ...
 
-    async def wait(self, timeout: float) -> None: ...
+    async def wait(self, seconds: float) -> None: ...
 
 
-def backoff(
-    attempts: int, *, base: float, cap: float, rng: random.Random | None = None
-) -> float:
+def backoff(attempts: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Seconds to wait before attempt ``attempts + 1``: exponential, capped, full jitter.
 
     The upper bound doubles with each attempt up to ``cap``; the delay is drawn between
@@ -175,16 +174,16 @@ class SqlQueue:
     async def depth(self) -> int:
         """How many jobs wait or run."""
         async with self._db.reader() as conn:
-            return int((await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar_one())
+            return int(
+                (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar_one()
+            )
 
     def wake(self) -> None:
         """Tell a waiting consumer that jobs were committed."""
         self._ready.set()
 
-    async def wait(self, timeout: float) -> None:
-        """Sleep until woken or ``timeout`` seconds pass."""
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except TimeoutError:
-            pass
+    async def wait(self, seconds: float) -> None:
+        """Sleep until woken or ``seconds`` pass."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), seconds)
         self._ready.clear()

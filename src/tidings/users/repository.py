@@ -48,15 +48,13 @@ async def replace_profile(
     values = {f: fields.get(f) for f in PROFILE_FIELDS}
     stmt = db.upsert(users).values(id=user_id, created_at=now, updated_at=now, **values)
     await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[users.c.id], set_={**values, "updated_at": now}
-        )
+        stmt.on_conflict_do_update(index_elements=[users.c.id], set_={**values, "updated_at": now})
     )
 
 
 async def get_profile(conn: AsyncConnection, user_id: str) -> Mapping[str, Any] | None:
     row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).first()
-    return None if row is None else row._mapping
+    return None if row is None else dict(row._mapping)
 
 
 async def get_profiles(
@@ -74,9 +72,7 @@ async def get_profiles(
 
 async def erase_user(conn: AsyncConnection, user_id: str, pseudonym: str) -> bool:
     """Delete a user's profile, inbox and subscriptions; pseudonymise what must stay."""
-    existed = (
-        await conn.execute(users.delete().where(users.c.id == user_id))
-    ).rowcount > 0
+    existed = (await conn.execute(users.delete().where(users.c.id == user_id))).rowcount > 0
     await conn.execute(inbox_items.delete().where(inbox_items.c.user_id == user_id))
     await conn.execute(subscriptions.delete().where(subscriptions.c.user_id == user_id))
     event_ids = [
@@ -134,4 +130,4 @@ async def subscriber_page(
     if after is not None:
         query = query.where(subscriptions.c.user_id > after)
     rows = await conn.execute(query.order_by(subscriptions.c.user_id).limit(limit))
-    return [row._mapping for row in rows]
+    return [dict(row._mapping) for row in rows]

@@ -248,7 +248,9 @@ def test_a_file_is_not_a_folder(tmp_path: Path) -> None:
 def test_problems_from_several_files_all_reported(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(edit("priority: normal", "priority: x"), encoding="utf-8")
     (tmp_path / "b.yaml").write_text(
-        edit("key: comment.created", "key: comment.deleted").replace("  type: object", "  type: 1", 1),
+        edit("key: comment.created", "key: comment.deleted").replace(
+            "  type: object", "  type: 1", 1
+        ),
         encoding="utf-8",
     )
 
@@ -264,7 +266,9 @@ def test_problem_str() -> None:
     with_line = catalog.CatalogProblem(
         "catalog/comment.yaml", "channels.in_app.title", "unexpected '}'", 12
     )
-    without_line = catalog.CatalogProblem("catalog/comment.yaml", "key", "required field is missing")
+    without_line = catalog.CatalogProblem(
+        "catalog/comment.yaml", "key", "required field is missing"
+    )
     whole_file = catalog.CatalogProblem("catalog", "", "the catalog folder does not exist")
 
     assert str(with_line) == "catalog/comment.yaml:12: channels.in_app.title: unexpected '}'"
