@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,22 +17,22 @@ def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as ``{"error": {"code", "message", "field"?}}``."""
 
     @app.exception_handler(errors.TidingsError)
-    async def _tidings_error(_request: Request, exc: errors.TidingsError) -> ORJSONResponse:
-        return ORJSONResponse(exc.body(), status_code=exc.status)
+    async def _tidings_error(_request: Request, exc: errors.TidingsError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [_problem(error) for error in exc.errors()]
         first = problems[0]
         body = errors.Invalid(first["message"], field=first["field"], problems=problems).body()
         if any(p["code"] == "malformed_json" for p in problems):
             body["error"]["code"] = "malformed_json"
-        return ORJSONResponse(body, status_code=422)
+        return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return ORJSONResponse(
+        return JSONResponse(
             {"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code
         )
 
@@ -101,7 +101,7 @@ class BodySizeLimit:
             f"The request body is larger than {self.max_bytes} bytes; send smaller batches.",
             field="body",
         ).body()
-        await ORJSONResponse(body, status_code=413)({"type": "http"}, _no_receive, send)
+        await JSONResponse(body, status_code=413)({"type": "http"}, _no_receive, send)
 
 
 class _TooLarge(Exception):
