@@ -16,7 +16,7 @@ from tidings.catalog.model import InAppChannelFile, NotificationTypeFile
 from tidings.catalog.notification_type import NotificationType
 from tidings.catalog.problems import CatalogProblem
 from tidings.catalog.templates import InAppTemplates, RenderError, compile_template
-from tidings.catalog.yaml_source import Path_, YamlDocument, YamlSyntaxError, parse_yaml
+from tidings.catalog.yaml_source import FieldPath, YamlDocument, YamlSyntaxError, parse_yaml
 
 EXAMPLE_ACTOR = {"id": "u-example", "name": "Example"}
 EXAMPLE_RECIPIENT = {"id": "u-example", "name": "Example"}
@@ -40,7 +40,7 @@ class _Report:
     document: YamlDocument = field(default_factory=lambda: YamlDocument(data=None))
     problems: list[CatalogProblem] = field(default_factory=list)
 
-    def add(self, path: Path_, message: str, line: int | None = None) -> None:
+    def add(self, path: FieldPath, message: str, line: int | None = None) -> None:
         line = self.document.line_of(path) if line is None else line
         self.problems.append(CatalogProblem(self.file, _dotted(path), message, line))
 
@@ -117,7 +117,7 @@ def _build(model: NotificationTypeFile, report: _Report) -> NotificationType | N
     )
 
 
-def _check_json(report: _Report, path: Path_, value: Any) -> bool:
+def _check_json(report: _Report, path: FieldPath, value: Any) -> bool:
     found = list(payload.json_problems(value, path))
     for where, message in found:
         report.add(where, message)

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-Path_ = tuple[str | int, ...]
+FieldPath = tuple[str | int, ...]
 
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
@@ -37,11 +37,11 @@ class YamlDocument:
     """Parsed data plus, for each field path, the line of its key and its value node."""
 
     data: Any
-    key_lines: Mapping[Path_, int] = field(default_factory=dict)
-    value_nodes: Mapping[Path_, yaml.Node] = field(default_factory=dict)
-    duplicate_keys: list[tuple[Path_, int]] = field(default_factory=list)
+    key_lines: Mapping[FieldPath, int] = field(default_factory=dict)
+    value_nodes: Mapping[FieldPath, yaml.Node] = field(default_factory=dict)
+    duplicate_keys: list[tuple[FieldPath, int]] = field(default_factory=list)
 
-    def line_of(self, path: Path_) -> int | None:
+    def line_of(self, path: FieldPath) -> int | None:
         """The line of ``path``, or of its closest ancestor that exists in the file."""
         for end in range(len(path), 0, -1):
             line = self.key_lines.get(path[:end])
@@ -49,7 +49,7 @@ class YamlDocument:
                 return line
         return None
 
-    def template_line(self, path: Path_, template_line: int) -> int | None:
+    def template_line(self, path: FieldPath, template_line: int) -> int | None:
         """The file line of line ``template_line`` of the string value at ``path``."""
         node = self.value_nodes.get(path)
         if not isinstance(node, yaml.ScalarNode):
@@ -104,12 +104,12 @@ def _compose_and_construct(text: str) -> tuple[yaml.Node | None, Any]:
 
 @dataclass
 class _Index:
-    key_lines: dict[Path_, int] = field(default_factory=dict)
-    value_nodes: dict[Path_, yaml.Node] = field(default_factory=dict)
-    duplicate_keys: list[tuple[Path_, int]] = field(default_factory=list)
+    key_lines: dict[FieldPath, int] = field(default_factory=dict)
+    value_nodes: dict[FieldPath, yaml.Node] = field(default_factory=dict)
+    duplicate_keys: list[tuple[FieldPath, int]] = field(default_factory=list)
     seen: set[int] = field(default_factory=set)
 
-    def visit(self, node: yaml.Node, path: Path_) -> None:
+    def visit(self, node: yaml.Node, path: FieldPath) -> None:
         # Aliases share node objects; visiting each once keeps anchors from blowing up.
         if id(node) in self.seen:
             return
@@ -128,7 +128,7 @@ class _Index:
             for position, item in enumerate(node.value):
                 self._record((*path, position), item.start_mark.line + 1, item)
 
-    def _record(self, path: Path_, line: int, value_node: yaml.Node) -> None:
+    def _record(self, path: FieldPath, line: int, value_node: yaml.Node) -> None:
         self.key_lines.setdefault(path, line)
         self.value_nodes.setdefault(path, value_node)
         self.visit(value_node, path)

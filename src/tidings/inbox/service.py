@@ -72,7 +72,7 @@ class InboxService:
         self, user_id: str, item_ids: Sequence[str] | None, marks: schemas.Marks
     ) -> schemas.Marked:
         """Set or clear read/seen/archived on some items (or all, when ``item_ids`` is None)."""
-        flags = marks.model_dump(exclude_none=True)
+        flags = marks.model_dump(include={"read", "seen", "archived"}, exclude_none=True)
         if not flags:
             raise errors.Invalid("Say which flags to change: read, seen or archived.", field="read")
         async with self._db.transaction() as conn:

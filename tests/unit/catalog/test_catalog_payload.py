@@ -89,7 +89,7 @@ def test_message_says_what_is_wrong(comment: catalog.NotificationType) -> None:
 
 
 def test_all_errors_sorted_with_array_indexes(order: catalog.NotificationType) -> None:
-    items = [{"id": str(n)} for n in range(12)]
+    items: list[dict[str, Any]] = [{"id": str(n)} for n in range(12)]
     items[2] = {"id": 2}
     items[10] = {}
 
