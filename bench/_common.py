@@ -140,8 +140,8 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
                     raw = handle.read()
             except OSError:
                 continue
-            name = raw[raw.index("(") + 1 : raw.rindex(")")]
-            name = "main" if tid == str(pid) else re.sub(r"[-_]?\d+$", "", name) or name
+            # Python threads keep the process's name; only the main thread is told apart.
+            name = "main thread" if tid == str(pid) else "other threads"
             fields = raw.rsplit(")", 1)[1].split()
             found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
     return found

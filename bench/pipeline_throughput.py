@@ -242,7 +242,7 @@ def main() -> None:
     if args.profile:
         result = one_run(args, args.profile)
         print(f"\nprofiled run (py-spy, not in the medians): {describe(result)}")
-        print(summarize(args.profile.read_text(), duration=result.total_seconds))
+        print(summarize(args.profile.read_text(), rate=args.profile_rate, duration=result.total_seconds))
 
 
 if __name__ == "__main__":

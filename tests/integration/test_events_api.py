@@ -105,8 +105,14 @@ async def test_keys_are_scoped_per_tenant(
         (lambda e: e.update(recipients=[]), "recipients"),
         (lambda e: e.update(topic="board:1"), "recipients"),
         (lambda e: e.pop("recipients"), "recipients"),
-        (lambda e: e.update(recipients=[{"id": "u-x", "timezone": "Mars/Olympus"}]), "recipients.0.timezone"),
-        (lambda e: e.update(recipients=[{"id": "u-x", "email": "not-an-address"}]), "recipients.0.email"),
+        (
+            lambda e: e.update(recipients=[{"id": "u-x", "timezone": "Mars/Olympus"}]),
+            "recipients.0.timezone",
+        ),
+        (
+            lambda e: e.update(recipients=[{"id": "u-x", "email": "not-an-address"}]),
+            "recipients.0.email",
+        ),
         (lambda e: e.update(colour="blue"), "colour"),
         (lambda e: e.update(actor={"name": "Ann"}), "actor.id"),
     ],
@@ -179,16 +185,24 @@ async def test_revoked_key_stops_working(
 ) -> None:
     key, plaintext = await runtime.auth.create_key("temp", ["*"])
     headers = {"Authorization": f"Bearer {plaintext}"}
-    assert (await client.post("/v1/events", json=canonical_event, headers=headers)).status_code == 202
+    assert (
+        await client.post("/v1/events", json=canonical_event, headers=headers)
+    ).status_code == 202
     await runtime.auth.revoke_key(key.id)
-    assert (await client.post("/v1/events", json=canonical_event, headers=headers)).status_code == 401
+    assert (
+        await client.post("/v1/events", json=canonical_event, headers=headers)
+    ).status_code == 401
 
 
 async def test_batch_is_accepted_whole(
-    client: httpx.AsyncClient, producer: dict[str, str], canonical_event: dict[str, Any], runtime: Runtime
+    client: httpx.AsyncClient,
+    producer: dict[str, str],
+    canonical_event: dict[str, Any],
+    runtime: Runtime,
 ) -> None:
     events = [
-        {**canonical_event, "idempotency_key": f"b-{i}", "recipients": [f"u-{i}"]} for i in range(50)
+        {**canonical_event, "idempotency_key": f"b-{i}", "recipients": [f"u-{i}"]}
+        for i in range(50)
     ]
     response = await client.post("/v1/events/batch", json={"events": events}, headers=producer)
     assert response.status_code == 202, response.text
@@ -205,7 +219,10 @@ async def test_batch_is_accepted_whole(
 
 
 async def test_batch_with_one_bad_event_writes_nothing(
-    client: httpx.AsyncClient, producer: dict[str, str], canonical_event: dict[str, Any], runtime: Runtime
+    client: httpx.AsyncClient,
+    producer: dict[str, str],
+    canonical_event: dict[str, Any],
+    runtime: Runtime,
 ) -> None:
     events = [copy.deepcopy({**canonical_event, "idempotency_key": f"b-{i}"}) for i in range(5)]
     events[3]["data"]["comment"]["text"] = 42
@@ -216,7 +233,10 @@ async def test_batch_with_one_bad_event_writes_nothing(
 
 
 async def test_batch_with_a_conflicting_key_writes_nothing(
-    client: httpx.AsyncClient, producer: dict[str, str], canonical_event: dict[str, Any], runtime: Runtime
+    client: httpx.AsyncClient,
+    producer: dict[str, str],
+    canonical_event: dict[str, Any],
+    runtime: Runtime,
 ) -> None:
     await client.post("/v1/events", json=canonical_event, headers=producer)
     changed = copy.deepcopy(canonical_event)
@@ -238,7 +258,10 @@ async def test_batch_over_the_limit_is_refused(
 
 
 async def test_oversized_body_is_413(
-    client: httpx.AsyncClient, producer: dict[str, str], canonical_event: dict[str, Any], runtime: Runtime
+    client: httpx.AsyncClient,
+    producer: dict[str, str],
+    canonical_event: dict[str, Any],
+    runtime: Runtime,
 ) -> None:
     event = copy.deepcopy(canonical_event)
     event["data"]["comment"]["text"] = "x" * (runtime.settings.max_body_bytes + 10)

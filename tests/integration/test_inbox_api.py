@@ -29,7 +29,10 @@ async def publish(
             **template,
             "idempotency_key": f"{prefix}-{i}",
             "recipients": recipients,
-            "data": {"board": {"id": "b-1", "name": f"Board {i}"}, "comment": {"id": f"c-{i}", "text": f"text {i}"}},
+            "data": {
+                "board": {"id": "b-1", "name": f"Board {i}"},
+                "comment": {"id": f"c-{i}", "text": f"text {i}"},
+            },
         }
         for i in range(n)
     ]
@@ -39,8 +42,14 @@ async def publish(
 
     async def delivered() -> bool:
         async with runtime.db.reader() as conn:
-            query = sa.select(sa.func.count()).select_from(tables.inbox_items).where(
-                tables.inbox_items.c.event_id.in_([e["event_id"] for e in response.json()["events"]])
+            query = (
+                sa.select(sa.func.count())
+                .select_from(tables.inbox_items)
+                .where(
+                    tables.inbox_items.c.event_id.in_(
+                        [e["event_id"] for e in response.json()["events"]]
+                    )
+                )
             )
             return int((await conn.execute(query)).scalar_one()) == expected
 
@@ -60,7 +69,9 @@ async def test_pages_walk_every_item_newest_first(
     cursor = None
     while True:
         params = {"limit": 10} | ({"cursor": cursor} if cursor else {})
-        page = (await client.get("/v1/me/inbox", params=params, headers=user_headers("u-bob"))).json()
+        page = (
+            await client.get("/v1/me/inbox", params=params, headers=user_headers("u-bob"))
+        ).json()
         seen.extend(page["items"])
         cursor = page["next_cursor"]
         if cursor is None:
@@ -105,7 +116,9 @@ async def test_counts_and_flags(
     assert all_seen.json()["changed"] == 5
     assert all_seen.json()["counts"] == {"unread": 2, "unseen": 0, "total": 5}
 
-    archived = await client.patch(f"/v1/me/inbox/{items[4]['id']}", json={"archived": True}, headers=bob)
+    archived = await client.patch(
+        f"/v1/me/inbox/{items[4]['id']}", json={"archived": True}, headers=bob
+    )
     assert archived.json()["archived"] is True
     counts = (await client.get("/v1/me/inbox/counts", headers=bob)).json()
     assert counts == {"unread": 1, "unseen": 0, "total": 4}
@@ -117,9 +130,7 @@ async def test_counts_and_flags(
     assert (await client.get("/v1/me/inbox/counts", headers=bob)).json()["unread"] == 2
 
 
-async def test_no_flags_is_a_clear_error(
-    client: httpx.AsyncClient, user_headers: Headers
-) -> None:
+async def test_no_flags_is_a_clear_error(client: httpx.AsyncClient, user_headers: Headers) -> None:
     response = await client.post("/v1/me/inbox/mark", json={}, headers=user_headers("u-bob"))
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid"
@@ -138,8 +149,12 @@ async def test_one_user_cannot_read_or_change_another_users_inbox(
     assert (await client.get("/v1/me/inbox", headers=eve)).json()["items"] == []
     target = items[0]["id"]
     assert (await client.get(f"/v1/me/inbox/{target}", headers=eve)).status_code == 404
-    assert (await client.patch(f"/v1/me/inbox/{target}", json={"read": True}, headers=eve)).status_code == 404
-    changed = await client.post("/v1/me/inbox/mark", json={"ids": [target], "archived": True}, headers=eve)
+    assert (
+        await client.patch(f"/v1/me/inbox/{target}", json={"read": True}, headers=eve)
+    ).status_code == 404
+    changed = await client.post(
+        "/v1/me/inbox/mark", json={"ids": [target], "archived": True}, headers=eve
+    )
     assert changed.json()["changed"] == 0
     marked_all = await client.post("/v1/me/inbox/mark", json={"read": True}, headers=eve)
     assert marked_all.json()["changed"] == 0
@@ -158,7 +173,11 @@ async def test_user_endpoints_need_a_valid_user_token(
     assert response.json()["error"]["field"] == "token"
 
 
-async def test_a_bad_cursor_is_a_clear_error(client: httpx.AsyncClient, user_headers: Headers) -> None:
-    response = await client.get("/v1/me/inbox", params={"cursor": "%%%"}, headers=user_headers("u-bob"))
+async def test_a_bad_cursor_is_a_clear_error(
+    client: httpx.AsyncClient, user_headers: Headers
+) -> None:
+    response = await client.get(
+        "/v1/me/inbox", params={"cursor": "%%%"}, headers=user_headers("u-bob")
+    )
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "cursor"

@@ -15,7 +15,12 @@ from tidings.kit.settings import Settings
 
 
 async def test_profile_round_trip(client: httpx.AsyncClient, producer: dict[str, str]) -> None:
-    profile = {"email": "ann@example.com", "name": "Ann", "locale": "fr-CA", "timezone": "America/Toronto"}
+    profile = {
+        "email": "ann@example.com",
+        "name": "Ann",
+        "locale": "fr-CA",
+        "timezone": "America/Toronto",
+    }
     put = await client.put("/v1/users/u-ann", json=profile, headers=producer)
     assert put.status_code == 200
     got = (await client.get("/v1/users/u-ann", headers=producer)).json()
@@ -24,8 +29,12 @@ async def test_profile_round_trip(client: httpx.AsyncClient, producer: dict[str,
     assert replaced.json()["email"] is None and replaced.json()["name"] == "Ann B."
 
 
-async def test_bad_profile_names_the_field(client: httpx.AsyncClient, producer: dict[str, str]) -> None:
-    response = await client.put("/v1/users/u-ann", json={"timezone": "Nowhere/Land"}, headers=producer)
+async def test_bad_profile_names_the_field(
+    client: httpx.AsyncClient, producer: dict[str, str]
+) -> None:
+    response = await client.put(
+        "/v1/users/u-ann", json={"timezone": "Nowhere/Land"}, headers=producer
+    )
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "timezone"
 
@@ -46,8 +55,12 @@ async def test_delete_erases_inbox_subscriptions_and_personal_data(
     canonical_event: dict[str, Any],
     user_headers: Any,
 ) -> None:
-    await client.put("/v1/topics/board:1/subscribers", json={"user_ids": ["u-bob"]}, headers=producer)
-    event_id = (await client.post("/v1/events", json=canonical_event, headers=producer)).json()["event_id"]
+    await client.put(
+        "/v1/topics/board:1/subscribers", json={"user_ids": ["u-bob"]}, headers=producer
+    )
+    event_id = (await client.post("/v1/events", json=canonical_event, headers=producer)).json()[
+        "event_id"
+    ]
 
     async def delivered() -> bool:
         items = (await client.get("/v1/me/inbox", headers=user_headers("u-bob"))).json()["items"]
@@ -64,22 +77,37 @@ async def test_delete_erases_inbox_subscriptions_and_personal_data(
     assert "u-bob" not in str(view)
     assert view["deliveries"][0]["user_id"].startswith("erased:")
     async with runtime.db.reader() as conn:
-        for table in (tables.deliveries, tables.notifications, tables.inbox_items, tables.subscriptions):
-            found = await conn.execute(sa.select(sa.func.count()).select_from(table).where(table.c.user_id == "u-bob"))
+        for table in (
+            tables.deliveries,
+            tables.notifications,
+            tables.inbox_items,
+            tables.subscriptions,
+        ):
+            found = await conn.execute(
+                sa.select(sa.func.count()).select_from(table).where(table.c.user_id == "u-bob")
+            )
             assert found.scalar_one() == 0, table.name
 
 
-async def test_subscribers_are_paginated(client: httpx.AsyncClient, producer: dict[str, str]) -> None:
+async def test_subscribers_are_paginated(
+    client: httpx.AsyncClient, producer: dict[str, str]
+) -> None:
     users = [f"u-{i:03d}" for i in range(25)]
-    added = await client.put("/v1/topics/board:9/subscribers", json={"user_ids": users}, headers=producer)
+    added = await client.put(
+        "/v1/topics/board:9/subscribers", json={"user_ids": users}, headers=producer
+    )
     assert added.json() == {"topic": "board:9", "changed": 25}
-    again = await client.put("/v1/topics/board:9/subscribers", json={"user_ids": users[:5]}, headers=producer)
+    again = await client.put(
+        "/v1/topics/board:9/subscribers", json={"user_ids": users[:5]}, headers=producer
+    )
     assert again.json()["changed"] == 0
     listed: list[str] = []
     cursor = None
     while True:
         params = {"limit": 10} | ({"cursor": cursor} if cursor else {})
-        page = (await client.get("/v1/topics/board:9/subscribers", params=params, headers=producer)).json()
+        page = (
+            await client.get("/v1/topics/board:9/subscribers", params=params, headers=producer)
+        ).json()
         listed += [s["user_id"] for s in page["items"]]
         cursor = page["next_cursor"]
         if not cursor:
@@ -91,8 +119,12 @@ async def test_subscribers_are_paginated(client: httpx.AsyncClient, producer: di
     assert removed.json()["changed"] == 10
 
 
-async def test_bad_topic_is_a_clear_error(client: httpx.AsyncClient, producer: dict[str, str]) -> None:
-    response = await client.put("/v1/topics/bad topic!/subscribers", json={"user_ids": ["u"]}, headers=producer)
+async def test_bad_topic_is_a_clear_error(
+    client: httpx.AsyncClient, producer: dict[str, str]
+) -> None:
+    response = await client.put(
+        "/v1/topics/bad topic!/subscribers", json={"user_ids": ["u"]}, headers=producer
+    )
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "topic"
 
@@ -125,5 +157,7 @@ async def test_topic_event_fans_out_page_by_page_to_every_subscriber(
         )
         delivered = sorted(r.user_id for r in rows)
     assert delivered == users
-    view = (await client.get(f"/v1/events/{event_id}", params={"limit": 1000}, headers=producer)).json()
+    view = (
+        await client.get(f"/v1/events/{event_id}", params={"limit": 1000}, headers=producer)
+    ).json()
     assert len(view["deliveries"]) == 30
