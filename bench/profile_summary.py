@@ -67,12 +67,33 @@ def library(file: str) -> str:
     return "other: " + (file.rsplit("/", 1)[-1] or "?")
 
 
+def _stage(frames: list[str]) -> str:
+    """What a sample was doing, named by the outermost Tidings function on its stack:
+    an endpoint, the worker, the group committer; HTTP work outside any endpoint (routing,
+    body parsing and validation, response) is "HTTP framework"."""
+    http = False
+    for frame in frames:
+        func, file = _parse_frame(frame)
+        if "tidings/" not in file or file.endswith("cli.py"):
+            continue
+        if file.endswith("kit/http.py"):
+            http = True
+            continue
+        if http and not file.endswith("endpoints.py"):
+            continue
+        return f"{'HTTP ' if http else ''}{func} ({file.split('tidings/', 1)[1]})"
+    if http:
+        return "HTTP framework outside endpoints (routing, body parse + validation, response)"
+    return "no Tidings frame (event loop, driver, threads)"
+
+
 def summarize(text: str, *, rate: int = 100, duration: float | None = None, top: int = 25) -> str:
     threads: Counter[str] = Counter()
     self_lib: Counter[str] = Counter()
     self_func: Counter[str] = Counter()
     incl_tidings: Counter[str] = Counter()
     incl_lib: Counter[str] = Counter()
+    stage: Counter[str] = Counter()
     total = 0
     for line in text.splitlines():
         line = line.strip()
@@ -96,13 +117,14 @@ def summarize(text: str, *, rate: int = 100, duration: float | None = None, top:
         self_func[f"{func} ({file})"] += count
         seen_t: set[str] = set()
         seen_l: set[str] = set()
+        stage[f"{thread}: {_stage(frames)}"] += count
         for frame in frames:
             f_func, f_file = _parse_frame(frame)
             lib = library(f_file)
             if lib not in seen_l:
                 seen_l.add(lib)
                 incl_lib[lib] += count
-            if "tidings/" in f_file:
+            if "tidings/" in f_file and not f_file.endswith("cli.py"):
                 key = f"{f_func} ({f_file.split('tidings/', 1)[1]})"
                 if key not in seen_t:
                     seen_t.add(key)
@@ -117,6 +139,8 @@ def summarize(text: str, *, rate: int = 100, duration: float | None = None, top:
         if duration:
             busy = f", ~{count / (rate * duration) * 100:.0f} % of the run on CPU"
         out.append(f"  thread {thread}: {count:,} samples ({pct(count)}){busy}")
+    out.append("\nby thread and stage (outermost Tidings frame of each sample):")
+    out += [f"  {pct(n)}  {name}" for name, n in stage.most_common(top)]
     out.append("\nself time by library of the innermost frame:")
     out += [f"  {pct(n)}  {lib}" for lib, n in self_lib.most_common(top)]
     out.append("\ninclusive time by library (any frame on the stack):")

@@ -168,4 +168,4 @@ async def eventually(
 
 @pytest.fixture
 def canonical_event() -> Iterator[dict[str, Any]]:
-    yield {**CANONICAL_EVENT}
+    return {**CANONICAL_EVENT}

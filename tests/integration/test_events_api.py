@@ -285,5 +285,6 @@ async def test_openapi_is_published(client: httpx.AsyncClient) -> None:
 
 async def _example(runtime: Runtime, key: str) -> dict[str, Any]:
     ntype = runtime.catalog.get(key)
-    assert ntype is not None and ntype.example is not None
+    assert ntype is not None
+    assert ntype.example is not None
     return dict(ntype.example)

@@ -68,10 +68,14 @@ async def test_an_expired_lease_is_claimed_again(queue: SqlQueue, clock: FrozenC
 async def test_completion_is_part_of_the_callers_transaction(queue: SqlQueue) -> None:
     await enqueue(queue, NewJob("a", "plan", {}))
     [job] = await queue.claim("w", 10, LEASE)
-    with pytest.raises(RuntimeError):
+
+    async def complete_then_fail() -> None:
         async with queue._db.transaction() as conn:
             await queue.complete(conn, [job])
             raise RuntimeError("handler failed after completing")
+
+    with pytest.raises(RuntimeError):
+        await complete_then_fail()
     assert await queue.depth() == 1
 
 

@@ -40,7 +40,7 @@ def test_transitions(current: DeliveryState, target: DeliveryState, allowed: boo
 
 
 def test_terminal_states() -> None:
-    assert TERMINAL == {S.BOUNCED, S.SUPPRESSED}
+    assert {S.BOUNCED, S.SUPPRESSED} == TERMINAL
 
 
 @given(st.lists(st.sampled_from(list(S)), max_size=20))

@@ -28,7 +28,8 @@ def test_environment_variables_configure_it(monkeypatch: pytest.MonkeyPatch) -> 
 def test_the_secret_is_generated_once_and_shared(tmp_path: Path) -> None:
     first = Settings(data_dir=tmp_path).signing_secret
     second = Settings(data_dir=tmp_path).signing_secret
-    assert first == second and len(first) >= 32
+    assert first == second
+    assert len(first) >= 32
     assert (tmp_path / "secret.key").stat().st_mode & 0o077 == 0
     assert Settings(data_dir=tmp_path, secret="explicit").signing_secret == "explicit"
 
