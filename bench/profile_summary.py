@@ -84,7 +84,16 @@ def _stage(frames: list[str]) -> str:
         return f"{'HTTP ' if http else ''}{func} ({file.split('tidings/', 1)[1]})"
     if http:
         return "HTTP framework outside endpoints (routing, body parse + validation, response)"
-    return "no Tidings frame (event loop, driver, threads)"
+    files = [_parse_frame(frame)[1] for frame in frames]
+    if any("sqlalchemy/" in file for file in files):
+        # SQLAlchemy's asyncio layer runs statements in greenlets: py-spy sees their
+        # stacks without the Tidings code that awaited them.
+        return "SQLAlchemy executing statements (greenlet; caller not visible)"
+    if any("aiosqlite/" in file for file in files):
+        return "aiosqlite thread (SQLite C library running statements)"
+    if not frames:
+        return "no Python frame (C code: event loop, drivers)"
+    return "other: " + library(files[-1])
 
 
 def summarize(text: str, *, rate: int = 100, duration: float | None = None, top: int = 25) -> str:

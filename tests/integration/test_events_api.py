@@ -288,3 +288,20 @@ async def _example(runtime: Runtime, key: str) -> dict[str, Any]:
     assert ntype is not None
     assert ntype.example is not None
     return dict(ntype.example)
+
+
+async def test_batch_may_name_the_same_recipient_with_profile_fields_twice(
+    client: httpx.AsyncClient, producer: dict[str, str], canonical_event: dict[str, Any]
+) -> None:
+    events = [
+        {**canonical_event, "idempotency_key": "p-1", "recipients": [{"id": "u-bob", "name": "B"}]},
+        {
+            **canonical_event,
+            "idempotency_key": "p-2",
+            "recipients": [{"id": "u-bob", "email": "bob@new.example"}],
+        },
+    ]
+    response = await client.post("/v1/events/batch", json={"events": events}, headers=producer)
+    assert response.status_code == 202, response.text
+    profile = (await client.get("/v1/users/u-bob", headers=producer)).json()
+    assert (profile["name"], profile["email"]) == ("B", "bob@new.example")

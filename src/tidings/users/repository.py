@@ -27,8 +27,12 @@ async def upsert_profiles(
     db: Database, conn: AsyncConnection, profiles: Sequence[Mapping[str, Any]], now: dt.datetime
 ) -> None:
     """Create or update profiles; only the fields each mapping names are changed."""
-    by_fields: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    # One row per user, later fields winning: a statement may not update a row twice.
+    merged: dict[str, dict[str, Any]] = {}
     for profile in profiles:
+        merged.setdefault(profile["id"], {}).update(profile)
+    by_fields: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for profile in merged.values():
         fields = tuple(f for f in PROFILE_FIELDS if f in profile)
         row = {"id": profile["id"], "created_at": now, "updated_at": now}
         row.update({f: profile[f] for f in fields})
