@@ -187,3 +187,69 @@ class SqlQueue:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), seconds)
         self._ready.clear()
+
+
+class InMemoryQueue:
+    """The queue's twin for unit tests: same contract, no database, no durability.
+
+    ``enqueue`` and ``complete`` ignore the connection, so they are not transactional.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._ready = asyncio.Event()
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.dead: dict[str, tuple[Job, str]] = {}
+
+    async def enqueue(self, conn: AsyncConnection | None, new_jobs: Sequence[NewJob]) -> None:
+        now = self._clock.now()
+        for job in new_jobs:
+            self.jobs.setdefault(
+                job.id,
+                {"job": job, "run_at": job.run_at or now, "attempts": 0, "lease_until": None},
+            )
+
+    async def claim(self, worker_id: str, limit: int, lease: dt.timedelta) -> list[Job]:
+        now = self._clock.now()
+        due = sorted(
+            (
+                entry
+                for entry in self.jobs.values()
+                if entry["run_at"] <= now
+                and (entry["lease_until"] is None or entry["lease_until"] < now)
+            ),
+            key=lambda entry: (entry["job"].lane, entry["run_at"]),
+        )[:limit]
+        claimed = []
+        for entry in due:
+            entry["attempts"] += 1
+            entry["lease_until"] = now + lease
+            new: NewJob = entry["job"]
+            claimed.append(
+                Job(new.id, new.kind, new.payload, new.lane, entry["attempts"], worker_id)
+            )
+        return claimed
+
+    async def complete(self, conn: AsyncConnection | None, done: Sequence[Job]) -> None:
+        for job in done:
+            self.jobs.pop(job.id, None)
+
+    async def retry(self, job: Job, error: str, run_at: dt.datetime) -> None:
+        entry = self.jobs[job.id]
+        entry["run_at"] = run_at
+        entry["lease_until"] = None
+
+    async def bury(self, job: Job, error: str) -> None:
+        self.jobs.pop(job.id, None)
+        self.dead[job.id] = (job, error)
+
+    async def depth(self) -> int:
+        return len(self.jobs)
+
+    def wake(self) -> None:
+        self._ready.set()
+
+    async def wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), seconds)
+        self._ready.clear()
