@@ -6,16 +6,19 @@ import asyncio
 import datetime as dt
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from tidings import catalog
+from tidings.auth.service import AuthService
 from tidings.kit import errors, migrate
+from tidings.kit.clock import SystemClock
+from tidings.kit.db import Database
 from tidings.kit.settings import Settings
 
 app = typer.Typer(help="Tidings: events in; in-app inbox and email out.", no_args_is_help=True)
@@ -31,8 +34,8 @@ err = Console(stderr=True)
 T = TypeVar("T")
 
 
-def _run(make: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(make())  # type: ignore[arg-type]
+def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(make())
 
 
 def _fail(message: str) -> typer.Exit:
@@ -55,11 +58,7 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
-    problems = catalog.check(settings.catalog)
-    if problems:
-        for problem in problems:
-            err.print(str(problem), highlight=False)
-        raise _fail(f"the catalog in {settings.catalog} has {len(problems)} error(s); not starting")
+    _require_valid_catalog(settings)
     if settings.is_embedded:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         migrate.upgrade(settings.resolved_database_url)
@@ -88,11 +87,7 @@ def worker() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
-    problems = catalog.check(settings.catalog)
-    if problems:
-        for problem in problems:
-            err.print(str(problem), highlight=False)
-        raise _fail(f"the catalog in {settings.catalog} has {len(problems)} error(s); not starting")
+    _require_valid_catalog(settings)
     _ensure_schema(settings)
 
     async def work() -> None:
@@ -143,25 +138,16 @@ def keys_create(
     ],
 ) -> None:
     """Create an API key; the key itself is printed alone on the last line, once."""
-    from tidings.auth.service import AuthService
-    from tidings.kit.clock import SystemClock
-    from tidings.kit.db import Database
-
     settings = Settings()
     scopes = [pattern.strip() for value in types for pattern in value.split(",") if pattern.strip()]
 
-    async def create() -> tuple[str, str]:
-        db = Database(settings.resolved_database_url, pool_size=1)
-        try:
-            service = AuthService(db, SystemClock(), settings.signing_secret, dt.timedelta(hours=1))
-            key, plaintext = await service.create_key(name, scopes)
-            return key.id, plaintext
-        finally:
-            await db.dispose()
+    async def create(service: AuthService) -> tuple[str, str]:
+        key, plaintext = await service.create_key(name, scopes)
+        return key.id, plaintext
 
     _ensure_schema(settings)
     try:
-        key_id, plaintext = _run(create)
+        key_id, plaintext = _run(lambda: _with_auth(settings, create))
     except errors.TidingsError as exc:
         raise _fail(exc.message) from None
     err.print(f"created key {key_id} for {name!r}, may publish: {', '.join(scopes)}")
@@ -171,32 +157,23 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List API keys (never their secrets)."""
-    from tidings.auth.service import AuthService
-    from tidings.kit.clock import SystemClock
-    from tidings.kit.db import Database
-
     settings = Settings()
 
-    async def listing() -> list[tuple[str, str, str, str, str]]:
-        db = Database(settings.resolved_database_url, pool_size=1)
-        try:
-            service = AuthService(db, SystemClock(), settings.signing_secret, dt.timedelta(hours=1))
-            return [
-                (
-                    k.id,
-                    k.name,
-                    ", ".join(k.scopes),
-                    k.created_at.isoformat(timespec="seconds"),
-                    "revoked" if k.revoked_at else "active",
-                )
-                for k in await service.list_keys()
-            ]
-        finally:
-            await db.dispose()
+    async def listing(service: AuthService) -> list[tuple[str, str, str, str, str]]:
+        return [
+            (
+                k.id,
+                k.name,
+                ", ".join(k.scopes),
+                k.created_at.isoformat(timespec="seconds"),
+                "revoked" if k.revoked_at else "active",
+            )
+            for k in await service.list_keys()
+        ]
 
     _ensure_schema(settings)
     table = Table("id", "name", "types", "created", "status")
-    for row in _run(listing):
+    for row in _run(lambda: _with_auth(settings, listing)):
         table.add_row(*row)
     out.print(table)
 
@@ -204,22 +181,9 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: str) -> None:
     """Revoke an API key (a running server stops accepting it within seconds)."""
-    from tidings.auth.service import AuthService
-    from tidings.kit.clock import SystemClock
-    from tidings.kit.db import Database
-
     settings = Settings()
-
-    async def revoke() -> None:
-        db = Database(settings.resolved_database_url, pool_size=1)
-        try:
-            service = AuthService(db, SystemClock(), settings.signing_secret, dt.timedelta(hours=1))
-            await service.revoke_key(key_id)
-        finally:
-            await db.dispose()
-
     try:
-        _run(revoke)
+        _run(lambda: _with_auth(settings, lambda service: service.revoke_key(key_id)))
     except errors.TidingsError as exc:
         raise _fail(exc.message) from None
     out.print(f"revoked {key_id}")
@@ -244,6 +208,25 @@ def token(
             now=dt.datetime.now(dt.UTC),
         )
     )
+
+
+def _require_valid_catalog(settings: Settings) -> None:
+    problems = catalog.check(settings.catalog)
+    if problems:
+        for problem in problems:
+            err.print(str(problem), highlight=False)
+        raise _fail(f"the catalog in {settings.catalog} has {len(problems)} error(s); not starting")
+
+
+async def _with_auth(settings: Settings, use: Callable[[AuthService], Awaitable[T]]) -> T:
+    """Run ``use`` with an AuthService on the configured database, then close it."""
+    db = Database(settings.resolved_database_url, pool_size=1)
+    try:
+        return await use(
+            AuthService(db, SystemClock(), settings.signing_secret, dt.timedelta(hours=1))
+        )
+    finally:
+        await db.dispose()
 
 
 def _ensure_schema(settings: Settings) -> None:

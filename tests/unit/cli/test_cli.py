@@ -1,0 +1,75 @@
+"""The CLI on the embedded default: keys and tokens beside a server, sharing its secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tidings.auth import keys, tokens
+from tidings.cli import app
+from tidings.kit.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TIDINGS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TIDINGS_CATALOG", str(ROOT / "catalog"))
+    monkeypatch.delenv("TIDINGS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("TIDINGS_SECRET", raising=False)
+    return tmp_path / "data"
+
+
+def test_keys_create_prints_the_key_alone_on_the_last_line(env: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["keys", "create", "--name", "web", "--types", "comment.*"])
+    assert result.exit_code == 0, result.output
+    last = result.stdout.strip().splitlines()[-1]
+    assert keys.parse_prefix(last) is not None
+    listed = runner.invoke(app, ["keys", "list"])
+    assert listed.exit_code == 0
+    assert "web" in listed.stdout and "comment.*" in listed.stdout and last not in listed.stdout
+
+
+def test_keys_create_needs_types(env: Path) -> None:
+    result = CliRunner().invoke(app, ["keys", "create", "--name", "web", "--types", " "])
+    assert result.exit_code == 1
+    assert "type pattern" in result.stderr
+
+
+def test_revoking_an_unknown_key_fails(env: Path) -> None:
+    CliRunner().invoke(app, ["db", "upgrade"])
+    result = CliRunner().invoke(app, ["keys", "revoke", "nope"])
+    assert result.exit_code == 1
+    assert "No active key" in result.stderr
+
+
+def test_token_is_signed_with_the_data_folders_secret(env: Path) -> None:
+    result = CliRunner().invoke(app, ["token", "u-bob"])
+    assert result.exit_code == 0
+    token = result.stdout.strip().splitlines()[-1]
+    secret = Settings(data_dir=env).signing_secret
+    assert (env / "secret.key").exists()
+    assert tokens.verify_user_token(secret, token) == "u-bob"
+
+
+def test_catalog_check_passes_on_the_example_catalog(env: Path) -> None:
+    result = CliRunner().invoke(app, ["catalog", "check", str(ROOT / "catalog")])
+    assert result.exit_code == 0, result.output
+    assert "no errors" in result.stdout
+
+
+def test_catalog_check_reports_file_and_field(tmp_path: Path, env: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.yaml").write_text(
+        "key: x.y\ncategory: c\ndescription: d\nschema: {type: object}\n"
+        "channels: {in_app: {title: 't', body: 'b', colour: 'red'}}\n"
+    )
+    result = CliRunner().invoke(app, ["catalog", "check", str(bad)])
+    assert result.exit_code == 1
+    assert "x.yaml" in result.stdout
+    assert "channels.in_app.colour" in result.stdout
