@@ -139,9 +139,7 @@ async def test_published_event_reaches_every_open_stream_of_its_recipient(
         assert all(m.event != "item" for m in carol.seen[:-2]), carol.seen
 
         # What the stream said agrees with the inbox and the event's own record.
-        inbox = await client.get(
-            "/v1/me/inbox", headers={"Authorization": f"Bearer {bob_token}"}
-        )
+        inbox = await client.get("/v1/me/inbox", headers={"Authorization": f"Bearer {bob_token}"})
         assert inbox.status_code == 200, inbox.text
         assert [i["event_id"] for i in inbox.json()["items"]] == [event_id]
         event = await client.get(f"/v1/events/{event_id}", headers=producer)

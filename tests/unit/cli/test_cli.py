@@ -31,7 +31,9 @@ def test_keys_create_prints_the_key_alone_on_the_last_line(env: Path) -> None:
     assert keys.parse_prefix(last) is not None
     listed = runner.invoke(app, ["keys", "list"])
     assert listed.exit_code == 0
-    assert "web" in listed.stdout and "comment.*" in listed.stdout and last not in listed.stdout
+    assert "web" in listed.stdout
+    assert "comment.*" in listed.stdout
+    assert last not in listed.stdout
 
 
 def test_keys_create_needs_types(env: Path) -> None:
