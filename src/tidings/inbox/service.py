@@ -31,14 +31,15 @@ class InboxService:
 
     async def announce(self, new_items: Sequence[Mapping[str, Any]]) -> None:
         """Push committed items, then each user's fresh counts, to their open connections."""
-        if not new_items:
+        listening = set(self._live.listening({item["user_id"] for item in new_items}))
+        if not listening:
             return
         for item in new_items:
-            await self._live.publish(
-                item["user_id"], {"event": "item", "data": _item(item).model_dump(mode="json")}
-            )
-        user_ids = list(dict.fromkeys(item["user_id"] for item in new_items))
-        await self._announce_counts(user_ids)
+            if item["user_id"] in listening:
+                await self._live.publish(
+                    item["user_id"], {"event": "item", "data": _item(item).model_dump(mode="json")}
+                )
+        await self._announce_counts(sorted(listening))
 
     async def page(
         self, user_id: str, *, cursor: str | None, limit: int, unread_only: bool, archived: bool

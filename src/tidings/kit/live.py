@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -20,6 +20,11 @@ class LiveHub(Protocol):
     async def publish(self, user_id: str, message: dict[str, Any]) -> None: ...
 
     def subscribe(self, user_id: str) -> Any: ...
+
+    def listening(self, user_ids: Iterable[str]) -> list[str]:
+        """Those of ``user_ids`` who may have an open connection (a hub spanning several
+        processes cannot know, and returns them all)."""
+        ...
 
 
 class LocalHub:
@@ -52,6 +57,9 @@ class LocalHub:
 
     def connections(self, user_id: str) -> int:
         return len(self._subscribers.get(user_id, ()))
+
+    def listening(self, user_ids: Iterable[str]) -> list[str]:
+        return [user_id for user_id in user_ids if user_id in self._subscribers]
 
 
 def _drain(queue: asyncio.Queue[dict[str, Any]]) -> None:
