@@ -40,17 +40,23 @@ def free_port() -> int:
 def tidings_env(data_dir: Path, **settings: str | int | float | bool) -> dict[str, str]:
     """The environment of a ``tidings`` process: this one's, minus any ``TIDINGS_*``
     leaking in from the developer's shell, plus the given settings (``port=…`` becomes
-    ``TIDINGS_PORT``). Rich would hard-wrap at 80 columns in a pipe; the width is left
-    alone on purpose, so tests see what an operator's log sees."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+    ``TIDINGS_PORT``).
+
+    ``COLUMNS`` and ``LINES`` are dropped too, so the output is what an operator's log
+    gets from a process without a terminal, whatever shell runs the tests.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TIDINGS_") and k not in ("COLUMNS", "LINES")
+    }
     env["TIDINGS_DATA_DIR"] = str(data_dir)
     env["TIDINGS_CATALOG"] = str(CATALOG)
     env["TIDINGS_HOST"] = "127.0.0.1"
     env["TIDINGS_WORKER_POLL_SECONDS"] = "0.05"
     for name, value in settings.items():
-        env[f"TIDINGS_{name.upper()}"] = (
-            str(value).lower() if isinstance(value, bool) else str(value)
-        )
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        env[f"TIDINGS_{name.upper()}"] = text
     return env
 
 

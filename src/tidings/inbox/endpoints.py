@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import anyio
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from sse_starlette import EventSourceResponse
@@ -57,22 +58,26 @@ async def mark_many(body: schemas.MarkMany, user: EndUser, inbox: Inbox) -> sche
 async def stream(request: Request, user: EndUser, inbox: Inbox) -> EventSourceResponse:
     """Server-Sent Events: ``counts`` at once, then ``item`` and ``counts`` as they change."""
     hub: LiveHub = request.app.state.live
+    shutting_down = anyio.Event()
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         async with hub.subscribe(user) as queue:
             # Counted after subscribing, so nothing falls between the count and the stream.
             initial = await inbox.counts(user)
             yield {"event": "counts", "data": initial.model_dump_json()}
-            while True:
+            while not shutting_down.is_set():
                 try:
-                    message = await asyncio.wait_for(queue.get(), timeout=1.0)
+                    message = await asyncio.wait_for(queue.get(), timeout=0.5)
                 except TimeoutError:
                     if await request.is_disconnected():
                         return
                     continue
                 yield {"event": message["event"], "data": orjson.dumps(message["data"]).decode()}
 
-    return EventSourceResponse(events(), ping=15)
+    # On server shutdown the stream ends cleanly; EventSource reconnects by itself.
+    return EventSourceResponse(
+        events(), ping=15, shutdown_event=shutting_down, shutdown_grace_period=1.0
+    )
 
 
 @router.get("/inbox/{item_id}", response_model=schemas.Item)
