@@ -1,0 +1,1 @@
+"""The email channel: render, build MIME, sign (DKIM), unsubscribe, feedback, providers."""

@@ -1,0 +1,1 @@
+"""Email providers behind one interface: SMTP, the built-in mail catcher, Amazon SES."""
