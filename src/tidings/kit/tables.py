@@ -125,10 +125,16 @@ deliveries = sa.Table(
     sa.Column("channel", sa.String(32), nullable=False),
     sa.Column("state", sa.String(32), nullable=False),
     sa.Column("reason", sa.String(64)),
+    sa.Column("detail", sa.Text),
+    sa.Column("message_id", sa.String(255)),
+    sa.Column("provider", sa.String(64)),
+    sa.Column("provider_message_id", sa.String(255)),
     _now_column(),
     _now_column("updated_at"),
     sa.Index(None, "event_id"),
     sa.Index(None, "user_id"),
+    sa.Index(None, "provider_message_id"),
+    sa.Index(None, "message_id"),
 )
 
 delivery_transitions = sa.Table(
@@ -138,6 +144,7 @@ delivery_transitions = sa.Table(
     sa.Column("delivery_id", Id, nullable=False),
     sa.Column("state", sa.String(32), nullable=False),
     sa.Column("reason", sa.String(64)),
+    sa.Column("detail", sa.Text),
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Index(None, "delivery_id"),
 )
@@ -201,4 +208,39 @@ dead_letters = sa.Table(
     sa.Column("error", sa.Text, nullable=False),
     _now_column(),
     _now_column("failed_at"),
+)
+
+preferences = sa.Table(
+    "preferences",
+    metadata,
+    sa.Column("user_id", sa.String(255), primary_key=True),
+    sa.Column("category", sa.String(100), primary_key=True),
+    sa.Column("channel", sa.String(32), primary_key=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    _now_column("updated_at"),
+)
+
+email_suppressions = sa.Table(
+    "email_suppressions",
+    metadata,
+    sa.Column("address", sa.String(320), primary_key=True),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("provider", sa.String(64)),
+    _now_column(),
+)
+
+mailbox = sa.Table(
+    "mailbox",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("message_id", sa.String(255), nullable=False),
+    sa.Column("delivery_id", Id),
+    sa.Column("sender", sa.String(320), nullable=False),
+    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("raw", sa.Text, nullable=False),
+    _now_column(),
+    sa.Index(None, "created_at"),
 )
