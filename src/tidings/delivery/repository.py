@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings.delivery.states import ALLOWED, DeliveryState
+from tidings.kit import ids
 from tidings.kit.db import Database
 from tidings.kit.tables import deliveries, delivery_transitions, notifications
 
@@ -64,3 +68,74 @@ async def for_event(
         }
         for row in rows
     ]
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """Move one delivery to ``target``, if the state machine allows it from where it is."""
+
+    delivery_id: str
+    target: DeliveryState
+    reason: str | None = None
+    detail: str | None = None
+    attempt: int = 1
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def advance(
+    db: Database, conn: AsyncConnection, changes: Sequence[StateChange], now: dt.datetime
+) -> list[str]:
+    """Apply state changes and log their transitions; returns the ids that moved.
+
+    A change the state machine forbids from the delivery's current state (a late "sent"
+    after a "bounced", a replayed job) changes nothing.
+    """
+    moved: list[str] = []
+    for change in changes:
+        sources = [state.value for state, nxt in ALLOWED.items() if change.target in nxt]
+        result = await conn.execute(
+            deliveries.update()
+            .where(deliveries.c.id == change.delivery_id, deliveries.c.state.in_(sources))
+            .values(
+                state=change.target.value,
+                reason=change.reason,
+                detail=change.detail,
+                updated_at=now,
+                **change.fields,
+            )
+            .returning(deliveries.c.id)
+        )
+        if result.first() is None:
+            continue
+        moved.append(change.delivery_id)
+        await conn.execute(
+            db.insert_ignore(delivery_transitions).values(
+                id=ids.derived_id(change.delivery_id, change.target.value, str(change.attempt)),
+                delivery_id=change.delivery_id,
+                state=change.target.value,
+                reason=change.reason,
+                detail=change.detail,
+                at=now,
+            )
+        )
+    return moved
+
+
+async def get_many(conn: AsyncConnection, delivery_ids: Sequence[str]) -> list[dict[str, Any]]:
+    rows = await conn.execute(sa.select(deliveries).where(deliveries.c.id.in_(list(delivery_ids))))
+    return [dict(r._mapping) for r in rows]
+
+
+async def find_by_message(
+    conn: AsyncConnection, *, message_id: str | None, provider_message_id: str | None
+) -> dict[str, Any] | None:
+    """The email delivery a provider's feedback speaks of."""
+    conditions = []
+    if message_id:
+        conditions.append(deliveries.c.message_id == message_id)
+    if provider_message_id:
+        conditions.append(deliveries.c.provider_message_id == provider_message_id)
+    if not conditions:
+        return None
+    row = (await conn.execute(sa.select(deliveries).where(sa.or_(*conditions)).limit(1))).first()
+    return None if row is None else dict(row._mapping)

@@ -1,0 +1,59 @@
+"""All SQL for the email channel's own state: the suppression list."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.kit.db import Database
+from tidings.kit.tables import email_suppressions
+
+
+def normalise(address: str) -> str:
+    """Addresses compare case-insensitively (in practice, whatever RFC 5321 allows)."""
+    return address.strip().lower()
+
+
+async def suppress(
+    db: Database,
+    conn: AsyncConnection,
+    address: str,
+    *,
+    reason: str,
+    detail: str | None,
+    provider: str | None,
+    now: dt.datetime,
+) -> None:
+    await conn.execute(
+        db.insert_ignore(email_suppressions).values(
+            address=normalise(address),
+            reason=reason,
+            detail=detail,
+            provider=provider,
+            created_at=now,
+        )
+    )
+
+
+async def suppressed(conn: AsyncConnection, addresses: Iterable[str]) -> dict[str, str]:
+    """address → reason, for those of ``addresses`` on the suppression list."""
+    wanted = list({normalise(a) for a in addresses})
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), 1000):
+        rows = await conn.execute(
+            sa.select(email_suppressions.c.address, email_suppressions.c.reason).where(
+                email_suppressions.c.address.in_(wanted[start : start + 1000])
+            )
+        )
+        found.update({r.address: r.reason for r in rows})
+    return found
+
+
+async def unsuppress(conn: AsyncConnection, address: str) -> bool:
+    result = await conn.execute(
+        email_suppressions.delete().where(email_suppressions.c.address == normalise(address))
+    )
+    return result.rowcount > 0

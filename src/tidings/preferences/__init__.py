@@ -1,0 +1,1 @@
+"""Recipients' choices: which categories reach them on which channels."""
