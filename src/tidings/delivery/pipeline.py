@@ -8,7 +8,7 @@ Live pushes go out only after the commit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings import catalog
 from tidings.delivery import repository
 from tidings.delivery.states import DeliveryState
+from tidings.email.suppressions import Suppressions, normalise_address
 from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
 from tidings.inbox.service import InboxService
 from tidings.kit import ids
@@ -24,9 +25,11 @@ from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.queue import Job, NewJob, Queue
 from tidings.planning import planner
+from tidings.preferences.service import OptOuts, PreferencesService
 from tidings.users.service import UsersService
 
-AVAILABLE_CHANNELS = frozenset({planner.IN_APP})
+AVAILABLE_CHANNELS = frozenset({planner.IN_APP, planner.EMAIL})
+EMAIL_JOB = "email"
 
 
 class PlanningError(Exception):
@@ -39,6 +42,16 @@ class _Rows:
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     transitions: list[dict[str, Any]] = field(default_factory=list)
     inbox: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[NewJob] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Audience:
+    """What the planner needs to know about a batch's recipients, read in one go."""
+
+    profiles: Mapping[str, Mapping[str, Any]]
+    opt_outs: OptOuts
+    suppressed: Mapping[str, str]
 
 
 class Pipeline:
@@ -53,6 +66,8 @@ class Pipeline:
         events: EventsService,
         users: UsersService,
         inbox: InboxService,
+        preferences: PreferencesService,
+        suppressions: Suppressions,
         *,
         page_size: int,
     ) -> None:
@@ -63,6 +78,8 @@ class Pipeline:
         self._events = events
         self._users = users
         self._inbox = inbox
+        self._preferences = preferences
+        self._suppressions = suppressions
         self._page_size = page_size
 
     async def plan(self, jobs: Sequence[Job]) -> None:
@@ -74,14 +91,16 @@ class Pipeline:
             if missing:
                 raise PlanningError(f"events not found: {', '.join(missing[:5])}")
             recipients = {user for row in found.values() for user in row["recipients"] or ()}
-            profiles = await self._users.profiles(conn, recipients)
+            audience = await self._audience(conn, recipients, found.values())
             rows = _Rows()
             for event_id in event_ids:
                 event = found[event_id]
-                self._plan_event(event, event["recipients"], profiles, rows)
+                self._plan_event(event, event["recipients"], audience, rows)
             new_items = await self._record(conn, rows)
             await self._events.mark_planned(conn, event_ids)
             await self._queue.complete(conn, jobs)
+        if rows.jobs:
+            self._queue.wake()
         await self._inbox.announce(new_items)
 
     async def fanout(self, jobs: Sequence[Job]) -> None:
@@ -98,9 +117,9 @@ class Pipeline:
                 raise PlanningError(f"event not found: {event_id}")
             event = found[0]
             page = await self._users.subscriber_page(conn, event["topic"], after, self._page_size)
-            profiles = await self._users.profiles(conn, page)
+            audience = await self._audience(conn, page, [event])
             rows = _Rows()
-            self._plan_event(event, page, profiles, rows)
+            self._plan_event(event, page, audience, rows)
             new_items = await self._record(conn, rows)
             if len(page) == self._page_size:
                 await self._queue.enqueue(
@@ -135,16 +154,36 @@ class Pipeline:
             for event_id in job.payload["events"]
         ]
 
+    async def _audience(
+        self,
+        conn: AsyncConnection,
+        user_ids: Collection[str],
+        events: Iterable[Mapping[str, Any]],
+    ) -> _Audience:
+        profiles = await self._users.profiles(conn, user_ids)
+        categories = {
+            ntype.category
+            for event in events
+            if (ntype := self._catalog.get(event["type"])) is not None
+        }
+        addresses = [p["email"] for p in profiles.values() if p.get("email")]
+        return _Audience(
+            profiles=profiles,
+            opt_outs=await self._preferences.opt_outs(conn, user_ids, categories),
+            suppressed=await self._suppressions.among(conn, addresses) if addresses else {},
+        )
+
     def _plan_event(
         self,
         event: Mapping[str, Any],
         user_ids: Sequence[str],
-        profiles: Mapping[str, Mapping[str, Any]],
+        audience: _Audience,
         rows: _Rows,
     ) -> None:
         ntype = self._catalog.get(event["type"])
         if ntype is None:
             raise PlanningError(f"type {event['type']!r} is not in the catalog any more")
+        mandatory = self._catalog.category(ntype.category).mandatory
         now = self._clock.now()
         event_id = event["id"]
         base_context = {
@@ -153,7 +192,17 @@ class Pipeline:
             "event": {"id": event_id, "type": event["type"], "tenant": event["tenant"]},
         }
         for user_id in dict.fromkeys(user_ids):
-            recipient = planner.Recipient.from_profile(user_id, profiles.get(user_id))
+            recipient = planner.Recipient.from_profile(user_id, audience.profiles.get(user_id))
+            facts = planner.Facts(
+                mandatory=mandatory,
+                opted_out=frozenset(
+                    channel
+                    for channel in ntype.channels
+                    if audience.opt_outs.channel_off(user_id, ntype.category, channel)
+                ),
+                address_suppressed=recipient.email is not None
+                and normalise_address(recipient.email) in audience.suppressed,
+            )
             notification_id = ids.derived_id(event_id, user_id)
             rows.notifications.append(
                 {
@@ -164,9 +213,10 @@ class Pipeline:
                     "created_at": now,
                 }
             )
-            for decision in planner.plan_recipient(ntype.channels, AVAILABLE_CHANNELS, recipient):
+            decisions = planner.plan_recipient(ntype.channels, AVAILABLE_CHANNELS, recipient, facts)
+            for decision in decisions:
                 delivery_id = ids.derived_id(event_id, user_id, decision.channel)
-                final = DeliveryState.DELIVERED if decision.deliver else DeliveryState.SUPPRESSED
+                final = _first_state(decision)
                 reason = decision.reason.value if decision.reason else None
                 rows.deliveries.append(
                     {
@@ -191,6 +241,15 @@ class Pipeline:
                             "at": now,
                         }
                     )
+                if decision.deliver and decision.channel == planner.EMAIL:
+                    rows.jobs.append(
+                        NewJob(
+                            id=f"{EMAIL_JOB}:{delivery_id}",
+                            kind=EMAIL_JOB,
+                            payload={"delivery": delivery_id},
+                            lane=ntype.priority.lane,
+                        )
+                    )
                 if decision.deliver and decision.channel == planner.IN_APP:
                     content = ntype.render_in_app(
                         {**base_context, "recipient": recipient.as_context()}
@@ -212,6 +271,7 @@ class Pipeline:
                     )
 
     async def _record(self, conn: AsyncConnection, rows: _Rows) -> list[Mapping[str, Any]]:
+        await self._queue.enqueue(conn, rows.jobs)
         await repository.record(
             self._db,
             conn,
@@ -220,3 +280,13 @@ class Pipeline:
             transition_rows=rows.transitions,
         )
         return await self._inbox.store(conn, rows.inbox)
+
+
+def _first_state(decision: planner.Decision) -> DeliveryState:
+    """Where a new delivery starts: in-app is delivered by being written; email waits for
+    its send job; a "no" is final."""
+    if not decision.deliver:
+        return DeliveryState.SUPPRESSED
+    if decision.channel == planner.IN_APP:
+        return DeliveryState.DELIVERED
+    return DeliveryState.SCHEDULED

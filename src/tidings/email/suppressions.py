@@ -11,6 +11,8 @@ from tidings.email import repository
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 
+normalise_address = repository.normalise
+
 
 class SuppressionCause(enum.StrEnum):
     HARD_BOUNCE = "hard_bounce"

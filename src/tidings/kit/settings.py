@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,6 +41,36 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
 
+    # Email: who it comes from, how it is signed, and which provider hands it over.
+    email_provider: Literal["catcher", "smtp", "ses"] = "catcher"
+    email_failover_provider: Literal["smtp", "ses"] | None = None
+    email_from: str = "notifications@tidings.localhost"
+    email_from_name: str | None = "Tidings"
+    email_domain: str | None = None
+    unsubscribe_mailto: str | None = None
+    dkim_selector: str = "tidings"
+    dkim_private_key: SecretStr | None = None
+    dkim_private_key_file: Path | None = None
+    email_webhook_secret: SecretStr | None = None
+    sns_certificates_dir: Path | None = None
+    sns_topic_arns: list[str] = Field(default_factory=list)
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_pool_size: int = Field(default=4, ge=1, le=64)
+    smtp_max_per_second: float | None = Field(default=None, gt=0)
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    smtp_validate_certs: bool = True
+
+    ses_region: str = "us-east-1"
+    ses_endpoint_url: str | None = None
+    ses_access_key_id: str | None = None
+    ses_secret_access_key: SecretStr | None = None
+    ses_configuration_set: str | None = None
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL: explicit, or the embedded SQLite file in the data folder."""
@@ -63,6 +95,27 @@ class Settings(BaseSettings):
         return _secret_from_file(self.data_dir / "secret.key")
 
     @property
+    def sender_domain(self) -> str:
+        """The domain messages are signed for and Message-IDs are minted in."""
+        return self.email_domain or self.email_from.rpartition("@")[2]
+
+    @cached_property
+    def dkim_key_pem(self) -> bytes:
+        """The DKIM private key: explicit, from a file, or generated into the data folder."""
+        if self.dkim_private_key is not None:
+            return self.dkim_private_key.get_secret_value().encode()
+        if self.dkim_private_key_file is not None:
+            return self.dkim_private_key_file.read_bytes()
+        return _dkim_key_from_file(self.data_dir / "dkim.pem")
+
+    @property
+    def webhook_secret(self) -> str:
+        """The secret generic email feedback webhooks are signed with."""
+        if self.email_webhook_secret is not None:
+            return self.email_webhook_secret.get_secret_value()
+        return hmac.new(self.signing_secret.encode(), b"email-webhooks", "sha256").hexdigest()
+
+    @property
     def base_url(self) -> str:
         """The URL people reach this deployment at."""
         if self.public_url:
@@ -81,6 +134,27 @@ def normalise_database_url(url: str) -> str:
         if url.startswith(plain):
             return driver + url[len(plain) :]
     return url
+
+
+def _dkim_key_from_file(path: Path) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as handle:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return path.read_bytes()
 
 
 def _secret_from_file(path: Path) -> str:

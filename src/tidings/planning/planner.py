@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 IN_APP = "in_app"
+EMAIL = "email"
 
 
 class SuppressionReason(enum.StrEnum):
     """Machine-readable reasons a delivery does not happen."""
 
     CHANNEL_UNAVAILABLE = "channel_unavailable"
+    NO_ADDRESS = "no_address"
+    ADDRESS_SUPPRESSED = "address_suppressed"
+    OPTED_OUT = "opted_out"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,15 @@ class Recipient:
 
 
 @dataclass(frozen=True)
+class Facts:
+    """What is known about one recipient that bears on one notification."""
+
+    mandatory: bool = False
+    opted_out: frozenset[str] = field(default_factory=frozenset)
+    address_suppressed: bool = False
+
+
+@dataclass(frozen=True)
 class Decision:
     """One channel for one recipient: deliver, or suppress with a reason."""
 
@@ -56,16 +69,32 @@ class Decision:
 
 
 def plan_recipient(
-    declared: Collection[str], available: Collection[str], recipient: Recipient
+    declared: Collection[str],
+    available: Collection[str],
+    recipient: Recipient,
+    facts: Facts | None = None,
 ) -> list[Decision]:
     """Decide each channel a type declares, for one recipient.
 
     ``declared`` are the type's channels, ``available`` those this deployment can deliver.
+    Rules apply in order — channel, address, suppression list, preferences — and the
+    first "no" is the recorded reason. A mandatory category ignores opt-outs, never the
+    suppression list: mail to an address that bounced would bounce again.
     """
-    del recipient  # the decisions layered on later (preferences, quiet hours…) read it
-    return [
-        Decision(channel, True)
-        if channel in available
-        else Decision(channel, False, SuppressionReason.CHANNEL_UNAVAILABLE)
-        for channel in sorted(declared)
-    ]
+    facts = facts or Facts()
+    return [_decide(channel, available, recipient, facts) for channel in sorted(declared)]
+
+
+def _decide(
+    channel: str, available: Collection[str], recipient: Recipient, facts: Facts
+) -> Decision:
+    if channel not in available:
+        return Decision(channel, False, SuppressionReason.CHANNEL_UNAVAILABLE)
+    if channel == EMAIL:
+        if not recipient.email:
+            return Decision(channel, False, SuppressionReason.NO_ADDRESS)
+        if facts.address_suppressed:
+            return Decision(channel, False, SuppressionReason.ADDRESS_SUPPRESSED)
+    if channel in facts.opted_out and not facts.mandatory:
+        return Decision(channel, False, SuppressionReason.OPTED_OUT)
+    return Decision(channel, True)

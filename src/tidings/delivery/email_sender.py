@@ -1,0 +1,229 @@
+"""Sends email deliveries: compose, hand to the provider, record what happened.
+
+A batch of jobs is read in one go, its messages are sent concurrently (the provider
+bounds the concurrency), and the outcomes are recorded with the jobs' completion in one
+transaction. A crash after the provider accepted a message but before that commit sends
+it again when the job's lease runs out — at most one duplicate, with the same Message-ID,
+which receiving systems may use to drop it. Nothing else repeats or vanishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tidings import catalog
+from tidings.delivery import repository
+from tidings.delivery.repository import StateChange
+from tidings.delivery.states import DeliveryState
+from tidings.email.composer import EmailComposer
+from tidings.email.message import OutgoingEmail
+from tidings.email.providers.base import (
+    Accepted,
+    EmailProvider,
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+)
+from tidings.email.suppressions import Suppressions, normalise_address
+from tidings.events.service import EventsService
+from tidings.kit.clock import Clock
+from tidings.kit.db import Database
+from tidings.kit.queue import Job, Queue, backoff
+from tidings.planning import planner
+from tidings.users.service import UsersService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmailRetry:
+    max_attempts: int
+    base_seconds: float
+    cap_seconds: float
+
+
+@dataclass
+class _Send:
+    job: Job
+    delivery: Mapping[str, Any]
+    email: OutgoingEmail
+
+
+class EmailSender:
+    """The handler of ``email`` jobs."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        types: catalog.Catalog,
+        queue: Queue,
+        events: EventsService,
+        users: UsersService,
+        suppressions: Suppressions,
+        composer: EmailComposer,
+        provider: EmailProvider,
+        retry: EmailRetry,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._catalog = types
+        self._queue = queue
+        self._events = events
+        self._users = users
+        self._suppressions = suppressions
+        self._composer = composer
+        self._provider = provider
+        self._retry = retry
+
+    async def send(self, jobs: Sequence[Job]) -> None:
+        """Send one batch of email jobs."""
+        now = self._clock.now()
+        changes: list[StateChange] = []
+        finished: list[Job] = []
+        sends: list[_Send] = []
+        async with self._db.reader() as conn:
+            deliveries = {
+                d["id"]: d
+                for d in await repository.get_many(conn, [j.payload["delivery"] for j in jobs])
+            }
+            events = {
+                e["id"]: e
+                for e in await self._events.load(
+                    conn, list({d["event_id"] for d in deliveries.values()})
+                )
+            }
+            profiles = await self._users.profiles(conn, {d["user_id"] for d in deliveries.values()})
+            addresses = [p["email"] for p in profiles.values() if p.get("email")]
+            suppressed = await self._suppressions.among(conn, addresses) if addresses else {}
+
+        for job in jobs:
+            delivery = deliveries.get(job.payload["delivery"])
+            if delivery is None or delivery["state"] != DeliveryState.SCHEDULED:
+                finished.append(job)  # erased, or already sent by an earlier run
+                continue
+            recipient = planner.Recipient.from_profile(
+                delivery["user_id"], profiles.get(delivery["user_id"])
+            )
+            # The list may have grown since planning: a bounce arrived meanwhile.
+            reason = None
+            if not recipient.email:
+                reason = planner.SuppressionReason.NO_ADDRESS
+            elif normalise_address(recipient.email) in suppressed:
+                reason = planner.SuppressionReason.ADDRESS_SUPPRESSED
+            if reason is not None:
+                changes.append(StateChange(delivery["id"], DeliveryState.SUPPRESSED, reason.value))
+                finished.append(job)
+                continue
+            assert recipient.email is not None
+            try:
+                email = self._compose(delivery, events[delivery["event_id"]], recipient, now)
+            except (catalog.RenderError, ValueError, KeyError) as exc:
+                changes.append(
+                    StateChange(delivery["id"], DeliveryState.FAILED, "render_error", str(exc))
+                )
+                finished.append(job)
+                continue
+            sends.append(_Send(job, delivery, email))
+
+        outcomes = await asyncio.gather(*(self._hand_over(s.email) for s in sends))
+        retries: list[tuple[Job, str]] = []
+        buried: list[tuple[Job, str]] = []
+        for item, outcome in zip(sends, outcomes, strict=True):
+            delivery_id = item.delivery["id"]
+            if isinstance(outcome, Accepted):
+                changes.append(
+                    StateChange(
+                        delivery_id,
+                        DeliveryState.SENT,
+                        detail=outcome.reply or None,
+                        fields={
+                            "message_id": item.email.message_id,
+                            "provider": outcome.provider,
+                            "provider_message_id": outcome.provider_id,
+                        },
+                    )
+                )
+                finished.append(item.job)
+            elif isinstance(outcome, PermanentSendError):
+                changes.append(
+                    StateChange(
+                        delivery_id,
+                        DeliveryState.FAILED,
+                        "rejected",
+                        outcome.reply,
+                        fields={"provider": outcome.provider},
+                    )
+                )
+                finished.append(item.job)
+            elif item.job.attempts >= self._retry.max_attempts:
+                changes.append(
+                    StateChange(
+                        delivery_id, DeliveryState.FAILED, "retries_exhausted", outcome.reply
+                    )
+                )
+                buried.append((item.job, f"{outcome.provider}: {outcome.reply}"))
+            else:
+                changes.append(
+                    StateChange(
+                        delivery_id,
+                        DeliveryState.SCHEDULED,
+                        "retry",
+                        outcome.reply,
+                        attempt=item.job.attempts + 1,
+                    )
+                )
+                retries.append((item.job, f"{outcome.provider}: {outcome.reply}"))
+
+        async with self._db.transaction() as conn:
+            await repository.advance(self._db, conn, changes, self._clock.now())
+            await self._queue.complete(conn, finished)
+        for job, error in retries:
+            delay = backoff(
+                job.attempts, base=self._retry.base_seconds, cap=self._retry.cap_seconds
+            )
+            await self._queue.retry(job, error, self._clock.now() + dt.timedelta(seconds=delay))
+        for job, error in buried:
+            await self._queue.bury(job, error)
+
+    def _compose(
+        self,
+        delivery: Mapping[str, Any],
+        event: Mapping[str, Any],
+        recipient: planner.Recipient,
+        now: dt.datetime,
+    ) -> OutgoingEmail:
+        ntype = self._catalog.get(event["type"])
+        if ntype is None:
+            raise KeyError(f"type {event['type']!r} is not in the catalog any more")
+        assert recipient.email is not None
+        return self._composer.compose(
+            delivery_id=delivery["id"],
+            ntype=ntype,
+            category=self._catalog.category(ntype.category),
+            context={
+                "data": event["data"],
+                "actor": event["actor"],
+                "recipient": recipient.as_context(),
+                "event": {"id": event["id"], "type": event["type"], "tenant": event["tenant"]},
+            },
+            to_address=recipient.email,
+            to_name=recipient.name,
+            user_id=recipient.id,
+            locale=recipient.locale,
+            now=now,
+        )
+
+    async def _hand_over(self, email: OutgoingEmail) -> Accepted | SendError:
+        try:
+            return await self._provider.send(email)
+        except SendError as exc:
+            return exc
+        except Exception as exc:  # a provider bug must not lose the batch's other outcomes
+            log.exception("provider failed unexpectedly on %s", email.message_id)
+            return TransientSendError(f"{type(exc).__name__}: {exc}", provider="unknown")

@@ -1,0 +1,101 @@
+"""Turns a notification into a finished message: rendered, built, unsubscribable, signed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tidings import catalog
+from tidings.email import mime, unsubscribe_tokens
+from tidings.email.dkim import DkimSigner
+from tidings.email.message import OutgoingEmail, RenderedEmail
+
+
+@dataclass(frozen=True)
+class Sender:
+    address: str
+    name: str | None
+    domain: str
+
+
+class EmailComposer:
+    """Everything between a template and bytes a provider can send."""
+
+    def __init__(
+        self,
+        *,
+        sender: Sender,
+        signer: DkimSigner | None,
+        unsubscribe_secret: str,
+        base_url: str,
+        unsubscribe_mailto: str,
+    ) -> None:
+        self._sender = sender
+        self._signer = signer
+        self._unsubscribe_secret = unsubscribe_secret
+        self._base_url = base_url.rstrip("/")
+        self._unsubscribe_mailto = unsubscribe_mailto
+
+    def compose(
+        self,
+        *,
+        delivery_id: str,
+        ntype: catalog.NotificationType,
+        category: catalog.Category,
+        context: Mapping[str, Any],
+        to_address: str,
+        to_name: str | None,
+        user_id: str,
+        locale: str | None,
+        now: dt.datetime,
+    ) -> OutgoingEmail:
+        """The signed message for one email delivery.
+
+        Raises:
+            catalog.RenderError: a template failed on this payload.
+            ValueError: the recipient's address cannot be put in a header.
+        """
+        rendered = ntype.render_email(context, locale)
+        message_id = mime.message_id_for(delivery_id, self._sender.domain)
+        raw = mime.build_message(
+            sender=self._sender.address,
+            sender_name=self._sender.name,
+            recipient=to_address,
+            recipient_name=to_name,
+            rendered=rendered,
+            message_id=message_id,
+            date=now,
+            unsubscribe=None
+            if category.mandatory
+            else self.unsubscribe_for(user_id, category.name, to_address),
+        )
+        if self._signer is not None:
+            raw = self._signer.sign(raw)
+        return OutgoingEmail(
+            delivery_id=delivery_id,
+            message_id=message_id,
+            sender=self._sender.address,
+            recipient=to_address,
+            raw=raw,
+            subject=rendered.subject,
+        )
+
+    def unsubscribe_for(self, user_id: str, category: str, address: str) -> mime.Unsubscribe:
+        """The List-Unsubscribe targets for one user and category (RFC 8058 one-click)."""
+        token = unsubscribe_tokens.issue(
+            self._unsubscribe_secret, user_id=user_id, category=category, email=address
+        )
+        subject = urllib.parse.quote(f"unsubscribe {token}")
+        return mime.Unsubscribe(
+            url=f"{self._base_url}/v1/unsubscribe/{token}",
+            mailto=f"mailto:{self._unsubscribe_mailto}?subject={subject}",
+        )
+
+    def preview(
+        self, ntype: catalog.NotificationType, context: Mapping[str, Any], locale: str | None
+    ) -> RenderedEmail:
+        """The rendered subject, HTML and text, without building or sending anything."""
+        return ntype.render_email(context, locale)

@@ -1,0 +1,228 @@
+"""SMTP through a pool of reused ``aiosmtplib`` connections, with a sending-rate cap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+import aiosmtplib
+
+from tidings.email.message import OutgoingEmail
+from tidings.email.providers._ratelimit import RateLimiter
+from tidings.email.providers.base import (
+    Accepted,
+    Capabilities,
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+)
+
+NAME = "smtp"
+
+Security = Literal["none", "starttls", "tls"]
+
+_DEFAULT_PORTS: dict[str, int] = {"none": 25, "starttls": 587, "tls": 465}
+# Postfix, Exim, Sendmail and most relays name their queue entry in the 250 reply.
+_QUEUE_ID = re.compile(r"queued as ([A-Za-z0-9._-]+)", re.IGNORECASE)
+_QUIT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where and how to reach an SMTP relay.
+
+    ``security``: ``"starttls"`` upgrades a plain connection (port 587), ``"tls"`` is
+    implicit TLS from the first byte (port 465), ``"none"`` sends in the clear (port 25).
+    ``port`` defaults by ``security``. ``cert_bundle`` is a CA file to trust instead of
+    the system's, for relays with a private CA.
+    """
+
+    host: str = "localhost"
+    port: int | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    security: Security = "starttls"
+    timeout: float = 30.0
+    pool_size: int = 4
+    max_per_second: float | None = None
+    validate_certs: bool = True
+    cert_bundle: str | None = None
+    local_hostname: str | None = None
+    max_message_bytes: int = 10 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.security not in _DEFAULT_PORTS:
+            raise ValueError(f"security must be one of {sorted(_DEFAULT_PORTS)}")
+        if self.pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        if self.max_per_second is not None and not self.max_per_second > 0:
+            raise ValueError("max_per_second must be positive, or None for no cap")
+        if not self.timeout > 0:
+            raise ValueError("timeout must be positive")
+
+    @property
+    def resolved_port(self) -> int:
+        return self.port if self.port is not None else _DEFAULT_PORTS[self.security]
+
+
+class SmtpProvider:
+    """Sends through up to ``pool_size`` connections, opened on demand and kept open.
+
+    A pooled connection the server has dropped is replaced before use; one found dead
+    in the middle of a send is replaced and the send tried once more. A 421 reply means
+    the server is closing: that connection is discarded. ``connections_opened`` counts
+    every connection made, for metrics.
+    """
+
+    def __init__(self, settings: SmtpSettings, *, limiter: RateLimiter | None = None) -> None:
+        self.settings = settings
+        if limiter is None and settings.max_per_second is not None:
+            limiter = RateLimiter(settings.max_per_second)
+        self._limiter = limiter
+        self._capabilities = Capabilities(
+            name=NAME,
+            max_message_bytes=settings.max_message_bytes,
+            max_per_second=limiter.per_second if limiter is not None else None,
+        )
+        self._slots = asyncio.Semaphore(settings.pool_size)
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._closed = False
+        self.connections_opened = 0
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    async def send(self, email: OutgoingEmail) -> Accepted:
+        """Send one message over a pooled connection.
+
+        Raises:
+            TransientSendError: connection trouble, a timeout, a 4xx reply.
+            PermanentSendError: a 5xx reply to the message, or an unusable address.
+        """
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        async with self._slots:
+            if self._closed:
+                raise TransientSendError("the SMTP provider is closed", provider=NAME)
+            return await self._send_pooled(email)
+
+    async def close(self) -> None:
+        """Let sends in flight finish, then QUIT every connection."""
+        self._closed = True
+        for _ in range(self.settings.pool_size):
+            await self._slots.acquire()
+        try:
+            idle, self._idle = self._idle, []
+            await asyncio.gather(*(_quit(smtp) for smtp in idle))
+        finally:
+            for _ in range(self.settings.pool_size):
+                self._slots.release()
+
+    async def _send_pooled(self, email: OutgoingEmail) -> Accepted:
+        options = ["SMTPUTF8"] if not (email.sender + email.recipient).isascii() else []
+        while True:
+            smtp, reused = await self._checkout()
+            try:
+                _errors, reply = await smtp.sendmail(
+                    email.sender, [email.recipient], email.raw, mail_options=options
+                )
+            except aiosmtplib.SMTPServerDisconnected as exc:
+                smtp.close()
+                if reused:
+                    # The server dropped an idle pooled connection we had not yet
+                    # noticed; a fresh connection is not reused, so this runs once.
+                    continue
+                raise TransientSendError(f"connection lost: {exc}", provider=NAME) from exc
+            except aiosmtplib.SMTPResponseException as exc:
+                # aiosmtplib has reset the envelope (RSET), and closed the connection
+                # itself on a 421; either way the check-in below decides.
+                self._checkin(smtp)
+                raise _reply_error(exc.code, exc.message) from exc
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                self._checkin(smtp)
+                refused = exc.recipients[0]
+                raise _reply_error(refused.code, refused.message) from exc
+            except BaseException as exc:
+                # A timeout, a cancellation or anything unforeseen leaves the session
+                # in an unknown state: never hand that connection out again.
+                smtp.close()
+                raise _other_error(exc) from exc
+            self._checkin(smtp)
+            return Accepted(provider=NAME, provider_id=_queue_id(reply), reply=f"250 {reply}")
+
+    async def _checkout(self) -> tuple[aiosmtplib.SMTP, bool]:
+        """A live connection and whether it was reused, opening one when none is idle."""
+        while self._idle:
+            smtp = self._idle.pop()
+            if smtp.is_connected:
+                return smtp, True
+            smtp.close()
+        return await self._open(), False
+
+    def _checkin(self, smtp: aiosmtplib.SMTP) -> None:
+        if smtp.is_connected:
+            self._idle.append(smtp)
+        else:
+            smtp.close()
+
+    async def _open(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        smtp = aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.resolved_port,
+            username=s.username,
+            password=s.password,
+            local_hostname=s.local_hostname,
+            timeout=s.timeout,
+            use_tls=s.security == "tls",
+            start_tls=s.security == "starttls",
+            validate_certs=s.validate_certs,
+            cert_bundle=s.cert_bundle,
+        )
+        try:
+            await smtp.connect()
+        except aiosmtplib.SMTPResponseException as exc:
+            # A refused greeting, EHLO, STARTTLS or AUTH is the relay's or our
+            # configuration's trouble, not this message's: retry, or fail over.
+            raise TransientSendError(
+                f"{exc.code} {exc.message}", provider=NAME, code=exc.code
+            ) from exc
+        except Exception as exc:
+            raise TransientSendError(
+                f"cannot connect to {s.host}:{s.resolved_port}: {exc}", provider=NAME
+            ) from exc
+        self.connections_opened += 1
+        return smtp
+
+
+def _reply_error(code: int, message: str) -> SendError:
+    """5xx: the server refused this message for good; anything else: try again."""
+    reply = f"{code} {message}"
+    if 500 <= code < 600:
+        return PermanentSendError(reply, provider=NAME, code=code)
+    return TransientSendError(reply, provider=NAME, code=code)
+
+
+def _other_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, aiosmtplib.SMTPNotSupported | ValueError):
+        # An address the server cannot take (SMTPUTF8 missing) or that is malformed.
+        return PermanentSendError(str(exc), provider=NAME)
+    if isinstance(exc, Exception):
+        return TransientSendError(f"{type(exc).__name__}: {exc}", provider=NAME)
+    return exc
+
+
+def _queue_id(reply: str) -> str | None:
+    found = _QUEUE_ID.search(reply)
+    return found.group(1) if found else None
+
+
+async def _quit(smtp: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+        if smtp.is_connected:
+            await smtp.quit(timeout=_QUIT_TIMEOUT)
+    smtp.close()
