@@ -12,9 +12,19 @@ from fastapi import FastAPI
 
 from tidings import __version__, catalog
 from tidings.auth.service import AuthService
-from tidings.delivery.pipeline import Pipeline
+from tidings.delivery import feedback_endpoints
+from tidings.delivery.email_sender import EmailRetry, EmailSender
+from tidings.delivery.feedback import FeedbackConfig, FeedbackRecorder
+from tidings.delivery.pipeline import EMAIL_JOB, Pipeline
 from tidings.delivery.service import DeliveryService
 from tidings.delivery.worker import RetryPolicy, Task, Worker
+from tidings.email import endpoints as email_endpoints
+from tidings.email.composer import EmailComposer, Sender
+from tidings.email.dkim import DkimSigner
+from tidings.email.providers.base import EmailProvider
+from tidings.email.providers.catcher import MailCatcher
+from tidings.email.providers.factory import build_provider
+from tidings.email.suppressions import Suppressions
 from tidings.events import endpoints as events_endpoints
 from tidings.events.group_commit import GroupCommitter
 from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
@@ -26,6 +36,7 @@ from tidings.kit.db import Database
 from tidings.kit.live import LocalHub
 from tidings.kit.queue import SqlQueue
 from tidings.kit.settings import Settings
+from tidings.preferences.service import PreferencesService
 from tidings.users import endpoints as users_endpoints
 from tidings.users.service import UsersService
 
@@ -50,8 +61,16 @@ class Runtime:
     pipeline: Pipeline
     worker: Worker
     group_commit: GroupCommitter
+    preferences: PreferencesService
+    suppressions: Suppressions
+    composer: EmailComposer
+    provider: EmailProvider
+    mail_catcher: MailCatcher | None
+    feedback: FeedbackRecorder
+    feedback_config: FeedbackConfig
 
     async def close(self) -> None:
+        await self.provider.close()
         await self.db.dispose()
 
 
@@ -69,8 +88,48 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     users = UsersService(db, clock)
     events = EventsService(db, clock, types, queue, users)
     inbox = InboxService(db, clock, live)
+    preferences = PreferencesService(db, clock)
+    suppressions = Suppressions(db, clock)
     pipeline = Pipeline(
-        db, clock, types, queue, events, users, inbox, page_size=settings.topic_page_size
+        db,
+        clock,
+        types,
+        queue,
+        events,
+        users,
+        inbox,
+        preferences,
+        suppressions,
+        page_size=settings.topic_page_size,
+    )
+    composer = EmailComposer(
+        sender=Sender(settings.email_from, settings.email_from_name, settings.sender_domain),
+        signer=DkimSigner(
+            domain=settings.sender_domain,
+            selector=settings.dkim_selector,
+            private_key_pem=settings.dkim_key_pem,
+        ),
+        unsubscribe_secret=settings.signing_secret,
+        base_url=settings.base_url,
+        unsubscribe_mailto=settings.unsubscribe_mailto or f"unsubscribe@{settings.sender_domain}",
+    )
+    provider = build_provider(settings, db=db, clock=clock)
+    retry = RetryPolicy(
+        max_attempts=settings.job_max_attempts,
+        base_seconds=settings.job_backoff_base_seconds,
+        cap_seconds=settings.job_backoff_max_seconds,
+    )
+    sender = EmailSender(
+        db,
+        clock,
+        types,
+        queue,
+        events,
+        users,
+        suppressions,
+        composer,
+        provider,
+        EmailRetry(retry.max_attempts, retry.base_seconds, retry.cap_seconds),
     )
     worker = Worker(
         db,
@@ -79,15 +138,12 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         {
             PLAN_JOB: Task(pipeline.plan, split=pipeline.split),
             FANOUT_JOB: Task(pipeline.fanout),
+            EMAIL_JOB: Task(sender.send),
         },
         batch_size=settings.worker_batch_size,
         lease=dt.timedelta(seconds=settings.worker_lease_seconds),
         poll_seconds=settings.worker_poll_seconds,
-        retry=RetryPolicy(
-            max_attempts=settings.job_max_attempts,
-            base_seconds=settings.job_backoff_base_seconds,
-            cap_seconds=settings.job_backoff_max_seconds,
-        ),
+        retry=retry,
     )
     return Runtime(
         settings=settings,
@@ -109,6 +165,13 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         pipeline=pipeline,
         worker=worker,
         group_commit=GroupCommitter(events),
+        preferences=preferences,
+        suppressions=suppressions,
+        composer=composer,
+        provider=provider,
+        mail_catcher=provider if isinstance(provider, MailCatcher) else None,
+        feedback=FeedbackRecorder(db, clock, suppressions),
+        feedback_config=FeedbackConfig.from_settings(settings),
     )
 
 
@@ -148,6 +211,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         "delivery",
         "live",
         "group_commit",
+        "preferences",
+        "composer",
+        "mail_catcher",
+        "feedback",
+        "feedback_config",
     ):
         setattr(app.state, name, getattr(runtime, name))
     app.state.runtime = runtime
@@ -156,6 +224,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(events_endpoints.router)
     app.include_router(users_endpoints.router)
     app.include_router(inbox_endpoints.router)
+    app.include_router(email_endpoints.router)
+    app.include_router(feedback_endpoints.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -1,11 +1,14 @@
 """The catalog: notification types declared as YAML files in a folder.
 
-``catalog.load(path)`` gives a ``Catalog`` of ``NotificationType``; ``catalog.check(path)``
-lists every ``CatalogProblem`` without raising.
+``catalog.load(path)`` gives a ``Catalog`` of ``NotificationType`` (and of ``Category``,
+from ``categories.yaml``); ``catalog.check(path)`` lists every ``CatalogProblem`` without
+raising. The format is described in docs/catalog.md.
 """
 
 from __future__ import annotations
 
+from tidings.catalog.categories import Category
+from tidings.catalog.html_text import html_to_text
 from tidings.catalog.loader import Catalog, check, load
 from tidings.catalog.notification_type import NotificationType
 from tidings.catalog.payload import PayloadError
@@ -17,11 +20,13 @@ __all__ = [
     "Catalog",
     "CatalogInvalid",
     "CatalogProblem",
+    "Category",
     "InAppContent",
     "NotificationType",
     "PayloadError",
     "Priority",
     "RenderError",
     "check",
+    "html_to_text",
     "load",
 ]

@@ -1,12 +1,17 @@
-"""Find the catalog files in a folder, and turn them into a Catalog or a list of problems."""
+"""Find the catalog files in a folder, and turn them into a Catalog or a list of problems.
+
+Every ``*.yaml`` / ``*.yml`` file declares one notification type, except
+``categories.yaml`` at the top of the folder, which declares the categories.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from tidings.catalog.categories import FILE_NAMES, Category, parse_categories, undeclared
 from tidings.catalog.notification_type import NotificationType
 from tidings.catalog.parse import parse_file
 from tidings.catalog.problems import CatalogInvalid, CatalogProblem
@@ -20,6 +25,12 @@ class Catalog:
 
     types: Mapping[str, NotificationType]
     source_dir: Path
+    categories: Mapping[str, Category] = field(default_factory=lambda: MappingProxyType({}))
+
+    def category(self, name: str) -> Category:
+        """The category ``name``: as declared, or an optional one when undeclared."""
+        declared = self.categories.get(name)
+        return declared if declared is not None else undeclared(name)
 
     def get(self, key: str) -> NotificationType | None:
         """The type declared under ``key``, or None."""
@@ -39,7 +50,7 @@ class Catalog:
 
 def check(path: str | Path) -> list[CatalogProblem]:
     """Every problem in the catalog folder at ``path``; empty when it would load."""
-    return _scan(Path(path))[1]
+    return _scan(Path(path)).problems
 
 
 def load(path: str | Path) -> Catalog:
@@ -48,26 +59,47 @@ def load(path: str | Path) -> Catalog:
     Raises ``CatalogInvalid`` carrying the problems ``check`` reports.
     """
     source_dir = Path(path)
-    types, problems = _scan(source_dir)
-    if problems:
-        raise CatalogInvalid(problems)
-    by_key = {notification_type.key: notification_type for notification_type in types}
-    return Catalog(types=MappingProxyType(dict(sorted(by_key.items()))), source_dir=source_dir)
+    scanned = _scan(source_dir)
+    if scanned.problems:
+        raise CatalogInvalid(scanned.problems)
+    by_key = {notification_type.key: notification_type for notification_type in scanned.types}
+    return Catalog(
+        types=MappingProxyType(dict(sorted(by_key.items()))),
+        source_dir=source_dir,
+        categories=MappingProxyType(scanned.categories),
+    )
 
 
-def _scan(root: Path) -> tuple[list[NotificationType], list[CatalogProblem]]:
+@dataclass
+class _Scan:
+    types: list[NotificationType] = field(default_factory=list)
+    categories: dict[str, Category] = field(default_factory=dict)
+    problems: list[CatalogProblem] = field(default_factory=list)
+
+
+def _scan(root: Path) -> _Scan:
+    scan = _Scan()
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
-        return [], [CatalogProblem(str(root), "", f"the catalog folder {what}")]
-    files = _catalog_files(root)
+        scan.problems.append(CatalogProblem(str(root), "", f"the catalog folder {what}"))
+        return scan
+    categories_files = [root / name for name in FILE_NAMES if (root / name).is_file()]
+    for file in categories_files[1:]:
+        message = f"two categories files: also {categories_files[0]}"
+        scan.problems.append(CatalogProblem(str(file), "", message))
+    if categories_files:
+        scan.categories, problems = parse_categories(categories_files[0], str(categories_files[0]))
+        scan.problems.extend(problems)
+    files = [file for file in _catalog_files(root) if file not in categories_files]
     if not files:
         message = "the catalog folder holds no notification types (*.yaml or *.yml files)"
-        return [], [CatalogProblem(str(root), "", message)]
-    types: list[NotificationType] = []
-    problems: list[CatalogProblem] = []
+        scan.problems.append(CatalogProblem(str(root), "", message))
+        return scan
     declared_in: dict[str, str] = {}
+    problems = scan.problems
+    types = scan.types
     for file in files:
-        parsed = parse_file(file, str(file))
+        parsed = parse_file(file, str(file), root)
         problems.extend(parsed.problems)
         if parsed.key is not None:
             first = declared_in.setdefault(parsed.key, str(file))
@@ -76,7 +108,7 @@ def _scan(root: Path) -> tuple[list[NotificationType], list[CatalogProblem]]:
                 problems.append(CatalogProblem(str(file), "key", message, parsed.key_line))
         if parsed.notification_type is not None:
             types.append(parsed.notification_type)
-    return types, problems
+    return scan
 
 
 def _catalog_files(root: Path) -> list[Path]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +13,20 @@ from jsonschema import Draft202012Validator
 from tidings.catalog import payload
 from tidings.catalog.model import InAppChannelFile, NotificationTypeFile
 from tidings.catalog.notification_type import NotificationType
+from tidings.catalog.parse_email import CompiledEmail, check_example, compile_email
 from tidings.catalog.problems import CatalogProblem
+from tidings.catalog.report import Report
 from tidings.catalog.templates import InAppTemplates, RenderError, compile_template
-from tidings.catalog.yaml_source import FieldPath, YamlDocument, YamlSyntaxError, parse_yaml
+from tidings.catalog.yaml_source import FieldPath, YamlSyntaxError, parse_yaml
 
 EXAMPLE_ACTOR = {"id": "u-example", "name": "Example"}
-EXAMPLE_RECIPIENT = {"id": "u-example", "name": "Example"}
+EXAMPLE_RECIPIENT = {
+    "id": "u-example",
+    "name": "Example",
+    "email": "example@example.com",
+    "locale": "en",
+    "timezone": "UTC",
+}
 
 _IN_APP = ("channels", "in_app")
 
@@ -34,20 +41,13 @@ class ParsedFile:
     key_line: int | None = None
 
 
-@dataclass
-class _Report:
-    file: str
-    document: YamlDocument = field(default_factory=lambda: YamlDocument(data=None))
-    problems: list[CatalogProblem] = field(default_factory=list)
+def parse_file(path: Path, display: str, root: Path | None = None) -> ParsedFile:
+    """Read, validate and compile the catalog file at ``path``; ``display`` names it.
 
-    def add(self, path: FieldPath, message: str, line: int | None = None) -> None:
-        line = self.document.line_of(path) if line is None else line
-        self.problems.append(CatalogProblem(self.file, _dotted(path), message, line))
-
-
-def parse_file(path: Path, display: str) -> ParsedFile:
-    """Read, validate and compile the catalog file at ``path``; ``display`` names it."""
-    report = _Report(display)
+    Template files it names must lie inside ``root``, the catalog folder (by default
+    the file's own folder).
+    """
+    report = Report(display)
     try:
         document = parse_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -68,39 +68,32 @@ def parse_file(path: Path, display: str) -> ParsedFile:
     try:
         model = NotificationTypeFile.model_validate(document.data)
     except pydantic.ValidationError as exc:
-        _report_model_errors(report, exc)
+        report.add_model_errors(exc)
         return ParsedFile(None, report.problems, key, key_line)
-    notification_type = _build(model, report)
+    notification_type = _build(model, report, path.parent, root or path.parent)
     if report.problems:
         return ParsedFile(None, report.problems, key, key_line)
     return ParsedFile(notification_type, [], key, key_line)
 
 
-def _report_model_errors(report: _Report, exc: pydantic.ValidationError) -> None:
-    for error in exc.errors(include_url=False):
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif error["type"] == "missing":
-            message = "required field is missing"
-        elif error["type"] == "value_error":
-            message = str(error.get("ctx", {}).get("error", error["msg"]))
-        else:
-            message = error["msg"]
-        report.add(tuple(error["loc"]), message)
-
-
-def _build(model: NotificationTypeFile, report: _Report) -> NotificationType | None:
+def _build(
+    model: NotificationTypeFile, report: Report, base_dir: Path, root: Path
+) -> NotificationType | None:
     validator = _compile_schema(report, model.payload_schema)
     example_ok = _check_json(report, ("example",), model.example)
-    in_app = _compile_in_app(report, model.channels.in_app)
-    if model.channels.in_app is None:
-        report.add(("channels",), "declares no channel (in_app is the one supported now)")
+    channels = model.channels
+    in_app = _compile_in_app(report, channels.in_app)
+    email = None
+    if channels.email is not None:
+        email = compile_email(report, channels.email, base_dir, root)
+    if channels.in_app is None and channels.email is None:
+        report.add(("channels",), "declares no channel (in_app, email)")
     if validator is not None and model.example is not None and example_ok:
         errors = payload.validation_errors(validator, model.example)
         for where, message in errors:
             report.add(("example", *where), f"does not match the schema: {message}")
-        if not errors and in_app is not None:
-            _render_example(report, model.key, model.example, in_app)
+        if not errors:
+            _render_example(report, model.key, model.example, in_app, email)
     if report.problems or validator is None:
         return None
     return NotificationType(
@@ -110,21 +103,24 @@ def _build(model: NotificationTypeFile, report: _Report) -> NotificationType | N
         description=model.description,
         payload_schema=model.payload_schema,
         example=model.example,
-        channels=frozenset({"in_app"} if in_app is not None else ()),
+        channels=frozenset(
+            name for name, present in (("in_app", in_app), ("email", email)) if present
+        ),
         source=report.file,
         _validator=validator,
         _in_app=in_app,
+        _email=None if email is None else email.templates,
     )
 
 
-def _check_json(report: _Report, path: FieldPath, value: Any) -> bool:
+def _check_json(report: Report, path: FieldPath, value: Any) -> bool:
     found = list(payload.json_problems(value, path))
     for where, message in found:
         report.add(where, message)
     return not found
 
 
-def _compile_schema(report: _Report, schema: dict[str, Any]) -> Draft202012Validator | None:
+def _compile_schema(report: Report, schema: dict[str, Any]) -> Draft202012Validator | None:
     if not _check_json(report, ("schema",), schema):
         return None
     found = payload.schema_problems(schema)
@@ -133,7 +129,7 @@ def _compile_schema(report: _Report, schema: dict[str, Any]) -> Draft202012Valid
     return None if found else payload.compile_validator(schema)
 
 
-def _compile_in_app(report: _Report, channel: InAppChannelFile | None) -> InAppTemplates | None:
+def _compile_in_app(report: Report, channel: InAppChannelFile | None) -> InAppTemplates | None:
     if channel is None:
         return None
     title = _compile(report, "title", channel.title)
@@ -148,7 +144,7 @@ def _compile_in_app(report: _Report, channel: InAppChannelFile | None) -> InAppT
     return InAppTemplates(title=title, body=body, action_url=action_url)
 
 
-def _compile(report: _Report, name: str, source: str) -> Template | None:
+def _compile(report: Report, name: str, source: str) -> Template | None:
     path = (*_IN_APP, name)
     try:
         return compile_template(source)
@@ -161,7 +157,11 @@ def _compile(report: _Report, name: str, source: str) -> Template | None:
 
 
 def _render_example(
-    report: _Report, key: str, example: dict[str, Any], in_app: InAppTemplates
+    report: Report,
+    key: str,
+    example: dict[str, Any],
+    in_app: InAppTemplates | None,
+    email: CompiledEmail | None,
 ) -> None:
     context = {
         "data": example,
@@ -169,14 +169,19 @@ def _render_example(
         "recipient": EXAMPLE_RECIPIENT,
         "event": {"id": "ev-example", "type": key, "tenant": "example"},
     }
+    if in_app is not None:
+        _render_in_app_example(report, in_app, context)
+    if email is not None:
+        check_example(report, email, context)
+
+
+def _render_in_app_example(report: Report, in_app: InAppTemplates, context: dict[str, Any]) -> None:
     try:
         content = in_app.render(context)
     except RenderError as exc:
-        report.add(tuple(exc.field.split(".")), f"fails to render the example: {exc.message}")
+        path = tuple(exc.field.split("."))
+        line = None if exc.line is None else report.document.template_line(path, exc.line)
+        report.add(path, f"fails to render the example: {exc.message}", line)
         return
     if not content.title:
         report.add((*_IN_APP, "title"), "renders empty for the example")
-
-
-def _dotted(path: Iterable[str | int]) -> str:
-    return ".".join(str(part) for part in path)

@@ -2,19 +2,24 @@
 
 The sandbox keeps templates away from Python internals (``__class__``, ``mro``…) and
 from mutating the payload they render; it does not bound how long a deliberately slow
-template runs, which is the catalog author's to avoid.
+template runs, which is the catalog author's to avoid. Two environments share it: plain
+text (in-app, email subject and text part) and HTML, where every value is escaped unless
+the template itself marks it safe, so payload values can never inject markup.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from tidings.catalog.formatting import FILTERS
 
 TITLE_MAX = 500
 _ACTION_URL_SCHEMES = frozenset({"", "http", "https"})
@@ -28,12 +33,16 @@ _UNSUPPORTED_TAGS: dict[type[nodes.Node], str] = {
 
 
 class RenderError(Exception):
-    """A template failed to render for this context; ``field`` names the template."""
+    """A template failed to render for this context; ``field`` names the template.
 
-    def __init__(self, field: str, message: str) -> None:
+    ``line`` is the line within that template's source when it is known.
+    """
+
+    def __init__(self, field: str, message: str, line: int | None = None) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.line = line
 
 
 @dataclass(frozen=True)
@@ -67,31 +76,57 @@ def _blank_none(value: Any) -> Any:
     return "" if value is None else value
 
 
-_ENVIRONMENT = _Sandbox(
-    autoescape=False,
-    undefined=ChainableUndefined,
-    finalize=_blank_none,
-    keep_trailing_newline=False,
-)
+def _environment(*, html: bool) -> _Sandbox:
+    environment = _Sandbox(
+        autoescape=html,
+        undefined=ChainableUndefined,
+        finalize=_blank_none,
+        keep_trailing_newline=False,
+    )
+    environment.filters.update(FILTERS)
+    return environment
 
 
-def compile_template(source: str) -> Template:
-    """Compile a template; raises ``TemplateSyntaxError`` (with ``lineno``) when it is bad."""
-    tree = _ENVIRONMENT.parse(source)
+_TEXT_ENVIRONMENT = _environment(html=False)
+_HTML_ENVIRONMENT = _environment(html=True)
+
+
+def compile_template(source: str, *, html: bool = False) -> Template:
+    """Compile a template; raises ``TemplateSyntaxError`` (with ``lineno``) when it is bad.
+
+    ``html`` turns autoescaping on: for templates whose output is HTML.
+    """
+    environment = _HTML_ENVIRONMENT if html else _TEXT_ENVIRONMENT
+    tree = environment.parse(source)
     for tag, name in _UNSUPPORTED_TAGS.items():
         for node in tree.find_all(tag):
             raise TemplateSyntaxError(
                 f"'{name}' is not supported in catalog templates", node.lineno
             )
-    return _ENVIRONMENT.from_string(tree)
+    return environment.from_string(tree)
 
 
-def render(template: Template, context: Mapping[str, Any], field: str) -> str:
-    """Render ``template`` to stripped text; raises ``RenderError`` naming ``field``."""
+def render(
+    template: Template, context: Mapping[str, Any], field: str, *, strip: bool = True
+) -> str:
+    """Render ``template`` (stripped unless told); raises ``RenderError`` naming ``field``."""
     try:
-        return template.render(dict(context)).strip()
+        text = template.render(dict(context))
     except Exception as exc:  # a template can fail in many ways; all are a RenderError
-        raise RenderError(field, f"{type(exc).__name__}: {exc}") from exc
+        message = f"{type(exc).__name__}: {exc}"
+        raise RenderError(field, message, _template_line(exc.__traceback__)) from exc
+    return text.strip() if strip else text
+
+
+def _template_line(traceback: TracebackType | None) -> int | None:
+    # Jinja rewrites the traceback so that template code shows as "<template>" frames
+    # whose line numbers are the template's own; the innermost one failed.
+    line = None
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename == "<template>":
+            line = traceback.tb_lineno
+        traceback = traceback.tb_next
+    return line
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.delivery.states import ALLOWED, DeliveryState
+from tidings.delivery.states import ALLOWED, STATE_ORDER, DeliveryState
 from tidings.kit import ids
 from tidings.kit.db import Database
 from tidings.kit.tables import deliveries, delivery_transitions, notifications
@@ -49,21 +49,20 @@ async def for_event(
     transitions: dict[str, list[dict[str, Any]]] = {}
     t = delivery_transitions.c
     found = await conn.execute(
-        sa.select(t.delivery_id, t.state, t.reason, t.at)
+        sa.select(t.delivery_id, t.state, t.reason, t.detail, t.at)
         .where(t.delivery_id.in_([r["id"] for r in rows]))
         .order_by(t.at, t.id)
     )
     for tr in found:
         transitions.setdefault(tr.delivery_id, []).append(
-            {"state": tr.state, "reason": tr.reason, "at": tr.at}
+            {"state": tr.state, "reason": tr.reason, "detail": tr.detail, "at": tr.at}
         )
-    _ORDER = {"planned": 0}
     return [
         {
             **row,
             "transitions": sorted(
                 transitions.get(row["id"], []),
-                key=lambda tr: (tr["at"], _ORDER.get(tr["state"], 1)),
+                key=lambda tr: (tr["at"], STATE_ORDER.get(tr["state"], len(STATE_ORDER))),
             ),
         }
         for row in rows

@@ -27,6 +27,9 @@ ALLOWED: dict[DeliveryState, frozenset[DeliveryState]] = {
     S.SUPPRESSED: frozenset(),
 }
 
+# The order of states along a delivery's life, for transitions recorded in the same instant.
+STATE_ORDER = {state.value: rank for rank, state in enumerate(DeliveryState)}
+
 TERMINAL = frozenset(state for state, nxt in ALLOWED.items() if not nxt)
 
 

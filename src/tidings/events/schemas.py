@@ -70,6 +70,7 @@ class BatchAccepted(BaseModel):
 class Transition(BaseModel):
     state: str
     reason: str | None
+    detail: str | None = Field(description="e.g. the mail server's reply")
     at: dt.datetime
 
 
@@ -79,6 +80,8 @@ class DeliveryView(BaseModel):
     channel: str
     state: str
     reason: str | None
+    detail: str | None
+    message_id: str | None
     updated_at: dt.datetime
     transitions: list[Transition]
 

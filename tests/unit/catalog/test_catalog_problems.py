@@ -64,9 +64,13 @@ CASES: dict[str, Case] = {
         {"a.yaml": VALID + "colour: red\n"},
         [Expected("a.yaml", "colour", "unknown field", 22)],
     ),
-    "email channel is not supported yet": Case(
+    "email channel without a body": Case(
         {"a.yaml": VALID + "  email: {subject: Hi}\n"},
-        [Expected("a.yaml", "channels.email", "unknown field", 22)],
+        [Expected("a.yaml", "channels.email", "needs a body: one of mjml", 22)],
+    ),
+    "unknown channel": Case(
+        {"a.yaml": VALID + "  sms: {text: Hi}\n"},
+        [Expected("a.yaml", "channels.sms", "unknown field", 22)],
     ),
     "no channel at all": Case(
         {"a.yaml": VALID.split("channels:")[0] + "channels: {}\n"},

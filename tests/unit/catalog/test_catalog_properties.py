@@ -82,3 +82,48 @@ def test_check_never_raises_on_any_template(template: str) -> None:
         problems = catalog.check(folder)
 
     assert all(problem.field.startswith("channels.in_app.title") for problem in problems)
+
+
+@HERE
+@given(text=st.text(max_size=500), name=st.text(max_size=1_200))
+def test_no_payload_breaks_out_of_the_email(text: str, name: str) -> None:
+    assert COMMENT is not None
+    data = {"board": {"id": "b-1", "name": name}, "comment": {"id": "c-1", "text": text}}
+    actor = {"id": "u-1", "name": f"<x-evil>{name}"}
+
+    email = COMMENT.render_email({"data": data, "actor": actor}, "fr-CA")
+
+    assert email.locale == "fr"
+    assert "<x-evil" not in email.html
+    assert len(email.subject) <= 998
+    assert email.subject.startswith("<x-evil>")
+    assert not any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in email.subject)
+    assert "\u2028" not in email.subject
+    assert "\u2029" not in email.subject
+    assert " ".join(text.split()) in " ".join(email.text.split())
+
+
+@HERE
+@given(template=st.text(max_size=80), where=st.sampled_from(["subject", "mjml", "html", "text"]))
+def test_check_never_raises_on_any_email_template(template: str, where: str) -> None:
+    quoted = template.replace("\\", "\\\\").replace('"', '\\"')
+    quoted = "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in quoted)
+    fields = {
+        "subject": "s",
+        "mjml": "<mjml><mj-body><mj-section><mj-column><mj-text>x</mj-text>"
+        "</mj-column></mj-section></mj-body></mjml>",
+    }
+    if where == "html":
+        del fields["mjml"]
+    fields[where] = quoted
+    channel = "".join(f'    {name}: "{value}"\n' for name, value in fields.items())
+    text = (
+        "key: a.b\ncategory: c\ndescription: d\nschema: {type: object}\n"
+        f"example: {{}}\nchannels:\n  email:\n{channel}"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "type.yaml").write_text(text, encoding="utf-8")
+
+        problems = catalog.check(folder)
+
+    assert all(problem.field.startswith("channels.email") for problem in problems)

@@ -45,8 +45,36 @@ def test_every_type_is_documented_and_in_app(shipped: catalog.Catalog) -> None:
     for notification_type in shipped:
         assert notification_type.description
         assert notification_type.example is not None
-        assert notification_type.channels == frozenset({"in_app"})
+        assert "in_app" in notification_type.channels
         assert Path(notification_type.source).parent == SHIPPED
+
+
+def test_comments_and_password_resets_are_also_emailed(shipped: catalog.Catalog) -> None:
+    channels = {t.key: (t.channels, t.email_locales) for t in shipped}
+
+    assert channels == {
+        "auth.password_reset": (frozenset({"in_app", "email"}), frozenset()),
+        "board.invited": (frozenset({"in_app"}), frozenset()),
+        "comment.created": (frozenset({"in_app", "email"}), frozenset({"fr"})),
+        "mention.created": (frozenset({"in_app"}), frozenset()),
+    }
+
+
+def test_declares_the_categories(shipped: catalog.Catalog) -> None:
+    mandatory = {name: category.mandatory for name, category in shipped.categories.items()}
+
+    assert mandatory == {
+        "billing": True,
+        "comments": False,
+        "invitations": False,
+        "mentions": False,
+        "security": True,
+    }
+    assert all(category.description for category in shipped.categories.values())
+    for notification_type in shipped:
+        assert notification_type.category in shipped.categories
+    assert shipped.category("security").mandatory
+    assert "categories" not in {t.key for t in shipped}
 
 
 def test_catalog_is_a_collection_of_types(shipped: catalog.Catalog) -> None:
@@ -105,3 +133,55 @@ def test_password_reset_requires_a_uri_and_minutes(shipped: catalog.Catalog) -> 
     errors = reset.validate_payload({"reset_url": "not a url", "expires_in_minutes": "30"})
 
     assert [error.path for error in errors] == ["data.expires_in_minutes", "data.reset_url"]
+
+
+RECIPIENT = {"id": "u-bob", "name": "Bob", "email": "bob@example.com"}
+
+
+@pytest.mark.parametrize(
+    ("locale", "used", "subject", "button"),
+    [
+        (None, "default", "Ann commented on Roadmap", "View the comment"),
+        ("en-US", "default", "Ann commented on Roadmap", "View the comment"),
+        ("fr-CA", "fr", "Ann a commenté Roadmap", "Voir le commentaire"),
+    ],
+)
+def test_canonical_event_renders_an_email(
+    shipped: catalog.Catalog, locale: str | None, used: str, subject: str, button: str
+) -> None:
+    comment = shipped.get("comment.created")
+    assert comment is not None
+
+    email = comment.render_email(
+        {
+            "data": CANONICAL_EVENT["data"],
+            "actor": CANONICAL_EVENT["actor"],
+            "recipient": RECIPIENT,
+            "event": {"id": "ev-1", "type": "comment.created", "tenant": "acme"},
+        },
+        locale,
+    )
+
+    assert (email.locale, email.subject) == (used, subject)
+    assert f"<title>{subject}</title>" in email.html
+    assert "Looks good" in email.html
+    assert "fonts.googleapis" not in email.html
+    assert f"{button} (https://app.example.com/boards/b-1#comment-c-1)" in email.text
+    assert "<" not in email.text
+
+
+def test_password_reset_email_has_its_own_text(shipped: catalog.Catalog) -> None:
+    reset = shipped.get("auth.password_reset")
+    assert reset is not None
+    assert reset.example is not None
+
+    email = reset.render_email({"data": reset.example, "recipient": RECIPIENT}, "de")
+
+    assert email.subject == "Reset your password"
+    assert email.locale == "default"
+    assert email.text.startswith("Hello Bob,\n\nSomeone asked to reset the password")
+    assert "\nhttps://app.example.com/reset?token=example-token\n" in email.text
+    assert 'href="https://app.example.com/reset?token=example-token"' in email.html
+    assert 'class="button" href="https://app.example.com/reset?token=example-token" style="' in (
+        email.html
+    )

@@ -28,6 +28,11 @@ _DEFAULT_PORTS: dict[str, int] = {"none": 25, "starttls": 587, "tls": 465}
 # Postfix, Exim, Sendmail and most relays name their queue entry in the 250 reply.
 _QUEUE_ID = re.compile(r"queued as ([A-Za-z0-9._-]+)", re.IGNORECASE)
 _QUIT_TIMEOUT = 5.0
+# Control characters and angle brackets never belong in a bare envelope address.
+_UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
+# 530 authentication required, 534 mechanism too weak, 535 bad credentials,
+# 538 encryption required.
+_SESSION_REFUSALS = frozenset({530, 534, 535, 538})
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class SmtpProvider:
         )
         self._slots = asyncio.Semaphore(settings.pool_size)
         self._idle: list[aiosmtplib.SMTP] = []
+        self._closing = False
         self._closed = False
         self.connections_opened = 0
 
@@ -103,6 +109,8 @@ class SmtpProvider:
             TransientSendError: connection trouble, a timeout, a 4xx reply.
             PermanentSendError: a 5xx reply to the message, or an unusable address.
         """
+        if self._closing:
+            raise TransientSendError("the SMTP provider is closed", provider=NAME)
         if self._limiter is not None:
             await self._limiter.acquire()
         async with self._slots:
@@ -111,11 +119,13 @@ class SmtpProvider:
             return await self._send_pooled(email)
 
     async def close(self) -> None:
-        """Let sends in flight finish, then QUIT every connection."""
-        self._closed = True
+        """Refuse new sends, let those already waiting finish, then QUIT every connection."""
+        self._closing = True
+        # The slots are handed out in turn, so these come after every send queued so far.
         for _ in range(self.settings.pool_size):
             await self._slots.acquire()
         try:
+            self._closed = True
             idle, self._idle = self._idle, []
             await asyncio.gather(*(_quit(smtp) for smtp in idle))
         finally:
@@ -123,9 +133,14 @@ class SmtpProvider:
                 self._slots.release()
 
     async def _send_pooled(self, email: OutgoingEmail) -> Accepted:
+        for address in (email.sender, email.recipient):
+            if not address or _UNSAFE_IN_ADDRESS.search(address):
+                # aiosmtplib would quietly send to whatever address it could parse out.
+                raise PermanentSendError(f"not a usable address: {address!r}", provider=NAME)
         options = ["SMTPUTF8"] if not (email.sender + email.recipient).isascii() else []
+        fresh = False
         while True:
-            smtp, reused = await self._checkout()
+            smtp, reused = (await self._open(), False) if fresh else await self._checkout()
             try:
                 _errors, reply = await smtp.sendmail(
                     email.sender, [email.recipient], email.raw, mail_options=options
@@ -133,8 +148,9 @@ class SmtpProvider:
             except aiosmtplib.SMTPServerDisconnected as exc:
                 smtp.close()
                 if reused:
-                    # The server dropped an idle pooled connection we had not yet
-                    # noticed; a fresh connection is not reused, so this runs once.
+                    # The server dropped an idle pooled connection before we noticed:
+                    # try once more, on a new connection.
+                    fresh = True
                     continue
                 raise TransientSendError(f"connection lost: {exc}", provider=NAME) from exc
             except aiosmtplib.SMTPResponseException as exc:
@@ -146,11 +162,19 @@ class SmtpProvider:
                 self._checkin(smtp)
                 refused = exc.recipients[0]
                 raise _reply_error(refused.code, refused.message) from exc
-            except BaseException as exc:
-                # A timeout, a cancellation or anything unforeseen leaves the session
-                # in an unknown state: never hand that connection out again.
+            except (aiosmtplib.SMTPNotSupported, ValueError) as exc:
+                # Refused before MAIL FROM: an address that is malformed, or that needs
+                # SMTPUTF8 the server lacks. The connection itself is fine.
+                self._checkin(smtp)
+                raise PermanentSendError(str(exc), provider=NAME) from exc
+            except Exception as exc:
+                # A timeout or anything unforeseen leaves the session in an unknown
+                # state: never hand that connection out again.
                 smtp.close()
-                raise _other_error(exc) from exc
+                raise TransientSendError(f"{type(exc).__name__}: {exc}", provider=NAME) from exc
+            except BaseException:
+                smtp.close()
+                raise
             self._checkin(smtp)
             return Accepted(provider=NAME, provider_id=_queue_id(reply), reply=f"250 {reply}")
 
@@ -200,20 +224,15 @@ class SmtpProvider:
 
 
 def _reply_error(code: int, message: str) -> SendError:
-    """5xx: the server refused this message for good; anything else: try again."""
+    """5xx: the server refused this message for good; anything else: try again.
+
+    Except the 5xx replies about authentication and encryption (RFC 4954): they say
+    our connection is set up wrong, which holds for every message until fixed.
+    """
     reply = f"{code} {message}"
-    if 500 <= code < 600:
+    if 500 <= code < 600 and code not in _SESSION_REFUSALS:
         return PermanentSendError(reply, provider=NAME, code=code)
     return TransientSendError(reply, provider=NAME, code=code)
-
-
-def _other_error(exc: BaseException) -> BaseException:
-    if isinstance(exc, aiosmtplib.SMTPNotSupported | ValueError):
-        # An address the server cannot take (SMTPUTF8 missing) or that is malformed.
-        return PermanentSendError(str(exc), provider=NAME)
-    if isinstance(exc, Exception):
-        return TransientSendError(f"{type(exc).__name__}: {exc}", provider=NAME)
-    return exc
 
 
 def _queue_id(reply: str) -> str | None:

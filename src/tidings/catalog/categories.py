@@ -1,0 +1,68 @@
+"""Categories: what preferences are set per, declared in the catalog's ``categories.yaml``.
+
+The file is optional; a category a type uses but the file does not declare is an
+ordinary one (not mandatory, no description).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydantic
+
+from tidings.catalog.model import CATEGORY_PATTERN, CategoriesFile
+from tidings.catalog.problems import CatalogProblem
+from tidings.catalog.report import Report
+from tidings.catalog.yaml_source import YamlSyntaxError, parse_yaml
+
+FILE_NAMES = ("categories.yaml", "categories.yml")
+
+
+@dataclass(frozen=True)
+class Category:
+    """A category of notifications; a recipient cannot opt out of a mandatory one."""
+
+    name: str
+    description: str
+    mandatory: bool
+
+
+def undeclared(name: str) -> Category:
+    """The category ``name`` when the catalog does not declare it: optional."""
+    return Category(name=name, description="", mandatory=False)
+
+
+def parse_categories(path: Path, display: str) -> tuple[dict[str, Category], list[CatalogProblem]]:
+    """Read ``categories.yaml``: the categories by name, or the problems that prevent it."""
+    report = Report(display)
+    try:
+        report.document = parse_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        report.add((), f"cannot read the file: {exc}")
+        return {}, report.problems
+    except YamlSyntaxError as exc:
+        report.add((), f"invalid YAML: {exc.message}", exc.line)
+        return {}, report.problems
+    for duplicate, line in report.document.duplicate_keys:
+        report.add(duplicate, "appears more than once", line)
+    data = report.document.data
+    if not isinstance(data, dict):
+        report.add((), "expected a mapping with one field, categories")
+        return {}, report.problems
+    try:
+        model = CategoriesFile.model_validate(data)
+    except pydantic.ValidationError as exc:
+        report.add_model_errors(exc)
+        return {}, report.problems
+    for name in model.categories:
+        if not re.fullmatch(CATEGORY_PATTERN, name) or len(name) > 100:
+            report.add(("categories", name), f"{name!r} should match pattern {CATEGORY_PATTERN!r}")
+    if report.problems:
+        return {}, report.problems
+    categories = {
+        name: Category(name=name, description=entry.description, mandatory=entry.mandatory)
+        for name, entry in sorted(model.categories.items())
+    }
+    return categories, []

@@ -1,0 +1,299 @@
+"""Email end to end: planned, rendered, signed, caught or sent over real SMTP, unsubscribed."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import dkim
+import httpx
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from fastapi import FastAPI
+
+from tests.conftest import eventually
+from tests.smtp_sink import SmtpSink
+from tidings.app import Runtime, build_runtime, create_app
+from tidings.kit import tables
+from tidings.kit.settings import Settings
+
+RESET = {
+    "type": "auth.password_reset",
+    "idempotency_key": "r-1",
+    "recipients": [{"id": "u-bob", "email": "bob@example.com"}],
+    "data": {"reset_url": "https://app.example.com/reset/abc", "expires_in_minutes": 30},
+}
+
+
+async def deliveries_of(runtime: Runtime, event_id: str, channel: str) -> list[dict[str, Any]]:
+    async with runtime.db.reader() as conn:
+        rows = await conn.execute(
+            sa.select(tables.deliveries).where(
+                tables.deliveries.c.event_id == event_id, tables.deliveries.c.channel == channel
+            )
+        )
+        return [dict(r._mapping) for r in rows]
+
+
+async def settled(runtime: Runtime, event_id: str, channel: str = "email") -> dict[str, Any]:
+    """Wait until the event's one delivery on ``channel`` has left "planned"/"scheduled"."""
+
+    async def done() -> bool:
+        found = await deliveries_of(runtime, event_id, channel)
+        return bool(found) and found[0]["state"] not in ("planned", "scheduled")
+
+    await eventually(done)
+    return (await deliveries_of(runtime, event_id, channel))[0]
+
+
+def dkim_dns(runtime: Runtime) -> Callable[..., bytes]:
+    key = serialization.load_pem_private_key(runtime.settings.dkim_key_pem, password=None)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    name = f"{runtime.settings.dkim_selector}._domainkey.{runtime.settings.sender_domain}."
+
+    def lookup(queried: bytes, timeout: int = 5) -> bytes:
+        return record if queried.decode().rstrip(".") + "." == name else b""
+
+    return lookup
+
+
+async def publish(
+    client: httpx.AsyncClient, producer: dict[str, str], event: dict[str, Any]
+) -> str:
+    response = await client.post("/v1/events", json=event, headers=producer)
+    assert response.status_code == 202, response.text
+    return str(response.json()["event_id"])
+
+
+async def test_the_canonical_event_is_mailed_signed_and_unsubscribable(
+    client: httpx.AsyncClient,
+    producer: dict[str, str],
+    runtime: Runtime,
+    canonical_event: dict[str, Any],
+) -> None:
+    event_id = await publish(client, producer, canonical_event)
+    delivery = await settled(runtime, event_id)
+    assert delivery["state"] == "sent"
+    assert delivery["provider"] == "catcher"
+
+    box = (await client.get("/v1/dev/mailbox", headers=producer)).json()["messages"]
+    assert len(box) == 1
+    raw = box[0]["raw"].encode()
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message["To"].addresses[0].addr_spec == "bob@example.com"
+    assert str(message["Subject"]) == "Ann commented on Roadmap"
+    assert message["Message-ID"] == delivery["message_id"]
+    assert message.get_content_type() == "multipart/alternative"
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert text is not None
+    assert "Looks good" in text.get_content()
+    assert html is not None
+    assert "Looks good" in html.get_content()
+    assert dkim.verify(raw, dnsfunc=dkim_dns(runtime))
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+    # One click, no login: the URL from the header is all it takes.
+    url = next(
+        part.strip(" <>")
+        for part in str(message["List-Unsubscribe"]).split(",")
+        if part.strip(" <>").startswith("http")
+    )
+    path = urllib.parse.urlsplit(url).path
+    page = await client.get(path)
+    assert page.status_code == 200
+    assert "comments" in page.text
+    assert "<form" in page.text
+    done = await client.post(path, content=b"List-Unsubscribe=One-Click")
+    assert done.status_code == 200
+    async with runtime.db.reader() as conn:
+        preference = (await conn.execute(sa.select(tables.preferences))).one()
+    assert (preference.user_id, preference.category, preference.channel, preference.enabled) == (
+        "u-bob",
+        "comments",
+        "email",
+        False,
+    )
+
+    # The next comment still reaches the inbox, but no longer the mailbox.
+    second = await publish(client, producer, {**canonical_event, "idempotency_key": "c-2"})
+    suppressed = await settled(runtime, second)
+    assert (suppressed["state"], suppressed["reason"]) == ("suppressed", "opted_out")
+    [in_app] = await deliveries_of(runtime, second, "in_app")
+    assert in_app["state"] == "delivered"
+    view = (await client.get(f"/v1/events/{second}", headers=producer)).json()
+    assert {(d["channel"], d["state"], d["reason"]) for d in view["deliveries"]} == {
+        ("email", "suppressed", "opted_out"),
+        ("in_app", "delivered", None),
+    }
+
+
+async def test_a_forged_unsubscribe_token_changes_nothing(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    token = runtime.composer.unsubscribe_for("u-bob", "comments", "bob@example.com").url
+    forged = token.rsplit("/", 1)[1][:-2] + "xx"
+    response = await client.post(f"/v1/unsubscribe/{forged}")
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "token"
+    async with runtime.db.reader() as conn:
+        assert (await conn.execute(sa.select(tables.preferences))).all() == []
+
+
+async def test_mandatory_mail_has_no_unsubscribe_and_ignores_opt_outs(
+    client: httpx.AsyncClient, producer: dict[str, str], runtime: Runtime
+) -> None:
+    await runtime.preferences.set_channel("u-bob", "*", "email", enabled=False, source="test")
+    event_id = await publish(client, producer, RESET)
+    delivery = await settled(runtime, event_id)
+    assert delivery["state"] == "sent"
+    [caught] = (await client.get("/v1/dev/mailbox", headers=producer)).json()["messages"]
+    message = email.message_from_bytes(caught["raw"].encode(), policy=email.policy.default)
+    assert message["List-Unsubscribe"] is None
+    assert message["List-Unsubscribe-Post"] is None
+
+
+async def test_recipients_without_an_address_or_on_the_suppression_list_get_no_mail(
+    client: httpx.AsyncClient,
+    producer: dict[str, str],
+    runtime: Runtime,
+    canonical_event: dict[str, Any],
+) -> None:
+    no_address = await publish(
+        client, producer, {**canonical_event, "idempotency_key": "n-1", "recipients": ["u-x"]}
+    )
+    assert (await settled(runtime, no_address))["reason"] == "no_address"
+    async with runtime.db.transaction() as conn:
+        from tidings.email.suppressions import SuppressionCause
+
+        await runtime.suppressions.add(conn, "Bob@Example.com", SuppressionCause.HARD_BOUNCE)
+    bounced = await publish(client, producer, {**canonical_event, "idempotency_key": "n-2"})
+    assert (await settled(runtime, bounced))["reason"] == "address_suppressed"
+    assert (await client.get("/v1/dev/mailbox", headers=producer)).json()["messages"] == []
+
+
+async def test_preview_renders_a_locale(
+    client: httpx.AsyncClient, producer: dict[str, str], canonical_event: dict[str, Any]
+) -> None:
+    body = {"data": canonical_event["data"], "actor": {"id": "u-ann", "name": "Ann"}}
+    english = await client.post("/v1/catalog/comment.created/preview", json=body, headers=producer)
+    assert english.status_code == 200, english.text
+    assert english.json()["subject"] == "Ann commented on Roadmap"
+    french = await client.post(
+        "/v1/catalog/comment.created/preview", json={**body, "locale": "fr-CA"}, headers=producer
+    )
+    assert french.json()["locale"] == "fr"
+    assert french.json()["subject"] != english.json()["subject"]
+    bad = await client.post(
+        "/v1/catalog/comment.created/preview",
+        json={
+            **body,
+            "data": {"board": {"id": "b", "name": "n"}, "comment": {"id": "c", "text": 5}},
+        },
+        headers=producer,
+    )
+    assert bad.status_code == 422
+    assert bad.json()["error"]["field"] == "data.comment.text"
+
+
+# Over real SMTP -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[SmtpSink]:
+    async with SmtpSink() as server:
+        yield server
+
+
+@pytest.fixture
+async def smtp_app(
+    make_settings: Callable[..., Settings], database_url: str, sink: SmtpSink
+) -> AsyncIterator[FastAPI]:
+    settings = make_settings(
+        database_url=database_url,
+        email_provider="smtp",
+        smtp_host="127.0.0.1",
+        smtp_port=sink.port,
+        smtp_security="none",
+        job_max_attempts=3,
+    )
+    application = create_app(runtime=build_runtime(settings))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def smtp_client(smtp_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=smtp_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tidings.test") as c:
+        yield c
+
+
+@pytest.fixture
+async def smtp_producer(smtp_app: FastAPI) -> dict[str, str]:
+    _key, plaintext = await smtp_app.state.auth.create_key("tests", ["*"])
+    return {"Authorization": f"Bearer {plaintext}"}
+
+
+async def test_transient_refusals_are_retried_then_sent(
+    smtp_app: FastAPI,
+    smtp_client: httpx.AsyncClient,
+    smtp_producer: dict[str, str],
+    sink: SmtpSink,
+    canonical_event: dict[str, Any],
+) -> None:
+    runtime: Runtime = smtp_app.state.runtime
+    sink.respond_with(["451 4.3.0 try again later", "421 4.7.0 closing"])
+    event_id = await publish(smtp_client, smtp_producer, canonical_event)
+    delivery = await settled(runtime, event_id)
+    assert delivery["state"] == "sent"
+    [received] = await sink.wait_for(1)
+    assert received.message["Message-ID"] == delivery["message_id"]
+    assert dkim.verify(received.raw, dnsfunc=dkim_dns(runtime))
+    view = (await smtp_client.get(f"/v1/events/{event_id}", headers=smtp_producer)).json()
+    [email_delivery] = [d for d in view["deliveries"] if d["channel"] == "email"]
+    states = [t["state"] for t in email_delivery["transitions"]]
+    assert states == ["planned", "scheduled", "scheduled", "scheduled", "sent"]
+    assert "451" in email_delivery["transitions"][2]["detail"]
+
+
+async def test_a_permanent_refusal_fails_the_delivery_with_the_servers_reply(
+    smtp_app: FastAPI,
+    smtp_client: httpx.AsyncClient,
+    smtp_producer: dict[str, str],
+    sink: SmtpSink,
+    canonical_event: dict[str, Any],
+) -> None:
+    runtime: Runtime = smtp_app.state.runtime
+    sink.respond_with(["550 5.1.1 no such user"])
+    event_id = await publish(smtp_client, smtp_producer, canonical_event)
+    delivery = await settled(runtime, event_id)
+    assert (delivery["state"], delivery["reason"]) == ("failed", "rejected")
+    assert "550 5.1.1 no such user" in delivery["detail"]
+    assert sink.received == []
+
+
+async def test_retries_run_out_into_the_dead_letters(
+    smtp_app: FastAPI,
+    smtp_client: httpx.AsyncClient,
+    smtp_producer: dict[str, str],
+    sink: SmtpSink,
+    canonical_event: dict[str, Any],
+) -> None:
+    runtime: Runtime = smtp_app.state.runtime
+    sink.respond_with(["451 4.3.0 later"] * 3)
+    event_id = await publish(smtp_client, smtp_producer, canonical_event)
+    delivery = await settled(runtime, event_id)
+    assert (delivery["state"], delivery["reason"]) == ("failed", "retries_exhausted")
+    async with runtime.db.reader() as conn:
+        dead = (await conn.execute(sa.select(tables.dead_letters))).one()
+    assert dead.kind == "email"
+    assert dead.attempts == 3
