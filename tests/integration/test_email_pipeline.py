@@ -293,6 +293,12 @@ async def test_retries_run_out_into_the_dead_letters(
     event_id = await publish(smtp_client, smtp_producer, canonical_event)
     delivery = await settled(runtime, event_id)
     assert (delivery["state"], delivery["reason"]) == ("failed", "retries_exhausted")
+
+    async def buried() -> bool:
+        async with runtime.db.reader() as conn:
+            return bool((await conn.execute(sa.select(tables.dead_letters))).all())
+
+    await eventually(buried)
     async with runtime.db.reader() as conn:
         dead = (await conn.execute(sa.select(tables.dead_letters))).one()
     assert dead.kind == "email"

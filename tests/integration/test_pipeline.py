@@ -63,7 +63,8 @@ async def test_a_redelivered_job_writes_nothing_twice(
     await eventually(lambda: queue_drained(runtime))
     before = await counts(runtime)
     assert before["inbox_items"] == 40
-    assert before["delivery_transitions"] == 80
+    # Per recipient: in-app planned → delivered, and email planned → suppressed (no address).
+    assert before["delivery_transitions"] == 160
 
     # The same job again, as if its worker had died after the commit but before the ack.
     async with runtime.db.transaction() as conn:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import css_inline
 import mrml
 
-from tidings.catalog.html_text import html_to_text
+from tidings.catalog.html_text import VOID_ELEMENTS, html_to_text
 
 _TAG_START = re.compile(r"\{[{%#]")
 _RAW_START = re.compile(r"\{%[-+]?\s*raw\s*[-+]?%\}")
@@ -31,6 +31,10 @@ _MRML_POSITION = re.compile(r"at position (\d+):(\d+)")
 _LINK = re.compile(r"<link\b[^>]*>", re.IGNORECASE)
 _STYLE = re.compile(r"(<style\b[^>]*>)(.*?)(</style>)", re.IGNORECASE | re.DOTALL)
 _IMPORT = re.compile(r"@import\b[^;]*;?", re.IGNORECASE)
+_ELEMENT_TAG = re.compile(r"<(/?)([A-Za-z][^\s/>]*)[^>]*?(/?)>")
+# mrml recurses natively and crashes the process somewhere past 6,000 levels; no email
+# comes anywhere near this.
+MAX_DEPTH = 500
 
 _PARSER_OPTIONS = mrml.ParserOptions(include_loader=mrml.noop_loader())
 # No default web fonts; comments kept, since the placeholders of block tags are comments.
@@ -116,6 +120,8 @@ def compile_body(source: str, *, mjml: bool) -> BodySources:
         raise BodyError("the template holds an unpaired surrogate (a \\ud800-\\udfff escape)")
     protected = _protect(source)
     html = protected.text
+    if _depth(html) > MAX_DEPTH:
+        raise BodyError(f"the markup is nested more than {MAX_DEPTH} levels deep")
     if mjml:
         try:
             html = mrml.to_html(html, _PARSER_OPTIONS, _RENDER_OPTIONS).content
@@ -130,6 +136,18 @@ def compile_body(source: str, *, mjml: bool) -> BodySources:
     silent = [index for index, tag in enumerate(protected.tags) if tag.silent]
     text = html_to_text(html, keep=_placeholder_pattern(protected, silent))
     return BodySources(html=_restore(html, protected), text=_restore(text, protected))
+
+
+def _depth(markup: str) -> int:
+    """How deep elements nest, roughly (unclosed elements count as open)."""
+    depth = deepest = 0
+    for closing, name, self_closing in _ELEMENT_TAG.findall(markup):
+        if closing:
+            depth = max(0, depth - 1)
+        elif not self_closing and name.lower() not in VOID_ELEMENTS:
+            depth += 1
+            deepest = max(deepest, depth)
+    return deepest
 
 
 def _protect(source: str) -> _Protected:

@@ -12,7 +12,7 @@ import re
 from html.parser import HTMLParser
 
 _SKIPPED = frozenset({"head", "style", "script", "title", "template", "noscript", "svg"})
-_VOID = frozenset(
+VOID_ELEMENTS = frozenset(
     {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
 )
 _PARAGRAPHS = frozenset(
@@ -131,7 +131,7 @@ class _TextParser(HTMLParser):
         for value in values.values():
             self._keep_tokens(value)
         hidden = self._hidden or tag in _SKIPPED or bool(_HIDDEN.search(values.get("style", "")))
-        if tag not in _VOID:
+        if tag not in VOID_ELEMENTS:
             self._stack.append((tag, hidden))
         if hidden:
             return
@@ -169,11 +169,11 @@ class _TextParser(HTMLParser):
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
-        if tag not in _VOID:
+        if tag not in VOID_ELEMENTS:
             self.handle_endtag(tag)
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in _VOID or not any(open_tag == tag for open_tag, _ in self._stack):
+        if tag in VOID_ELEMENTS or not any(open_tag == tag for open_tag, _ in self._stack):
             return
         while self._stack:
             open_tag, hidden = self._stack.pop()

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # Email: who it comes from, how it is signed, and which provider hands it over.
     email_provider: Literal["catcher", "smtp", "ses"] = "catcher"
     email_failover_provider: Literal["smtp", "ses"] | None = None
+    email_failover_threshold: int = Field(default=3, ge=1)
+    email_failover_reset_seconds: float = Field(default=30.0, ge=0)
     email_from: str = "notifications@tidings.localhost"
     email_from_name: str | None = "Tidings"
     email_domain: str | None = None
@@ -64,12 +66,15 @@ class Settings(BaseSettings):
     smtp_max_per_second: float | None = Field(default=None, gt=0)
     smtp_timeout_seconds: float = Field(default=30.0, gt=0)
     smtp_validate_certs: bool = True
+    smtp_cert_bundle: str | None = None
+    smtp_local_hostname: str | None = None
 
     ses_region: str = "us-east-1"
     ses_endpoint_url: str | None = None
     ses_access_key_id: str | None = None
     ses_secret_access_key: SecretStr | None = None
     ses_configuration_set: str | None = None
+    ses_max_per_second: float | None = Field(default=None, gt=0)
 
     @property
     def resolved_database_url(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import email.parser
 import email.policy
@@ -92,3 +93,13 @@ async def test_clear_empties_the_mailbox(catcher: MailCatcher) -> None:
 
     assert await catcher.clear() == 2
     assert await catcher.list() == []
+
+
+async def test_concurrent_sends_and_redeliveries(catcher: MailCatcher) -> None:
+    """A batch is handed over concurrently; a redelivered one may race its first copy."""
+    batch = [make_email(n) for n in range(40)]
+
+    await asyncio.gather(*(catcher.send(outgoing) for outgoing in batch + batch[:10]))
+
+    stored = await catcher.list(limit=100)
+    assert sorted(m["id"] for m in stored) == sorted(e.delivery_id for e in batch)

@@ -236,3 +236,21 @@ def test_each_failure_is_reported_once_even_when_locales_share_the_template(
     problems = catalog.check(tmp_path)
 
     assert [(problem.field, problem.line) for problem in problems] == [("channels.email.mjml", 19)]
+
+
+@pytest.mark.parametrize("body", ["mjml", "html"])
+def test_markup_nested_too_deeply_is_a_problem_not_a_crash(tmp_path: Path, body: str) -> None:
+    nested = "<div>" * 10_000 + "x" + "</div>" * 10_000
+    markup = (
+        f"<mjml><mj-body><mj-section><mj-column><mj-text>{nested}</mj-text>"
+        "</mj-column></mj-section></mj-body></mjml>"
+        if body == "mjml"
+        else nested
+    )
+    inline = VALID[VALID.index("    mjml: |\n") : VALID.index("    text: |\n")]
+    (tmp_path / "a.yaml").write_text(edit(inline, f"    {body}: '{markup}'\n"), encoding="utf-8")
+
+    [problem] = catalog.check(tmp_path)
+
+    assert problem.field == f"channels.email.{body}"
+    assert "nested more than 500 levels" in problem.message

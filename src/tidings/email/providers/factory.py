@@ -24,11 +24,17 @@ class ProviderConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, from_attributes=True, extra="ignore")
 
+    # TIDINGS_EMAIL_PROVIDER: who sends. The secondary, if named, takes over after
+    # `threshold` consecutive transient failures, and the primary is tried again after
+    # `reset_seconds`.
     email_provider: ProviderName = "catcher"
     email_failover_provider: ProviderName | None = None
     email_failover_threshold: int = Field(default=3, ge=1)
     email_failover_reset_seconds: float = Field(default=30.0, ge=0)
 
+    # TIDINGS_SMTP_*: the port defaults by security (none 25, starttls 587, tls 465);
+    # AUTH happens when a username is set; cert_bundle is a CA file for a private CA;
+    # max_per_second caps the sending rate (unset: no cap).
     smtp_host: str = "localhost"
     smtp_port: int | None = Field(default=None, ge=1, le=65535)
     smtp_username: str | None = None
@@ -41,6 +47,8 @@ class ProviderConfig(BaseModel):
     smtp_cert_bundle: str | None = None
     smtp_local_hostname: str | None = None
 
+    # TIDINGS_SES_*: without keys, the default AWS credential chain is used;
+    # endpoint_url points at something other than AWS (moto, in the tests).
     ses_region: str = "us-east-1"
     ses_access_key_id: str | None = None
     ses_secret_access_key: SecretStr | None = None
