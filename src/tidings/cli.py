@@ -25,9 +25,11 @@ app = typer.Typer(help="Tidings: events in; in-app inbox and email out.", no_arg
 keys_app = typer.Typer(help="Producers' API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 catalog_app = typer.Typer(help="Notification types.", no_args_is_help=True)
+email_app = typer.Typer(help="The email channel.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(email_app, name="email")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -187,6 +189,23 @@ def keys_revoke(key_id: str) -> None:
     except errors.TidingsError as exc:
         raise _fail(exc.message) from None
     out.print(f"revoked {key_id}")
+
+
+@email_app.command("dns")
+def email_dns() -> None:
+    """Print the DNS TXT record that publishes this deployment's DKIM key."""
+    from tidings.email import dkim
+
+    settings = Settings()
+    name = f"{settings.dkim_selector}._domainkey.{settings.sender_domain}"
+    out.print(f"{name}. IN TXT", highlight=False)
+    print(dkim.dns_record(settings.dkim_key_pem))
+
+
+@email_app.command("webhook-secret")
+def email_webhook_secret() -> None:
+    """Print the secret that signs generic email feedback webhooks, alone on the last line."""
+    print(Settings().webhook_secret)
 
 
 @app.command()

@@ -75,3 +75,19 @@ def test_catalog_check_reports_file_and_field(tmp_path: Path, env: Path) -> None
     assert result.exit_code == 1
     assert "x.yaml" in result.stdout
     assert "channels.in_app.colour" in result.stdout
+
+
+def test_email_dns_prints_the_record_of_the_generated_key(env: Path) -> None:
+    result = CliRunner().invoke(app, ["email", "dns"])
+    assert result.exit_code == 0, result.output
+    assert "tidings._domainkey.tidings.localhost. IN TXT" in result.stdout
+    record = result.stdout.strip().splitlines()[-1]
+    assert record.startswith("v=DKIM1; k=rsa; p=")
+    again = CliRunner().invoke(app, ["email", "dns"])
+    assert again.stdout.strip().splitlines()[-1] == record  # the key is kept, not regenerated
+
+
+def test_webhook_secret_is_stable_and_derived_from_the_deployment_secret(env: Path) -> None:
+    first = CliRunner().invoke(app, ["email", "webhook-secret"]).stdout.strip()
+    assert len(first) == 64
+    assert CliRunner().invoke(app, ["email", "webhook-secret"]).stdout.strip() == first
