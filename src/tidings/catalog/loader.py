@@ -87,9 +87,11 @@ def _scan(root: Path) -> _Scan:
     for file in categories_files[1:]:
         message = f"two categories files: also {categories_files[0]}"
         scan.problems.append(CatalogProblem(str(file), "", message))
+    categories_readable = False
     if categories_files:
         scan.categories, problems = parse_categories(categories_files[0], str(categories_files[0]))
         scan.problems.extend(problems)
+        categories_readable = not problems
     files = [file for file in _catalog_files(root) if file not in categories_files]
     if not files:
         message = "the catalog folder holds no notification types (*.yaml or *.yml files)"
@@ -108,6 +110,12 @@ def _scan(root: Path) -> _Scan:
                 problems.append(CatalogProblem(str(file), "key", message, parsed.key_line))
         if parsed.notification_type is not None:
             types.append(parsed.notification_type)
+            category = parsed.notification_type.category
+            # Once categories are declared, a typo ("securty") must not quietly turn a
+            # mandatory category into one people can switch off.
+            if categories_readable and category not in scan.categories:
+                message = f"category {category!r} is not declared in {categories_files[0].name}"
+                problems.append(CatalogProblem(str(file), "category", message))
     return scan
 
 

@@ -146,3 +146,22 @@ def test_a_folder_with_only_categories_has_no_types(tmp_path: Path) -> None:
     [problem] = catalog.check(tmp_path)
 
     assert "no notification types" in problem.message
+
+
+def test_a_type_in_an_undeclared_category_is_a_problem_once_categories_are_declared(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    from tidings import catalog
+
+    root = Path(__file__).resolve().parents[3] / "catalog"
+    copy = tmp_path / "catalog"
+    shutil.copytree(root, copy)
+    target = copy / "comment.created.yaml"
+    target.write_text(target.read_text().replace("category: comments", "category: coments"))
+    problems = catalog.check(copy)
+    assert [(p.field, p.message) for p in problems] == [
+        ("category", "category 'coments' is not declared in categories.yaml")
+    ]
+    assert problems[0].file.endswith("comment.created.yaml")
