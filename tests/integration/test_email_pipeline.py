@@ -303,3 +303,30 @@ async def test_retries_run_out_into_the_dead_letters(
         dead = (await conn.execute(sa.select(tables.dead_letters))).one()
     assert dead.kind == "email"
     assert dead.attempts == 3
+
+
+async def test_an_address_no_header_can_carry_fails_that_delivery_only(
+    client: httpx.AsyncClient,
+    producer: dict[str, str],
+    runtime: Runtime,
+    canonical_event: dict[str, Any],
+) -> None:
+    event = {
+        **canonical_event,
+        "recipients": [
+            {"id": "u-bob", "email": "bob@exämple.com"},
+            {"id": "u-cy", "email": "cy@example.com"},
+        ],
+    }
+    event_id = await publish(client, producer, event)
+
+    async def both_settled() -> bool:
+        found = await deliveries_of(runtime, event_id, "email")
+        return len(found) == 2 and all(d["state"] not in ("planned", "scheduled") for d in found)
+
+    await eventually(both_settled)
+    states = {
+        d["user_id"]: (d["state"], d["reason"])
+        for d in await deliveries_of(runtime, event_id, "email")
+    }
+    assert states == {"u-bob": ("failed", "invalid_message"), "u-cy": ("sent", None)}

@@ -123,9 +123,15 @@ class EmailSender:
             assert recipient.email is not None
             try:
                 email = self._compose(delivery, events[delivery["event_id"]], recipient, now)
-            except (catalog.RenderError, ValueError, KeyError) as exc:
+            except (catalog.RenderError, KeyError) as exc:
                 changes.append(
                     StateChange(delivery["id"], DeliveryState.FAILED, "render_error", str(exc))
+                )
+                finished.append(job)
+                continue
+            except ValueError as exc:  # e.g. an address no header may carry
+                changes.append(
+                    StateChange(delivery["id"], DeliveryState.FAILED, "invalid_message", str(exc))
                 )
                 finished.append(job)
                 continue
