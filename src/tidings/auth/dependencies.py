@@ -10,7 +10,9 @@ from tidings.auth.keys import ApiKey
 from tidings.auth.service import AuthService
 
 
-def auth_service(request: Request) -> AuthService:
+# Dependencies are coroutines: FastAPI would run plain functions in a thread pool, which
+# costs more than the work they do.
+async def auth_service(request: Request) -> AuthService:
     service: AuthService = request.app.state.auth
     return service
 
@@ -23,7 +25,7 @@ async def producer(
     return await service.authenticate_key(authorization)
 
 
-def end_user(
+async def end_user(
     service: Annotated[AuthService, Depends(auth_service)],
     authorization: Annotated[str | None, Header()] = None,
     token: Annotated[str | None, Query(description="User token, for EventSource")] = None,

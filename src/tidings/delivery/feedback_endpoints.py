@@ -36,12 +36,12 @@ class SnsSubscription(BaseModel):
     subscribe_url: str | None
 
 
-def feedback_recorder(request: Request) -> FeedbackRecorder:
+async def feedback_recorder(request: Request) -> FeedbackRecorder:
     recorder: FeedbackRecorder = request.app.state.feedback
     return recorder
 
 
-def feedback_config(request: Request) -> FeedbackConfig:
+async def feedback_config(request: Request) -> FeedbackConfig:
     config: FeedbackConfig = request.app.state.feedback_config
     return config
 

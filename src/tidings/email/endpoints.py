@@ -39,12 +39,12 @@ class MailboxOut(BaseModel):
     messages: list[dict[str, Any]]
 
 
-def _preferences(request: Request) -> PreferencesService:
+async def _preferences(request: Request) -> PreferencesService:
     service: PreferencesService = request.app.state.preferences
     return service
 
 
-def _composer(request: Request) -> EmailComposer:
+async def _composer(request: Request) -> EmailComposer:
     composer: EmailComposer = request.app.state.composer
     return composer
 

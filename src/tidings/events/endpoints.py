@@ -16,17 +16,17 @@ from tidings.kit import errors
 router = APIRouter(prefix="/v1", tags=["events"])
 
 
-def events_service(request: Request) -> EventsService:
+async def events_service(request: Request) -> EventsService:
     service: EventsService = request.app.state.events
     return service
 
 
-def group_committer(request: Request) -> GroupCommitter:
+async def group_committer(request: Request) -> GroupCommitter:
     committer: GroupCommitter = request.app.state.group_commit
     return committer
 
 
-def delivery_service(request: Request) -> DeliveryService:
+async def delivery_service(request: Request) -> DeliveryService:
     service: DeliveryService = request.app.state.delivery
     return service
 

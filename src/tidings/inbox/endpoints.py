@@ -19,7 +19,7 @@ from tidings.kit.live import LiveHub
 router = APIRouter(prefix="/v1/me", tags=["inbox"])
 
 
-def inbox_service(request: Request) -> InboxService:
+async def inbox_service(request: Request) -> InboxService:
     service: InboxService = request.app.state.inbox
     return service
 

@@ -16,7 +16,7 @@ UserIdPath = Annotated[str, Path(min_length=1, max_length=255)]
 TopicPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9:._\-]{0,254}$")]
 
 
-def users_service(request: Request) -> UsersService:
+async def users_service(request: Request) -> UsersService:
     service: UsersService = request.app.state.users
     return service
 
