@@ -16,19 +16,22 @@ async def existing_keys(
     conn: AsyncConnection, pairs: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], tuple[str, str]]:
     """(tenant, key) → (body hash, event id) for the keys already used."""
-    wanted = list(set(pairs))
+    by_tenant: dict[str, set[str]] = {}
+    for tenant, key in pairs:
+        by_tenant.setdefault(tenant, set()).add(key)
     found: dict[tuple[str, str], tuple[str, str]] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        rows = await conn.execute(
-            sa.select(
-                idempotency_keys.c.tenant,
-                idempotency_keys.c.key,
-                idempotency_keys.c.body_hash,
-                idempotency_keys.c.event_id,
-            ).where(sa.tuple_(idempotency_keys.c.tenant, idempotency_keys.c.key).in_(chunk))
-        )
-        found.update({(r.tenant, r.key): (r.body_hash, r.event_id) for r in rows})
+    c = idempotency_keys.c
+    for tenant, keys in by_tenant.items():
+        wanted = sorted(keys)
+        for start in range(0, len(wanted), 500):
+            # ``tenant = ? AND key IN (…)`` is a primary-key range probe on both engines;
+            # a row-value ``(tenant, key) IN (…)`` is planned as a scan of the table.
+            rows = await conn.execute(
+                sa.select(c.key, c.body_hash, c.event_id).where(
+                    c.tenant == tenant, c.key.in_(wanted[start : start + 500])
+                )
+            )
+            found.update({(tenant, r.key): (r.body_hash, r.event_id) for r in rows})
     return found
 
 

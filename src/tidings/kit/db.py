@@ -39,6 +39,10 @@ class Database:
                 max_overflow=pool_size,
                 json_serializer=_json_dumps,
                 json_deserializer=orjson.loads,
+                # asyncpg prepares every statement; after five runs PostgreSQL may switch
+                # to a generic plan, which for ``key IN (…500 values)`` on a table whose
+                # statistics are stale is a sequential scan. Plan each execution.
+                connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
             )
             self.read_engine = self.engine
 
