@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -53,7 +52,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def summary(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
-    """``median (min–max, spread ±x %)`` of several runs."""
+    """``median (min, max, spread ±x %)`` of several runs."""
     if not values:
         return "n/a"
     med = statistics.median(values)
@@ -179,9 +178,7 @@ class CpuMeter:
 
     def stop(self) -> None:
         self.wall = time.perf_counter() - self._t0
-        self.used = {
-            name: cpu_seconds(pid) - self._start[name] for name, pid in self.pids.items()
-        }
+        self.used = {name: cpu_seconds(pid) - self._start[name] for name, pid in self.pids.items()}
         if "server" in self.pids:
             now = thread_cpu_seconds(self.pids["server"])
             self.threads = {k: v - self._threads0.get(k, 0.0) for k, v in now.items()}
@@ -236,6 +233,42 @@ class PgCpu:
         self.seconds = total
 
 
+# ---------------------------------------------------------------------------- code measured
+
+# Others edit src/ while benchmarks run; ``use_code(REF)`` measures a committed revision
+# instead: its src/ and catalog/ are extracted to a temporary folder that goes first on
+# the servers' PYTHONPATH (ahead of the editable install of the working tree).
+_CODE: dict[str, str] = {}
+
+
+def use_code(ref: str) -> str:
+    """Measure commit ``ref`` (e.g. HEAD) instead of the working tree; returns its hash."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    target = Path(tempfile.mkdtemp(prefix=f"tidings-bench-code-{commit}-"))
+    archive = subprocess.run(
+        ["git", "archive", commit, "src", "catalog"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    _CODE.update(commit=commit, dir=str(target))
+    import atexit
+
+    atexit.register(shutil.rmtree, target, True)
+    return commit
+
+
+def code_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the snapshot chosen by ``use_code`` first on PYTHONPATH, if any."""
+    if _CODE:
+        env = dict(env)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_CODE["dir"] + "/src", env.get("PYTHONPATH", "")) if p
+        )
+        env["TIDINGS_CATALOG"] = _CODE["dir"] + "/catalog"
+    return env
+
+
 # ---------------------------------------------------------------------------- deployment
 
 
@@ -245,10 +278,18 @@ class Deployment:
     Use as a context manager; ``start()`` launches ``tidings serve`` (or ``worker``).
     """
 
-    def __init__(self, db: str, *, worker: bool = True, log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        db: str,
+        *,
+        worker: bool = True,
+        log_level: str = "warning",
+        patches: Sequence[str] = (),
+    ) -> None:
         if db not in ("sqlite", "postgres"):
             raise ValueError(db)
         self.db = db
+        self.patches = list(patches)
         self.worker = worker
         self.data_dir = Path(tempfile.mkdtemp(prefix="tidings-bench-"))
         self.port = free_port()
@@ -267,6 +308,7 @@ class Deployment:
             self.env["TIDINGS_DATABASE_URL"] = (
                 f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.pg_name}"
             )
+        self.env = code_env(self.env)
         self.key = ""
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
@@ -307,8 +349,12 @@ class Deployment:
 
     def start(self, command: Sequence[str] = ("serve",), timeout: float = 60.0) -> None:
         self._log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115
+        argv = [TIDINGS, *command]
+        if self.patches:  # candidate fixes for src/, see bench/experiment_serve.py
+            argv = [sys.executable, str(ROOT / "bench" / "experiment_serve.py")]
+            argv += [arg for patch in self.patches for arg in ("--patch", patch)]
         self.proc = subprocess.Popen(
-            [TIDINGS, *command], env=self.env, cwd=ROOT, stdout=self._log, stderr=self._log
+            argv, env=self.env, cwd=ROOT, stdout=self._log, stderr=self._log
         )
         wait_http(f"{self.base_url}/healthz", timeout, self.proc, self.data_dir / "server.log")
 
@@ -371,7 +417,7 @@ class InboxCounter:
         return await asyncio.to_thread(lambda: conn.execute(sql).fetchall())
 
     async def count(self, table: str = "inbox_items") -> int:
-        return int((await self.fetch(f"SELECT count(*) FROM {table}"))[0][0])  # noqa: S608
+        return int((await self.fetch(f"SELECT count(*) FROM {table}"))[0][0])
 
 
 async def _pg_admin(sql: str) -> None:
@@ -446,3 +492,114 @@ def machine_line() -> str:
                 break
     load = os.getloadavg()
     return f"{os.cpu_count()} cores, {model}; load average {load[0]:.2f} at start"
+
+
+# ---------------------------------------------------------------------------- raw HTTP/1.1
+# httpx costs about a millisecond of client CPU per request; with a hundred open streams
+# beside it, the client became the bottleneck. These few lines do only what the
+# benchmarks need, on plain asyncio streams.
+
+
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection for small requests with Content-Length replies."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        assert self._reader is not None
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        for name, value in (headers or {}).items():
+            head += f"{name}: {value}\r\n"
+        head += f"Content-Length: {len(body)}\r\n\r\n"
+        self._writer.write(head.encode() + body)
+        status_line = await self._reader.readline()
+        if not status_line:
+            raise ConnectionError("connection closed")
+        status = int(status_line.split()[1])
+        length = 0
+        while True:
+            line = await self._reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        payload = await self._reader.readexactly(length) if length else b""
+        return status, payload
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+            self._writer = None
+
+
+async def sse_messages(host: str, port: int, path: str) -> Any:
+    """Yield (event name, data text, arrival perf_counter) from a Server-Sent Events stream
+    (chunked transfer encoding, as uvicorn sends it)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n"
+        writer.write(request.encode())
+        status_line = await reader.readline()
+        if b" 200 " not in status_line:
+            raise RuntimeError(f"stream answered {status_line!r}")
+        chunked = False
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            if line.lower().startswith(b"transfer-encoding:") and b"chunked" in line.lower():
+                chunked = True
+        buffer = b""
+        while True:
+            if chunked:
+                size_line = await reader.readline()
+                if not size_line:
+                    return
+                size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    return
+                data = await reader.readexactly(size + 2)
+                buffer += data[:-2]
+            else:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                buffer += data
+            at = time.perf_counter()
+            buffer = buffer.replace(b"\r\n", b"\n")
+            while b"\n\n" in buffer:
+                block, buffer = buffer.split(b"\n\n", 1)
+                name, data_lines = "message", []
+                for raw in block.decode().split("\n"):
+                    if raw.startswith("event:"):
+                        name = raw[6:].strip()
+                    elif raw.startswith("data:"):
+                        data_lines.append(raw[5:].lstrip())
+                if data_lines:
+                    yield name, "\n".join(data_lines), at
+    finally:
+        writer.close()
+
+
+def code_line() -> str:
+    """The commit measured, and whether src/ differed from it (others edit it meanwhile)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    if _CODE:
+        return f"code: {_CODE['commit']} (a clean snapshot of the commit, not the work tree)"
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = " + uncommitted changes in src/" if git("status", "--porcelain", "src") else ""
+    return f"code: {head}{dirty}"

@@ -43,12 +43,14 @@ from _common import (
     ROOT,
     CpuMeter,
     Deployment,
+    code_line,
     comment_event,
     free_port,
     machine_line,
     pyspy,
     stop_process,
     summary,
+    use_code,
     wait_http,
 )
 from profile_summary import summarize
@@ -183,10 +185,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--worker", choices=["on", "off"], default="on")
+    parser.add_argument(
+        "--code",
+        metavar="REF",
+        help="measure this commit (e.g. HEAD) instead of the work tree, which others edit",
+    )
+    parser.add_argument(
+        "--patch",
+        action="append",
+        default=[],
+        choices=["async-deps", "keys-any", "custom-plans"],
+        help="run Tidings with a candidate fix patched in (bench/experiment_serve.py)",
+    )
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
     parser.add_argument("--profile", type=Path, metavar="FILE", help="py-spy raw output")
     parser.add_argument("--profile-rate", type=int, default=100)
     args = parser.parse_args()
+    if args.code:
+        use_code(args.code)
     if not shutil.which(args.wrk):
         sys.exit("wrk not found: apt-get install -y wrk")
 
@@ -196,6 +212,7 @@ def main() -> None:
         f"{args.rounds} rounds"
     )
     print(f"machine: {machine_line()}")
+    print(code_line() + (f"; patched: {', '.join(args.patch)}" if args.patch else ""))
     workdir = Path(tempfile.mkdtemp(prefix="tidings-bench-wrk-"))
     lua = workdir / "event.lua"
     lua.write_text(LUA)
@@ -208,7 +225,7 @@ def main() -> None:
     )
     try:
         wait_http(f"http://127.0.0.1:{bare_port}/healthz", 30, bare, workdir / "bare.log")
-        with Deployment(args.db, worker=args.worker == "on") as d:
+        with Deployment(args.db, worker=args.worker == "on", patches=args.patch) as d:
             d.start()
             assert d.proc is not None
             targets = {
@@ -249,8 +266,11 @@ def main() -> None:
                 with pyspy(d.proc.pid, args.profile, rate=args.profile_rate):
                     r = run_wrk(d.base_url, args.duration, args, lua, d.key, {"server": d.proc.pid})
                 print("\nprofiled run (py-spy, not in the medians): " + line("tidings", r))
-                print(summarize(args.profile.read_text(), rate=args.profile_rate,
-                                duration=args.duration))
+                print(
+                    summarize(
+                        args.profile.read_text(), rate=args.profile_rate, duration=args.duration
+                    )
+                )
     finally:
         stop_process(bare)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -165,7 +165,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("profile", type=Path, help="py-spy raw output")
     parser.add_argument("--rate", type=int, default=100, help="the sampling rate used")
-    parser.add_argument("--duration", type=float, help="seconds sampled (for busy %)")
+    parser.add_argument("--duration", type=float, help="seconds sampled (for the busy share)")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
     print(summarize(args.profile.read_text(), rate=args.rate, duration=args.duration, top=args.top))
