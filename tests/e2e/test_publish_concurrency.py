@@ -40,13 +40,6 @@ def batch(tag: str, users: list[str]) -> dict[str, Any]:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    reason="users.repository.upsert_profiles updates profiles in event order, so two "
-    "transactions can lock the same rows in opposite orders: PostgreSQL detects a "
-    "deadlock and the batch gets a 500",
-    raises=AssertionError,
-    strict=False,
-)
 async def test_concurrent_batches_naming_the_same_users_are_all_accepted(
     processes: Processes, tmp_path: Path
 ) -> None:

@@ -21,6 +21,8 @@ from tidings.kit.queue import NewJob, Queue
 from tidings.users.service import UsersService
 
 PLAN_JOB = "plan"
+_WRITE_ATTEMPTS = 4
+_RETRYABLE = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 FANOUT_JOB = "fanout"
 
 
@@ -133,14 +135,21 @@ class EventsService:
         With ``atomic`` a conflict aborts the whole group; without it, conflicting events
         are reported and the rest are written (the group commit of single requests).
         """
-        try:
-            async with self._db.transaction() as conn:
-                outcomes = await self._write(conn, prepared, atomic=atomic)
-        except sa.exc.IntegrityError:
-            # A concurrent request claimed one of the keys between our read and our
-            # insert: run again, now seeing its row, and replay or conflict accordingly.
-            async with self._db.transaction() as conn:
-                outcomes = await self._write(conn, prepared, atomic=atomic)
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                async with self._db.transaction() as conn:
+                    outcomes = await self._write(conn, prepared, atomic=atomic)
+                break
+            except sa.exc.IntegrityError:
+                # A concurrent request claimed one of the keys between our read and our
+                # insert: run again, now seeing its row, and replay or conflict accordingly.
+                if attempt == _WRITE_ATTEMPTS:
+                    raise
+            except sa.exc.DBAPIError as exc:
+                # Two writers took the same recipients' rows in another order: PostgreSQL
+                # aborted one of them. Nothing was written; write it again.
+                if _sqlstate(exc) not in _RETRYABLE or attempt == _WRITE_ATTEMPTS:
+                    raise
         self._queue.wake()
         return outcomes
 
@@ -236,3 +245,11 @@ def _planning_jobs(fresh: Sequence[Prepared]) -> list[NewJob]:
             )
         )
     return new_jobs
+
+
+def _sqlstate(exc: sa.exc.DBAPIError) -> str | None:
+    for candidate in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+    return None

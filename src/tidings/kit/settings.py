@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import secrets
+import tempfile
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -145,29 +148,37 @@ def _dkim_key_from_file(path: Path) -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as handle:
+    def generate() -> bytes:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        handle.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
-    return path.read_bytes()
+
+    return _create_once(path, generate)
 
 
 def _secret_from_file(path: Path) -> str:
+    return _create_once(path, lambda: secrets.token_urlsafe(48).encode()).decode().strip()
+
+
+def _create_once(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The file's content, made and written by whichever process gets there first.
+
+    The content is written to a private temporary file and linked into place, so a
+    process starting at the same moment never reads a half-written file.
+    """
+    if path.exists():
+        return path.read_bytes()
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(make())
+        os.chmod(temporary, 0o600)
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
+    return path.read_bytes()

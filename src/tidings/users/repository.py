@@ -32,7 +32,8 @@ async def upsert_profiles(
     for profile in profiles:
         merged.setdefault(profile["id"], {}).update(profile)
     by_fields: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for profile in merged.values():
+    # Rows in id order, so concurrent writers lock shared users in the same order.
+    for profile in sorted(merged.values(), key=lambda p: str(p["id"])):
         fields = tuple(f for f in PROFILE_FIELDS if f in profile)
         row = {"id": profile["id"], "created_at": now, "updated_at": now}
         row.update({f: profile[f] for f in fields})
