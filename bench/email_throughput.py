@@ -20,22 +20,26 @@ its CPU never shares the client's event loop), for C in ``--connections`` (1 and
                ``mailto://`` plugin with its throttle off (``request_rate_per_sec = 0``),
                one at a time (C=1) or from C threads; apprise does not sign (no DKIM).
 
-Each round runs every variant once, in an order rotated (and reversed) from round to
-round; ``--runs`` rounds. ``--pipeline`` adds W4 end to end to each round: ``tidings
-serve`` (SQLite, SMTP provider, pool 8) gets 10,000 ``comment.created`` events, each for
-one recipient with an email address, through ``POST /v1/events/batch`` in batches of
-500, timed from the first POST until every ``deliveries`` row of channel ``email`` is
-``sent``, right after a ``raw`` C=8 reference run.
+Each round runs, for each C, ``raw`` then every other variant followed by ``raw`` again
+(raw, tidings, raw, batch, raw, ...; the order rotated from round to round), and each
+variant is compared with the mean of the two raw runs beside it: the load of a shared
+machine drifts within seconds, so only a ratio to the runs right beside it holds.
+``--runs`` rounds. ``--pipeline`` adds W4 end to end to each round, between two raw C=8
+runs: ``tidings serve`` (SQLite, SMTP provider, pool 8) gets 10,000 ``comment.created``
+events, each for one recipient with an email address, through ``POST /v1/events/batch``
+in batches of 500, timed from the first POST until every ``deliveries`` row of channel
+``email`` is ``sent``.
 
 Per measurement: emails/s, the CPU of the client (this process, or the server for the
 pipeline) and of the sink over the interval, and how busy the whole machine was; then the
-medians with their spread, and ratios (tidings/raw at the same C, tidings/apprise, ...),
-each taken within a round, then the median. One message received by the sink is checked
-with dkimpy's verifier. ``--profile DIR`` adds per-step costs of ``compose``, pyinstrument
-runs of ``tidings`` at C=1 and C=8, and (with ``--pipeline``) py-spy on ``tidings serve``.
+medians with their spread, CPU per email, and the ratios (tidings/raw at the same C,
+tidings/apprise, ...), each taken against the raw runs beside it, then the median. One
+message received by the sink is checked with dkimpy's verifier. ``--profile DIR`` adds
+per-step costs of ``compose``, pyinstrument runs of ``tidings`` at C=1 and C=8, and (with
+``--pipeline``) py-spy on ``tidings serve``.
 
     .venv/bin/python bench/email_throughput.py                 # a few minutes
-    .venv/bin/python bench/email_throughput.py --messages 3000 --apprise-messages 200 \
+    .venv/bin/python bench/email_throughput.py --messages 2000 --apprise-messages 100 \
         --runs 5 --pipeline --profile /tmp/email-profile
 """
 
@@ -192,6 +196,7 @@ class Measurement:
     machine: float  # share of the machine's CPU busy over the interval
     accepted: int = 0  # what the sink counted
     extra: dict[str, Any] = field(default_factory=dict)
+    own_cpu: float | None = None  # CPU seconds of this process alone, when helpers ran too
 
     @property
     def rate(self) -> float:
@@ -201,7 +206,9 @@ class Measurement:
         return (
             f"{self.variant:>8} C={self.connections}: {self.rate:7,.0f} emails/s "
             f"({self.sent:,} in {self.seconds:5.2f} s; "
-            f"CPU client {self.client_cpu / self.seconds:4.0%}, "
+            f"CPU client {self.client_cpu / self.seconds:4.0%}"
+            + (f" (this process {self.own_cpu / self.seconds:.0%})" if self.own_cpu else "")
+            + ", "
             f"sink {self.sink_cpu / self.seconds:4.0%}, machine {self.machine:4.0%} busy)"
         )
 
@@ -221,9 +228,19 @@ def measured(
     def client() -> float:
         return time.process_time() + sum(cpu_seconds(pid) for pid in helpers)
 
-    cpu0, sink0, (busy0, total0) = client(), cpu_seconds(sink.pid), machine_busy()
+    own0, cpu0, sink0, (busy0, total0) = (
+        time.process_time(),
+        client(),
+        cpu_seconds(sink.pid),
+        machine_busy(),
+    )
     sent, seconds = run()
-    cpu1, sink1, (busy1, total1) = client(), cpu_seconds(sink.pid), machine_busy()
+    own1, cpu1, sink1, (busy1, total1) = (
+        time.process_time(),
+        client(),
+        cpu_seconds(sink.pid),
+        machine_busy(),
+    )
     accepted, _ = sink.take()
     return Measurement(
         variant,
@@ -234,6 +251,7 @@ def measured(
         sink1 - sink0,
         (busy1 - busy0) / max(1, total1 - total0),
         accepted,
+        own_cpu=own1 - own0 if helpers else None,
     )
 
 
@@ -706,9 +724,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--messages", type=int, default=2000, help="per raw/tidings/batch/offload run"
+        "--messages", type=int, default=1000, help="per raw/tidings/batch/offload run"
     )
-    parser.add_argument("--apprise-messages", type=int, default=100, help="per apprise run")
+    parser.add_argument("--apprise-messages", type=int, default=60, help="per apprise run")
     parser.add_argument("--runs", type=int, default=3, help="rounds (each runs every variant)")
     parser.add_argument("--connections", default="1,8", help="comma-separated, e.g. 1,8")
     parser.add_argument(
@@ -853,43 +871,55 @@ def _bench(
         run_apprise(host, port, 1, apprise_items[:5])
     sink.take()
 
+    # Every other variant runs between two raw runs of the same C (raw, x, raw, y, raw, ...)
+    # and is compared with their mean: the load of the shared machine drifts from second
+    # to second, so a ratio to the runs right beside it is the figure that holds.
     results: list[Measurement] = []
     pipeline: list[Measurement] = []
-    pipeline_ref: list[Measurement] = []
+
+    def run(name: str, c: int, r: int, label: str = "") -> Measurement:
+        m = variant(name, c, f"r{r}")()
+        m.extra["round"] = r
+        note = "" if m.accepted == m.sent else f"  [the sink counted {m.accepted}!]"
+        print("  " + m.line() + note + label)
+        return m
+
+    others = [name for name in names if name != "raw"]
     for r in range(args.runs):
-        order = [(name, c) for c in conns for name in names]
-        shift = r * len(names) % len(order)  # rotate, so no variant always runs first
-        order = order[shift:] + order[:shift]
-        if r % 2:
-            order.reverse()
         print(f"\nround {r + 1}/{args.runs} (load average {os.getloadavg()[0]:.2f})")
-        for name, c in order:
-            m = variant(name, c, f"r{r}")()
-            m.extra["round"] = r
-            results.append(m)
-            note = "" if m.accepted == m.sent else f"  [sink counted {m.accepted}!]"
-            print("  " + m.line() + note)
+        shift = r % len(others) if others else 0
+        order = others[shift:] + others[:shift]  # rotated, so no variant always comes first
+        for c in conns if r % 2 == 0 else conns[::-1]:
+            before = run("raw", c, r)
+            results.append(before)
+            for name in order:
+                m = run(name, c, r)
+                after = run("raw", c, r)
+                m.extra["ref"] = (before.rate + after.rate) / 2
+                results += [m, after]
+                before = after
         if args.pipeline:
-            ref = variant("raw", args.pipeline_pool, f"r{r}")()
-            ref.extra["round"] = r
-            pipeline_ref.append(ref)
-            print("  " + ref.line() + "  (pipeline reference)")
-            p = run_pipeline(sink, args.pipeline_events, args.pipeline_pool)
+            c = args.pipeline_pool
+            before = run("raw", c, r, "  (pipeline reference)")
+            p = run_pipeline(sink, args.pipeline_events, c)
             p.extra["round"] = r
-            pipeline.append(p)
             print(
-                f"  pipeline C={p.connections}: {p.rate:7,.0f} emails/s ({p.sent:,} sent in "
+                f"  pipeline C={c}: {p.rate:7,.0f} emails/s ({p.sent:,} sent in "
                 f"{p.seconds:5.2f} s, events ingested in {p.extra['ingest_seconds']:.2f} s; "
                 f"CPU server {p.client_cpu / p.seconds:4.0%}, sink {p.sink_cpu / p.seconds:4.0%}, "
                 f"machine {p.machine:4.0%}; states {p.extra['states']}; sink counted {p.accepted})"
             )
+            after = run("raw", c, r, "  (pipeline reference)")
+            p.extra["ref"] = (before.rate + after.rate) / 2
+            p.extra["refs"] = [before.rate, after.rate]
+            pipeline.append(p)
 
     # DKIM on: verify one message as received by the sink, with dkimpy's verifier.
     uvloop.run(run_tidings(host, port, 1, 1, work, "verify", 1))
     _, received = sink.take()
     print(f"\nDKIM check of a received message (dkimpy verify): {_dkim_ok(received, work)}")
 
-    _report(args, conns, names, results, pipeline, pipeline_ref)
+    _report(args, conns, names, results, pipeline)
 
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -923,59 +953,76 @@ def _report(
     names: list[str],
     results: list[Measurement],
     pipeline: list[Measurement],
-    pipeline_ref: list[Measurement],
 ) -> None:
     def of(name: str, c: int) -> list[Measurement]:
         return [m for m in results if m.variant == name and m.connections == c]
 
-    def per_round_ratio(a: list[Measurement], b: list[Measurement]) -> list[float]:
-        by_round = {m.extra["round"]: m.rate for m in b}
-        return [m.rate / by_round[m.extra["round"]] for m in a if by_round.get(m.extra["round"])]
+    def to_raw(ms: list[Measurement]) -> list[float]:
+        """Each run's rate over the mean of the two raw runs beside it."""
+        return [m.rate / m.extra["ref"] for m in ms if m.extra.get("ref")]
 
-    print(f"\nResults: medians of {args.runs} rounds (min..max, ±half the range over the median)")
-    print(f"{'variant':<10}{'C':>3}  {'emails/s':<34}{'client CPU':>12}{'sink CPU':>10}")
+    def per_round(a: list[Measurement], b: list[Measurement]) -> list[float]:
+        """a/b within each round, each first taken relative to the raw runs beside it."""
+        rel_b = {m.extra["round"]: m.rate / m.extra["ref"] for m in b if m.extra.get("ref")}
+        return [
+            (m.rate / m.extra["ref"]) / rel_b[m.extra["round"]]
+            for m in a
+            if m.extra.get("ref") and rel_b.get(m.extra["round"])
+        ]
+
+    print(
+        f"\nResults over {args.runs} rounds: median (min..max, ±half the range over the median); "
+        "CPU in ms per email"
+    )
+    print(
+        f"{'variant':<10}{'C':>3}  {'emails/s':<28}{'x raw beside it':<26}"
+        f"{'client CPU':>11}{'sink CPU':>10}"
+    )
+
+    def row(name: str, c: int, ms: list[Measurement], note: str = "") -> None:
+        ratio = summary(to_raw(ms), "{:.2f}") if name != "raw" else ""
+        cpu = statistics.median(m.client_cpu / m.sent * 1e3 for m in ms if m.sent)
+        scpu = statistics.median(m.sink_cpu / m.sent * 1e3 for m in ms if m.sent)
+        own = [m.own_cpu / m.sent * 1e3 for m in ms if m.sent and m.own_cpu is not None]
+        if own:
+            note = f"  (this process alone {statistics.median(own):.2f}){note}"
+        print(
+            f"{name:<10}{c:>3}  {summary([m.rate for m in ms]):<28}{ratio:<26}"
+            f"{cpu:>11.2f}{scpu:>10.2f}{note}"
+        )
+
     for c in conns:
         for name in names:
-            ms = of(name, c)
-            if not ms:
-                continue
-            cpu = statistics.median(m.client_cpu / m.seconds for m in ms)
-            scpu = statistics.median(m.sink_cpu / m.seconds for m in ms)
-            print(f"{name:<10}{c:>3}  {summary([m.rate for m in ms]):<34}{cpu:>12.0%}{scpu:>10.0%}")
+            if ms := of(name, c):
+                row(name, c, ms)
     if pipeline:
-        cpu = statistics.median(m.client_cpu / m.seconds for m in pipeline)
-        scpu = statistics.median(m.sink_cpu / m.seconds for m in pipeline)
-        print(
-            f"{'pipeline':<10}{args.pipeline_pool:>3}  {summary([m.rate for m in pipeline]):<34}"
-            f"{cpu:>12.0%}{scpu:>10.0%}  (client CPU = the tidings serve process)"
-        )
-        ref = summary([m.rate for m in pipeline_ref])
-        print(f"{'raw (ref)':<10}{args.pipeline_pool:>3}  {ref}")
+        row("pipeline", args.pipeline_pool, pipeline, "  (client CPU: the server's)")
 
     def show(label: str, values: list[float], fmt: str, note: str = "") -> None:
         print(f"  {label:<22}{summary(values, fmt)}x{note}")
 
-    print("\nRatios (taken within each round, then the median):")
+    print("\nRatios (each run over the mean of the raw runs beside it; median over rounds):")
+    aim = 0.8
     for c in conns:
-        t, raw = of("tidings", c), of("raw", c)
-        aim = 0.8
-        ratio = per_round_ratio(t, raw)
-        if ratio:
+        t = of("tidings", c)
+        if ratio := to_raw(t):
             verdict = "met" if statistics.median(ratio) >= aim else "NOT met"
             show(f"tidings/raw C={c}", ratio, "{:.2f}", f"   (aim >= {aim}x: {verdict})")
         for other in ("batch", "offload"):
             if other in names:
-                show(f"{other}/raw C={c}", per_round_ratio(of(other, c), raw), "{:.2f}")
-                show(f"{other}/tidings C={c}", per_round_ratio(of(other, c), t), "{:.2f}")
+                show(f"{other}/raw C={c}", to_raw(of(other, c)), "{:.2f}")
+                show(f"{other}/tidings C={c}", per_round(of(other, c), t), "{:.2f}")
         if "apprise" in names:
-            show(f"tidings/apprise C={c}", per_round_ratio(t, of("apprise", c)), "{:.1f}")
-            show(f"raw/apprise C={c}", per_round_ratio(raw, of("apprise", c)), "{:.1f}")
+            show(f"tidings/apprise C={c}", per_round(t, of("apprise", c)), "{:.1f}")
+            show(f"raw/apprise C={c}", [1 / x for x in to_raw(of("apprise", c))], "{:.1f}")
     if pipeline:
-        show(
-            f"pipeline/raw C={args.pipeline_pool}",
-            per_round_ratio(pipeline, pipeline_ref),
-            "{:.2f}",
-        )
+        show(f"pipeline/raw C={args.pipeline_pool}", to_raw(pipeline), "{:.2f}")
+        if "batch" in names:
+            show(
+                f"pipeline/batch C={args.pipeline_pool}",
+                per_round(pipeline, of("batch", args.pipeline_pool)),
+                "{:.2f}",
+            )
 
 
 def _dkim_ok(message: bytes, work: Workload) -> str:
