@@ -24,7 +24,6 @@ CATALOG = ROOT / "catalog"
 PG_HOST = os.environ.get("TIDINGS_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TIDINGS_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("TIDINGS_TEST_PG_USER", "postgres")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 CANONICAL_EVENT: dict[str, Any] = {
     "type": "comment.created",
@@ -39,11 +38,8 @@ CANONICAL_EVENT: dict[str, Any] = {
 
 
 def service_missing(what: str, exc: BaseException) -> None:
-    """A needed service is not there: a failure in CI, a skip on a laptop."""
-    message = f"{what} is not reachable: {exc}"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+    """A needed service is not there: the test fails, saying which and how to start it."""
+    pytest.fail(f"{what} is not reachable: {exc}; see README.md for the services the tests use")
 
 
 async def create_pg_database() -> str:

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from tidings import __version__, catalog
 from tidings.auth.service import AuthService
 from tidings.delivery import feedback_endpoints
-from tidings.delivery.email_sender import EmailRetry, EmailSender
+from tidings.delivery.email_sender import EmailSender
 from tidings.delivery.feedback import FeedbackConfig, FeedbackRecorder
 from tidings.delivery.pipeline import EMAIL_JOB, Pipeline
 from tidings.delivery.service import DeliveryService
@@ -129,7 +129,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         suppressions,
         composer,
         provider,
-        EmailRetry(retry.max_attempts, retry.base_seconds, retry.cap_seconds),
+        retry,
     )
     worker = Worker(
         db,

@@ -20,6 +20,7 @@ from tidings import catalog
 from tidings.delivery import repository
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
+from tidings.delivery.worker import RetryPolicy
 from tidings.email.composer import EmailComposer
 from tidings.email.message import OutgoingEmail
 from tidings.email.providers.base import (
@@ -38,13 +39,6 @@ from tidings.planning import planner
 from tidings.users.service import UsersService
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EmailRetry:
-    max_attempts: int
-    base_seconds: float
-    cap_seconds: float
 
 
 @dataclass
@@ -68,7 +62,7 @@ class EmailSender:
         suppressions: Suppressions,
         composer: EmailComposer,
         provider: EmailProvider,
-        retry: EmailRetry,
+        retry: RetryPolicy,
     ) -> None:
         self._db = db
         self._clock = clock

@@ -126,8 +126,7 @@ class EventsService:
         Raises:
             errors.Conflict: an idempotency key was reused with a different body.
         """
-        outcomes = await self.write_group(prepared, atomic=True)
-        return outcomes
+        return await self.write_group(prepared, atomic=True)
 
     async def write_group(self, prepared: Sequence[Prepared], *, atomic: bool) -> list[Outcome]:
         """Write events in one transaction and wake the planner after the commit.
