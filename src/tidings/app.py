@@ -13,9 +13,12 @@ from fastapi import FastAPI
 from tidings import __version__, catalog
 from tidings.auth.service import AuthService
 from tidings.delivery import feedback_endpoints
+from tidings.delivery.audience import AudienceLoader
+from tidings.delivery.digester import Digester
+from tidings.delivery.digests import DIGEST_JOB
 from tidings.delivery.email_sender import EmailSender
 from tidings.delivery.feedback import FeedbackConfig, FeedbackRecorder
-from tidings.delivery.pipeline import EMAIL_JOB, Pipeline
+from tidings.delivery.pipeline import EMAIL_JOB, IN_APP_JOB, Pipeline
 from tidings.delivery.service import DeliveryService
 from tidings.delivery.worker import RetryPolicy, Task, Worker
 from tidings.email import endpoints as email_endpoints
@@ -36,6 +39,7 @@ from tidings.kit.db import Database
 from tidings.kit.live import LocalHub
 from tidings.kit.queue import SqlQueue
 from tidings.kit.settings import Settings
+from tidings.preferences import endpoints as preferences_endpoints
 from tidings.preferences.service import PreferencesService
 from tidings.users import endpoints as users_endpoints
 from tidings.users.service import UsersService
@@ -88,8 +92,9 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     users = UsersService(db, clock)
     events = EventsService(db, clock, types, queue, users)
     inbox = InboxService(db, clock, live)
-    preferences = PreferencesService(db, clock)
+    preferences = PreferencesService(db, clock, types)
     suppressions = Suppressions(db, clock)
+    audience = AudienceLoader(users, preferences, suppressions)
     pipeline = Pipeline(
         db,
         clock,
@@ -98,10 +103,10 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         events,
         users,
         inbox,
-        preferences,
-        suppressions,
+        audience,
         page_size=settings.topic_page_size,
     )
+    digester = Digester(db, clock, types, queue, inbox, audience)
     composer = EmailComposer(
         sender=Sender(settings.email_from, settings.email_from_name, settings.sender_domain),
         signer=DkimSigner(
@@ -130,6 +135,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         composer,
         provider,
         retry,
+        inbox,
     )
     worker = Worker(
         db,
@@ -139,6 +145,8 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             PLAN_JOB: Task(pipeline.plan, split=pipeline.split),
             FANOUT_JOB: Task(pipeline.fanout),
             EMAIL_JOB: Task(sender.send),
+            IN_APP_JOB: Task(pipeline.deliver_in_app),
+            DIGEST_JOB: Task(digester.fire),
         },
         batch_size=settings.worker_batch_size,
         lease=dt.timedelta(seconds=settings.worker_lease_seconds),
@@ -223,6 +231,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(http.BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(events_endpoints.router)
     app.include_router(users_endpoints.router)
+    app.include_router(preferences_endpoints.router)
     app.include_router(inbox_endpoints.router)
     app.include_router(email_endpoints.router)
     app.include_router(feedback_endpoints.router)

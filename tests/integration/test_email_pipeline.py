@@ -115,12 +115,11 @@ async def test_the_canonical_event_is_mailed_signed_and_unsubscribable(
     done = await client.post(path, content=b"List-Unsubscribe=One-Click")
     assert done.status_code == 200
     async with runtime.db.reader() as conn:
-        preference = (await conn.execute(sa.select(tables.preferences))).one()
-    assert (preference.user_id, preference.category, preference.channel, preference.enabled) == (
+        preference = (await conn.execute(sa.select(tables.preference_sets))).one()
+    assert (preference.owner_kind, preference.owner_id, preference.choices) == (
+        "user",
         "u-bob",
-        "comments",
-        "email",
-        False,
+        {"categories": {"comments": {"channels": {"email": False}}}},
     )
 
     # The next comment still reaches the inbox, but no longer the mailbox.
@@ -145,7 +144,7 @@ async def test_a_forged_unsubscribe_token_changes_nothing(
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "token"
     async with runtime.db.reader() as conn:
-        assert (await conn.execute(sa.select(tables.preferences))).all() == []
+        assert (await conn.execute(sa.select(tables.preference_sets))).all() == []
 
 
 async def test_mandatory_mail_has_no_unsubscribe_and_ignores_opt_outs(

@@ -7,8 +7,10 @@ import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.conftest import fresh_database
@@ -134,3 +136,104 @@ async def test_wake_ends_a_wait_early(queue: Queue) -> None:
     queue.wake()
     await waiter
     assert loop.time() - started < 30
+
+
+async def test_a_claim_takes_only_the_lanes_it_names(queue: Queue, clock: FrozenClock) -> None:
+    await enqueue(
+        queue,
+        NewJob("low-1", "plan", {}, lane=3),
+        NewJob("critical", "plan", {}, lane=0),
+        NewJob("high", "plan", {}, lane=1),
+    )
+    clock.advance(1)
+    await enqueue(queue, NewJob("low-2", "plan", {}, lane=3))
+    clock.advance(1)
+    assert [j.id for j in await queue.claim("w", 10, LEASE, lanes=[3])] == ["low-1", "low-2"]
+    assert await queue.claim("w", 10, LEASE, lanes=[3]) == []
+    assert await queue.claim("w", 10, LEASE, lanes=[]) == []
+    both = await queue.claim("w", 10, LEASE, lanes={1, 0})
+    assert [(j.id, j.lane) for j in both] == [("critical", 0), ("high", 1)]
+
+
+async def test_claims_on_different_lanes_never_share_a_job(queue: Queue) -> None:
+    await enqueue(queue, *(NewJob(f"j{i}", "plan", {}, lane=i % 4) for i in range(200)))
+    batches = await asyncio.gather(
+        *(queue.claim(f"w{i}", 30, LEASE, lanes=[i % 4]) for i in range(8))
+    )
+    for i, batch in enumerate(batches):
+        assert {job.lane for job in batch} <= {i % 4}
+    claimed = [job.id for batch in batches for job in batch]
+    assert len(claimed) == len(set(claimed)) == 200
+
+
+async def test_a_job_enqueued_for_later_waits_until_its_time(
+    queue: Queue, clock: FrozenClock
+) -> None:
+    await enqueue(queue, NewJob("later", "plan", {}, lane=0, run_at=clock.now() + LEASE))
+    assert await queue.claim("w", 10, LEASE) == []
+    clock.advance(LEASE.total_seconds())
+    [job] = await queue.claim("w", 10, LEASE, lanes=[0])
+    assert job.id == "later"
+
+
+async def test_every_waiter_hears_a_wake_up(queue: Queue) -> None:
+    waiters = [asyncio.create_task(queue.wait(3600, lanes)) for lanes in ([0], [3], None)]
+    await asyncio.sleep(0)
+    queue.wake()
+    await asyncio.gather(*waiters)
+
+
+async def test_a_wake_up_for_one_lane_leaves_the_others_waiting(queue: Queue) -> None:
+    critical = asyncio.create_task(queue.wait(3600, [0]))
+    low = asyncio.create_task(queue.wait(3600, [3]))
+    every_lane = asyncio.create_task(queue.wait(3600))
+    await asyncio.sleep(0)
+    queue.wake([0, 1])
+    await asyncio.gather(critical, every_lane)
+    await asyncio.sleep(0)
+    assert not low.done()
+    queue.wake([3])
+    await low
+
+
+async def test_a_wake_up_between_looking_and_waiting_is_not_lost(queue: Queue) -> None:
+    seen = queue.wakeups([2])
+    queue.wake([0])
+    assert queue.wakeups([2]) == seen
+    queue.wake([2])
+    # The wait returns without suspending: the wake-up came after the count was taken.
+    waiter = asyncio.create_task(queue.wait(3600, [2], since=seen))
+    await asyncio.sleep(0)
+    assert waiter.done()
+    assert queue.wakeups([2]) == seen + 1
+    assert queue.wakeups() == seen + 2
+
+
+async def test_a_lane_claim_is_served_by_the_lane_index(sql_queue: SqlQueue) -> None:
+    queue = sql_queue
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE JOBS"):
+            statements.append((statement, parameters))
+
+    engine = queue._db.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        await queue.claim("w", 10, LEASE, lanes=[3])
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    [(statement, parameters)] = statements
+    async with queue._db.transaction() as conn:
+        if queue._db.is_postgres:
+            assert "FOR UPDATE SKIP LOCKED" in statement
+            # On a near-empty table a sequential scan is cheapest; ask whether the index
+            # can serve the claim at all.
+            await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            rows = await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+        else:
+            rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        plan = "\n".join(str(row[-1]) for row in rows)
+    assert "ix_jobs_lane_run_at" in plan, plan
+    # The index yields the lane's jobs in run order: nothing left to sort.
+    assert "sort" not in plan.lower().replace("temp b-tree for order by", "sort"), plan

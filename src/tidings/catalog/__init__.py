@@ -14,18 +14,36 @@ from tidings.catalog.notification_type import NotificationType
 from tidings.catalog.payload import PayloadError
 from tidings.catalog.priority import Priority
 from tidings.catalog.problems import CatalogInvalid, CatalogProblem
+from tidings.catalog.rules import (
+    FALLBACK_DIGEST,
+    CollapseRule,
+    DedupRule,
+    DigestRule,
+    OverLimit,
+    Rules,
+    ThrottleRule,
+    ThrottleScope,
+)
 from tidings.catalog.templates import InAppContent, RenderError
 
 __all__ = [
+    "FALLBACK_DIGEST",
     "Catalog",
     "CatalogInvalid",
     "CatalogProblem",
     "Category",
+    "CollapseRule",
+    "DedupRule",
+    "DigestRule",
     "InAppContent",
     "NotificationType",
+    "OverLimit",
     "PayloadError",
     "Priority",
     "RenderError",
+    "Rules",
+    "ThrottleRule",
+    "ThrottleScope",
     "check",
     "html_to_text",
     "load",

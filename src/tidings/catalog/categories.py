@@ -1,18 +1,21 @@
 """Categories: what preferences are set per, declared in the catalog's ``categories.yaml``.
 
 The file is optional; a category a type uses but the file does not declare is an
-ordinary one (not mandatory, no description).
+ordinary one (not mandatory, no description, no defaults).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
 
 import pydantic
 
-from tidings.catalog.model import CATEGORY_PATTERN, CategoriesFile
+from tidings.catalog.model import CATEGORY_PATTERN, CategoriesFile, CategoryFile
 from tidings.catalog.problems import CatalogProblem
 from tidings.catalog.report import Report
 from tidings.catalog.yaml_source import YamlSyntaxError, parse_yaml
@@ -21,12 +24,28 @@ FILE_NAMES = ("categories.yaml", "categories.yml")
 
 
 @dataclass(frozen=True)
+class DigestDefault:
+    """How often a category reaches recipients who chose nothing: ``hour`` is local."""
+
+    cadence: Literal["instant", "hourly", "daily"]
+    hour: int = 9
+
+
+@dataclass(frozen=True)
 class Category:
-    """A category of notifications; a recipient cannot opt out of a mandatory one."""
+    """A category of notifications; a recipient cannot opt out of a mandatory one.
+
+    ``default_channels`` and ``default_digest`` are the catalog's defaults, under the
+    choices of tenants and recipients.
+    """
 
     name: str
     description: str
     mandatory: bool
+    default_channels: Mapping[str, bool] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    default_digest: DigestDefault | None = None
 
 
 def undeclared(name: str) -> Category:
@@ -56,13 +75,29 @@ def parse_categories(path: Path, display: str) -> tuple[dict[str, Category], lis
     except pydantic.ValidationError as exc:
         report.add_model_errors(exc)
         return {}, report.problems
-    for name in model.categories:
+    for name, entry in model.categories.items():
         if not re.fullmatch(CATEGORY_PATTERN, name) or len(name) > 100:
             report.add(("categories", name), f"{name!r} should match pattern {CATEGORY_PATTERN!r}")
+        for channel, enabled in entry.channels.items():
+            if entry.mandatory and not enabled:
+                message = "a mandatory category cannot be off, not even by default"
+                report.add(("categories", name, "channels", channel), message)
     if report.problems:
         return {}, report.problems
-    categories = {
-        name: Category(name=name, description=entry.description, mandatory=entry.mandatory)
-        for name, entry in sorted(model.categories.items())
-    }
+    categories = {name: _category(name, entry) for name, entry in sorted(model.categories.items())}
     return categories, []
+
+
+def _category(name: str, entry: CategoryFile) -> Category:
+    digest = entry.digest
+    return Category(
+        name=name,
+        description=entry.description,
+        mandatory=entry.mandatory,
+        default_channels=MappingProxyType({str(k): v for k, v in entry.channels.items()}),
+        default_digest=(
+            None
+            if digest is None
+            else DigestDefault(digest.cadence, 9 if digest.hour is None else digest.hour)
+        ),
+    )

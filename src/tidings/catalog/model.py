@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from tidings.catalog.priority import Priority
+from tidings.kit.durations import parse_duration
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_-]*)+$"
 CATEGORY_PATTERN = r"^[a-z][a-z0-9_-]*$"
@@ -72,6 +84,62 @@ class ChannelsFile(_FileModel):
     email: EmailChannelFile | None = None
 
 
+def _duration(value: object) -> timedelta:
+    # YAML reads "90" as a number: say what a duration looks like rather than "not a string".
+    return parse_duration(value if isinstance(value, str) else str(value))
+
+
+# A length of time written like 30s, 10m, 1h or 1d.
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class RulesDedupFile(_FileModel):
+    """``rules.dedup``: one notification per rendered key and recipient within the window."""
+
+    key: TemplateSource
+    window: Duration
+
+
+class RulesCollapseFile(_FileModel):
+    """``rules.collapse``: unread inbox items with the same rendered key merge into one."""
+
+    key: TemplateSource
+    title: TemplateSource
+    body: TemplateSource | None = None
+
+
+class RulesThrottleFile(_FileModel):
+    """``rules.throttle``: at most ``limit`` notifications per recipient within the window."""
+
+    limit: Annotated[StrictInt, Field(ge=1)]
+    window: Duration
+    per: Literal["channel", "category"] = "channel"
+    over: Literal["drop", "digest"] = "drop"
+
+
+class RulesDigestFile(_FileModel):
+    """``rules.digest``: notifications gathered for a window, then sent as one."""
+
+    key: TemplateSource | None = None
+    window: Duration
+    show: Annotated[StrictInt, Field(ge=1, le=50)] = 5
+    title: TemplateSource
+    body: TemplateSource | None = None
+    subject: TemplateSource | None = None
+
+
+class RulesFile(_FileModel):
+    """``rules``: how often and when a type reaches a recipient; every rule is optional."""
+
+    dedup: RulesDedupFile | None = None
+    collapse: RulesCollapseFile | None = None
+    throttle: RulesThrottleFile | None = None
+    digest: RulesDigestFile | None = None
+    delay: Duration | None = None
+    email_if_unseen: Duration | None = None
+    max_age: Duration | None = None
+
+
 class NotificationTypeFile(_FileModel):
     """A whole catalog file: one notification type."""
 
@@ -83,6 +151,21 @@ class NotificationTypeFile(_FileModel):
     payload_schema: dict[str, Any] = Field(alias="schema")
     example: dict[str, Any] | None = None
     channels: ChannelsFile
+    rules: RulesFile = Field(default_factory=RulesFile)
+
+
+class CategoryDigestFile(_FileModel):
+    """``digest`` of a category: how often its notifications reach a recipient by default."""
+
+    cadence: Literal["instant", "hourly", "daily"]
+    # The recipient's local hour a daily digest goes out at.
+    hour: Annotated[StrictInt, Field(ge=0, le=23)] | None = None
+
+    @model_validator(mode="after")
+    def _hour_only_when_daily(self) -> CategoryDigestFile:
+        if self.hour is not None and self.cadence != "daily":
+            raise ValueError("hour applies only to the daily cadence")
+        return self
 
 
 class CategoryFile(_FileModel):
@@ -91,6 +174,9 @@ class CategoryFile(_FileModel):
     description: Text
     # Mandatory categories (security, billing) cannot be turned off by a recipient.
     mandatory: StrictBool = False
+    # Defaults under tenants' and recipients' own choices.
+    channels: dict[Literal["in_app", "email"], StrictBool] = Field(default_factory=dict)
+    digest: CategoryDigestFile | None = None
 
 
 class CategoriesFile(_FileModel):

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from jinja2 import Template
 from jsonschema import Draft202012Validator
 
 from tidings.catalog import payload
+from tidings.catalog.digest_email import render_digest_email
 from tidings.catalog.email_templates import EmailTemplates
 from tidings.catalog.payload import PayloadError
 from tidings.catalog.priority import Priority
-from tidings.catalog.templates import InAppContent, InAppTemplates, RenderError
+from tidings.catalog.rules import CollapseRule, DigestRule, Rules, key_templates, storable_key
+from tidings.catalog.templates import TITLE_MAX, InAppContent, InAppTemplates, RenderError, render
 from tidings.email.message import RenderedEmail
 
 
@@ -34,6 +37,7 @@ class NotificationType:
     _validator: Draft202012Validator = field(repr=False)
     _in_app: InAppTemplates | None = field(repr=False)
     _email: EmailTemplates | None = field(default=None, repr=False)
+    rules: Rules = field(default_factory=Rules)
 
     @property
     def email_locales(self) -> frozenset[str]:
@@ -66,3 +70,97 @@ class NotificationType:
         if self._email is None:
             raise RenderError("channels.email", f"{self.key} has no email channel")
         return self._email.render(context, locale)
+
+    def rule_key(self, template: Template, context: Mapping[str, Any]) -> str:
+        """Render a key template of this type's rules (dedup, collapse, digest), stripped.
+
+        ``context`` is as for ``render_in_app``. A long key, or one a database column
+        cannot hold, comes back as a prefix and a digest of it (see ``storable_key``).
+        Raises ``RenderError`` when the template fails or renders an empty key.
+        """
+        name = self._rule_field(template)
+        key = render(template, context, name)
+        if not key:
+            raise RenderError(name, "renders an empty key")
+        return storable_key(key)
+
+    def render_collapsed(self, context: Mapping[str, Any]) -> InAppContent:
+        """Render the inbox item a group of notifications collapsed into.
+
+        ``context`` is as for ``render_in_app`` (the newest notification's), plus
+        ``group``: ``count`` (notifications in the group), ``actors`` (distinct, newest
+        first) and ``others`` (how many actors besides the first). The body is the
+        rule's, else the in-app one; the action URL is the in-app one. Raises
+        ``RenderError`` when a template fails or the type has no collapse rule.
+        """
+        collapse = self.rules.collapse
+        if collapse is None or self._in_app is None:
+            raise RenderError("rules.collapse", f"{self.key} has no collapse rule")
+        templates = replace(
+            self._in_app, title=collapse.title, body=collapse.body or self._in_app.body
+        )
+        try:
+            return templates.render(context)
+        except RenderError as exc:
+            raise _as_collapse_error(exc, collapse) from exc
+
+    def render_digest(self, context: Mapping[str, Any], rule: DigestRule) -> InAppContent:
+        """Render the inbox item of a digest.
+
+        ``context`` holds ``recipient`` and ``digest``: ``count`` (notifications
+        gathered), ``items`` (the first ``rule.show`` of them, each with ``title``,
+        ``body``, ``action_url``, ``actor``, ``data``, ``event_id``, ``created_at``),
+        ``more`` (how many are not listed), ``key`` and ``type``. Without a body
+        template the body lists the items' titles. Raises ``RenderError``.
+        """
+        digest = _digest_of(context)
+        title = render(rule.title, context, "rules.digest.title")
+        if len(title) > TITLE_MAX:
+            title = title[: TITLE_MAX - 1] + "…"
+        if rule.body is not None:
+            body = render(rule.body, context, "rules.digest.body")
+        else:
+            body = _digest_lines(digest)
+        items = digest.get("items") or []
+        action_url = items[0].get("action_url") if items else None
+        return InAppContent(title=title, body=body, action_url=action_url or None)
+
+    def render_digest_email(
+        self, context: Mapping[str, Any], rule: DigestRule, locale: str | None
+    ) -> RenderedEmail:
+        """Render the digest email: the built-in layout, with the rule's title and subject.
+
+        ``context`` is as for ``render_digest``; ``RenderedEmail.locale`` is
+        ``"default"``. Raises ``RenderError`` when a template fails.
+        """
+        return render_digest_email(context, rule, locale)
+
+    def _rule_field(self, template: Template) -> str:
+        """The catalog field a key template came from, for error messages."""
+        for name, candidate in key_templates(self.rules).items():
+            if candidate is template:
+                return name
+        return "rules"
+
+
+def _as_collapse_error(exc: RenderError, collapse: CollapseRule) -> RenderError:
+    """The error of a collapsed render, naming the rule's template when it was the rule's."""
+    renamed = {"channels.in_app.title": "rules.collapse.title"}
+    if collapse.body is not None:
+        renamed["channels.in_app.body"] = "rules.collapse.body"
+    name = renamed.get(exc.field)
+    return exc if name is None else RenderError(name, exc.message, exc.line)
+
+
+def _digest_of(context: Mapping[str, Any]) -> Mapping[str, Any]:
+    digest = context.get("digest")
+    return digest if isinstance(digest, Mapping) else {}
+
+
+def _digest_lines(digest: Mapping[str, Any]) -> str:
+    """The default digest body: the listed items' titles, one a line, then what is left."""
+    lines = [str(item.get("title") or "") for item in digest.get("items") or []]
+    more = digest.get("more") or 0
+    if more:
+        lines.append(f"and {more} more")
+    return "\n".join(lines)

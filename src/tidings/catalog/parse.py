@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pydantic
-from jinja2 import Template, TemplateSyntaxError
 from jsonschema import Draft202012Validator
 
 from tidings.catalog import payload
@@ -16,7 +18,8 @@ from tidings.catalog.notification_type import NotificationType
 from tidings.catalog.parse_email import CompiledEmail, check_example, compile_email
 from tidings.catalog.problems import CatalogProblem
 from tidings.catalog.report import Report
-from tidings.catalog.templates import InAppTemplates, RenderError, compile_template
+from tidings.catalog.rules import DigestRule, compile_field, compile_rules, key_templates
+from tidings.catalog.templates import InAppTemplates, RenderError, render
 from tidings.catalog.yaml_source import FieldPath, YamlSyntaxError, parse_yaml
 
 EXAMPLE_ACTOR = {"id": "u-example", "name": "Example"}
@@ -27,6 +30,9 @@ EXAMPLE_RECIPIENT = {
     "locale": "en",
     "timezone": "UTC",
 }
+# Rule templates also see a group of notifications, or a digest: two, in check.
+EXAMPLE_OTHER_ACTOR = {"id": "u-example-2", "name": "Another Example"}
+EXAMPLE_CREATED_AT = "2024-05-01T09:30:00Z"
 
 _IN_APP = ("channels", "in_app")
 
@@ -88,15 +94,23 @@ def _build(
         email = compile_email(report, channels.email, base_dir, root)
     if channels.in_app is None and channels.email is None:
         report.add(("channels",), "declares no channel (in_app, email)")
+    declared = frozenset(
+        name
+        for name, channel in (("in_app", channels.in_app), ("email", channels.email))
+        if channel is not None
+    )
+    rules = compile_rules(report, model.rules, declared)
+    context = None
     if validator is not None and model.example is not None and example_ok:
         errors = payload.validation_errors(validator, model.example)
         for where, message in errors:
             report.add(("example", *where), f"does not match the schema: {message}")
         if not errors:
-            _render_example(report, model.key, model.example, in_app, email)
-    if report.problems or validator is None:
+            context = _example_context(model.key, model.example)
+            _render_example(report, context, in_app, email)
+    if report.problems or validator is None or rules is None:
         return None
-    return NotificationType(
+    notification_type = NotificationType(
         key=model.key,
         category=model.category,
         priority=model.priority,
@@ -110,7 +124,11 @@ def _build(
         _validator=validator,
         _in_app=in_app,
         _email=None if email is None else email.templates,
+        rules=rules,
     )
+    if context is not None:
+        _check_rules_example(report, notification_type, context)
+    return None if report.problems else notification_type
 
 
 def _check_json(report: Report, path: FieldPath, value: Any) -> bool:
@@ -132,11 +150,11 @@ def _compile_schema(report: Report, schema: dict[str, Any]) -> Draft202012Valida
 def _compile_in_app(report: Report, channel: InAppChannelFile | None) -> InAppTemplates | None:
     if channel is None:
         return None
-    title = _compile(report, "title", channel.title)
-    body = _compile(report, "body", channel.body)
+    title = compile_field(report, (*_IN_APP, "title"), channel.title)
+    body = compile_field(report, (*_IN_APP, "body"), channel.body)
     action_url = None
     if channel.action_url is not None:
-        action_url = _compile(report, "action_url", channel.action_url)
+        action_url = compile_field(report, (*_IN_APP, "action_url"), channel.action_url)
         if action_url is None:
             return None
     if title is None or body is None:
@@ -144,31 +162,22 @@ def _compile_in_app(report: Report, channel: InAppChannelFile | None) -> InAppTe
     return InAppTemplates(title=title, body=body, action_url=action_url)
 
 
-def _compile(report: Report, name: str, source: str) -> Template | None:
-    path = (*_IN_APP, name)
-    try:
-        return compile_template(source)
-    except TemplateSyntaxError as exc:
-        line = report.document.template_line(path, exc.lineno)
-        report.add(path, exc.message or "invalid template", line)
-    except RecursionError:
-        report.add(path, "the template is nested too deeply")
-    return None
-
-
-def _render_example(
-    report: Report,
-    key: str,
-    example: dict[str, Any],
-    in_app: InAppTemplates | None,
-    email: CompiledEmail | None,
-) -> None:
-    context = {
+def _example_context(key: str, example: dict[str, Any]) -> dict[str, Any]:
+    """What templates see when ``check`` renders them with the type's example."""
+    return {
         "data": example,
         "actor": EXAMPLE_ACTOR,
         "recipient": EXAMPLE_RECIPIENT,
         "event": {"id": "ev-example", "type": key, "tenant": "example"},
     }
+
+
+def _render_example(
+    report: Report,
+    context: dict[str, Any],
+    in_app: InAppTemplates | None,
+    email: CompiledEmail | None,
+) -> None:
     if in_app is not None:
         _render_in_app_example(report, in_app, context)
     if email is not None:
@@ -179,9 +188,96 @@ def _render_in_app_example(report: Report, in_app: InAppTemplates, context: dict
     try:
         content = in_app.render(context)
     except RenderError as exc:
-        path = tuple(exc.field.split("."))
-        line = None if exc.line is None else report.document.template_line(path, exc.line)
-        report.add(path, f"fails to render the example: {exc.message}", line)
+        _report_render_error(report, exc)
         return
     if not content.title:
         report.add((*_IN_APP, "title"), "renders empty for the example")
+
+
+def _report_render_error(report: Report, exc: RenderError) -> None:
+    """A template failed on the example: reported at its line in the file when known."""
+    path = tuple(exc.field.split("."))
+    line = None if exc.line is None else report.document.template_line(path, exc.line)
+    report.add(path, f"fails to render the example: {exc.message}", line)
+
+
+def _check_rules_example(
+    report: Report, notification_type: NotificationType, context: dict[str, Any]
+) -> None:
+    """Render every rule template with the example: keys, the collapsed item, the digest."""
+    check = _RuleCheck(report)
+    rules = notification_type.rules
+    for name, template in key_templates(rules).items():
+        check.attempt(name, partial(render, template, context, name))
+    if rules.collapse is not None:
+        group = {"count": 2, "actors": [EXAMPLE_ACTOR, EXAMPLE_OTHER_ACTOR], "others": 1}
+        collapsed = partial(notification_type.render_collapsed, {**context, "group": group})
+        check.attempt("rules.collapse.title", lambda: collapsed().title)
+    digest = rules.digest
+    if digest is not None:
+        values = _example_digest(notification_type, context, digest)
+        in_app = partial(notification_type.render_digest, values, digest)
+        check.attempt("rules.digest.title", lambda: in_app().title)
+        email = partial(notification_type.render_digest_email, values, digest, None)
+        subject = "rules.digest.subject" if digest.subject is not None else "rules.digest.title"
+        check.attempt(subject, lambda: email().subject)
+
+
+@dataclass
+class _RuleCheck:
+    """Reports each rule template's failure with the example once, at its line."""
+
+    report: Report
+    reported: set[str] = field(default_factory=set)
+
+    def attempt(self, name: str, rendering: Callable[[], str]) -> None:
+        """Run ``rendering``; a failure, or empty text where ``name`` needs some, is reported."""
+        try:
+            text = rendering()
+        except RenderError as exc:
+            if exc.field not in self.reported:
+                self.reported.add(exc.field)
+                _report_render_error(self.report, exc)
+            return
+        if not text and name not in self.reported:
+            self.reported.add(name)
+            self.report.add(tuple(name.split(".")), "renders empty for the example")
+
+
+def _example_digest(
+    notification_type: NotificationType, context: dict[str, Any], rule: DigestRule
+) -> dict[str, Any]:
+    """A digest of two notifications made from the example, as the planner gathers them."""
+    if "in_app" in notification_type.channels:
+        content = notification_type.render_in_app(context)
+        title, body, action_url = content.title, content.body, content.action_url
+    else:
+        title = notification_type.render_email(context, None).subject
+        body, action_url = "", None
+    items = [
+        {
+            "title": title,
+            "body": body,
+            "action_url": action_url,
+            "actor": actor,
+            "data": context["data"],
+            "event_id": f"ev-example-{number}",
+            "created_at": EXAMPLE_CREATED_AT,
+        }
+        for number, actor in enumerate((EXAMPLE_ACTOR, EXAMPLE_OTHER_ACTOR), start=1)
+    ]
+    key = ""
+    if rule.key is not None:
+        with contextlib.suppress(RenderError):  # reported as the key's own problem
+            key = render(rule.key, context, "rules.digest.key")
+    shown = items[: rule.show]
+    return {
+        "recipient": EXAMPLE_RECIPIENT,
+        "digest": {
+            "count": len(items),
+            "items": shown,
+            "more": len(items) - len(shown),
+            "key": key,
+            "type": notification_type.key,
+        },
+    }

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidings import catalog
-from tidings.delivery import repository
+from tidings.delivery import digests, repository
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
 from tidings.delivery.worker import RetryPolicy
@@ -32,10 +32,12 @@ from tidings.email.providers.base import (
 )
 from tidings.email.suppressions import Suppressions, normalise_address
 from tidings.events.service import EventsService
+from tidings.inbox.service import InboxService
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.queue import Job, Queue, backoff
 from tidings.planning import planner
+from tidings.planning.rules import staleness
 from tidings.users.service import UsersService
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class EmailSender:
         composer: EmailComposer,
         provider: EmailProvider,
         retry: RetryPolicy,
+        inbox: InboxService,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -74,6 +77,7 @@ class EmailSender:
         self._composer = composer
         self._provider = provider
         self._retry = retry
+        self._inbox = inbox
 
     async def send(self, jobs: Sequence[Job]) -> None:
         """Send one batch of email jobs."""
@@ -95,6 +99,11 @@ class EmailSender:
             profiles = await self._users.profiles(conn, {d["user_id"] for d in deliveries.values()})
             addresses = [p["email"] for p in profiles.values() if p.get("email")]
             suppressed = await self._suppressions.among(conn, addresses) if addresses else {}
+            watched = [j.payload["unless_seen"] for j in jobs if j.payload.get("unless_seen")]
+            seen = await self._inbox.seen(conn, watched) if watched else set()
+            digest_rows = await digests.get(
+                conn, [j.payload["digest"] for j in jobs if j.payload.get("digest")]
+            )
 
         for job in jobs:
             delivery = deliveries.get(job.payload["delivery"])
@@ -105,18 +114,24 @@ class EmailSender:
                 delivery["user_id"], profiles.get(delivery["user_id"])
             )
             # The list may have grown since planning: a bounce arrived meanwhile.
+            digest = digest_rows.get(job.payload.get("digest", ""))
+            event = events.get(delivery["event_id"])
             reason = None
             if not recipient.email:
                 reason = planner.SuppressionReason.NO_ADDRESS
             elif normalise_address(recipient.email) in suppressed:
                 reason = planner.SuppressionReason.ADDRESS_SUPPRESSED
+            elif job.payload.get("unless_seen") in seen:
+                reason = planner.SuppressionReason.SEEN_IN_APP
+            elif event is not None and self._stale(event, now):
+                reason = planner.SuppressionReason.STALE
             if reason is not None:
                 changes.append(StateChange(delivery["id"], DeliveryState.SUPPRESSED, reason.value))
                 finished.append(job)
                 continue
             assert recipient.email is not None
             try:
-                email = self._compose(delivery, events[delivery["event_id"]], recipient, now)
+                email = self._compose(delivery, event, digest, recipient, now)
             except (catalog.RenderError, KeyError) as exc:
                 changes.append(
                     StateChange(delivery["id"], DeliveryState.FAILED, "render_error", str(exc))
@@ -191,17 +206,46 @@ class EmailSender:
         for job, error in buried:
             await self._queue.bury(job, error)
 
+    def _stale(self, event: Mapping[str, Any], now: dt.datetime) -> bool:
+        """Too old to be worth sending: "your meeting starts in 5 minutes", an hour late."""
+        ntype = self._catalog.get(event["type"])
+        return ntype is not None and staleness.is_stale(
+            event["created_at"], now, ntype.rules.max_age
+        )
+
     def _compose(
         self,
         delivery: Mapping[str, Any],
-        event: Mapping[str, Any],
+        event: Mapping[str, Any] | None,
+        digest: Mapping[str, Any] | None,
         recipient: planner.Recipient,
         now: dt.datetime,
     ) -> OutgoingEmail:
-        ntype = self._catalog.get(event["type"])
+        source = digest if digest is not None else event
+        if source is None:
+            raise KeyError(f"delivery {delivery['id']} has neither an event nor a digest")
+        type_key = source["type"]
+        ntype = self._catalog.get(type_key)
         if ntype is None:
-            raise KeyError(f"type {event['type']!r} is not in the catalog any more")
+            raise KeyError(f"type {type_key!r} is not in the catalog any more")
         assert recipient.email is not None
+        if digest is not None:
+            rule = digests.rule_of(ntype)
+            rendered = ntype.render_digest_email(
+                {"recipient": recipient.as_context(), "digest": digests.context(digest, rule)},
+                rule,
+                recipient.locale,
+            )
+            return self._composer.compose_rendered(
+                delivery_id=delivery["id"],
+                rendered=rendered,
+                category=self._catalog.category(ntype.category),
+                to_address=recipient.email,
+                to_name=recipient.name,
+                user_id=recipient.id,
+                now=now,
+            )
+        assert event is not None
         return self._composer.compose(
             delivery_id=delivery["id"],
             ntype=ntype,

@@ -1,23 +1,30 @@
 """Runs the plan: turns events into notifications, deliveries and inbox items.
 
-Both handlers record everything a batch of jobs produced and complete those jobs in one
-transaction, with ids derived from (event, recipient, channel): a job that runs twice,
-because its worker died before the commit or its lease ran out, writes nothing twice.
-Live pushes go out only after the commit.
+Every handler records everything a batch of jobs produced and completes those jobs in
+one transaction, with ids derived from (event, recipient, channel): a job that runs
+twice, because its worker died before the commit or its lease ran out, writes nothing
+twice. Live pushes go out only after the commit.
+
+What waits — a delay, quiet hours, an email that depends on the in-app item staying
+unseen, a digest window — waits as a job with a future ``run_at``: a timer kept in the
+database, which fires after a restart as it would have before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
-from tidings.delivery import repository
+from tidings.delivery import digests, repository, rule_state
+from tidings.delivery.audience import Audience, AudienceLoader
+from tidings.delivery.collapse import Collapser
+from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
-from tidings.email.suppressions import Suppressions, normalise_address
 from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
 from tidings.inbox.service import InboxService
 from tidings.kit import ids
@@ -25,11 +32,15 @@ from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.queue import Job, NewJob, Queue
 from tidings.planning import planner
-from tidings.preferences.service import OptOuts, PreferencesService
+from tidings.planning.planner import Action
+from tidings.planning.rules import dedup, staleness
+from tidings.planning.rules.dedup import DedupBook
+from tidings.planning.rules.throttle import ThrottleBook
 from tidings.users.service import UsersService
 
 AVAILABLE_CHANNELS = frozenset({planner.IN_APP, planner.EMAIL})
 EMAIL_JOB = "email"
+IN_APP_JOB = "in_app"
 
 
 class PlanningError(Exception):
@@ -37,21 +48,76 @@ class PlanningError(Exception):
 
 
 @dataclass
-class _Rows:
+class Rows:
+    """What one batch writes, gathered before one round of inserts."""
+
     notifications: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     transitions: list[dict[str, Any]] = field(default_factory=list)
-    inbox: list[dict[str, Any]] = field(default_factory=list)
     jobs: list[NewJob] = field(default_factory=list)
+    digest_entries: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[StateChange] = field(default_factory=list)
+
+    def delivery(
+        self,
+        *,
+        delivery_id: str,
+        notification_id: str,
+        event_id: str,
+        user_id: str,
+        channel: str,
+        state: DeliveryState,
+        reason: str | None,
+        detail: str | None,
+        now: dt.datetime,
+    ) -> None:
+        """A new delivery, planned and moved to its first state in the same instant."""
+        self.deliveries.append(
+            {
+                "id": delivery_id,
+                "notification_id": notification_id,
+                "event_id": event_id,
+                "user_id": user_id,
+                "channel": channel,
+                "state": state.value,
+                "reason": reason,
+                "detail": detail,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        for step in (DeliveryState.PLANNED, state):
+            self.transitions.append(
+                {
+                    "id": ids.derived_id(delivery_id, step.value),
+                    "delivery_id": delivery_id,
+                    "state": step.value,
+                    "reason": reason if step is state else None,
+                    "detail": detail if step is state else None,
+                    "at": now,
+                }
+            )
 
 
-@dataclass(frozen=True)
-class _Audience:
-    """What the planner needs to know about a batch's recipients, read in one go."""
+def event_context(event: Mapping[str, Any]) -> dict[str, Any]:
+    """What every template of an event sees, before the recipient is added."""
+    return {
+        "data": event["data"],
+        "actor": event["actor"],
+        "event": {"id": event["id"], "type": event["type"], "tenant": event["tenant"]},
+    }
 
-    profiles: Mapping[str, Mapping[str, Any]]
-    opt_outs: OptOuts
-    suppressed: Mapping[str, str]
+
+def until(at: dt.datetime | None) -> str | None:
+    return None if at is None else f"until {at.isoformat()}"
+
+
+@dataclass
+class _Books:
+    """A batch's rule state: the planner's books and what the batch must look up first."""
+
+    books: planner.Books
+    dedup_users: dict[str, str] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -66,8 +132,7 @@ class Pipeline:
         events: EventsService,
         users: UsersService,
         inbox: InboxService,
-        preferences: PreferencesService,
-        suppressions: Suppressions,
+        audience: AudienceLoader,
         *,
         page_size: int,
     ) -> None:
@@ -78,8 +143,7 @@ class Pipeline:
         self._events = events
         self._users = users
         self._inbox = inbox
-        self._preferences = preferences
-        self._suppressions = suppressions
+        self._audience = audience
         self._page_size = page_size
 
     async def plan(self, jobs: Sequence[Job]) -> None:
@@ -90,18 +154,12 @@ class Pipeline:
             missing = [event_id for event_id in event_ids if event_id not in found]
             if missing:
                 raise PlanningError(f"events not found: {', '.join(missing[:5])}")
-            recipients = {user for row in found.values() for user in row["recipients"] or ()}
-            audience = await self._audience(conn, recipients, found.values())
-            rows = _Rows()
-            for event_id in event_ids:
-                event = found[event_id]
-                self._plan_event(event, event["recipients"], audience, rows)
-            new_items = await self._record(conn, rows)
+            work = [(found[e], list(found[e]["recipients"] or ())) for e in event_ids]
+            items = await self._plan_batch(conn, work)
             await self._events.mark_planned(conn, event_ids)
             await self._queue.complete(conn, jobs)
-        if rows.jobs:
-            self._queue.wake()
-        await self._inbox.announce(new_items)
+        self._queue.wake()
+        await self._inbox.announce(items)
 
     async def fanout(self, jobs: Sequence[Job]) -> None:
         """Plan one page of a topic event's subscribers per job, and queue the next page."""
@@ -117,10 +175,7 @@ class Pipeline:
                 raise PlanningError(f"event not found: {event_id}")
             event = found[0]
             page = await self._users.subscriber_page(conn, event["topic"], after, self._page_size)
-            audience = await self._audience(conn, page, [event])
-            rows = _Rows()
-            self._plan_event(event, page, audience, rows)
-            new_items = await self._record(conn, rows)
+            items = await self._plan_batch(conn, [(event, page)])
             if len(page) == self._page_size:
                 await self._queue.enqueue(
                     conn,
@@ -137,7 +192,7 @@ class Pipeline:
                 await self._events.mark_planned(conn, [event_id])
             await self._queue.complete(conn, [job])
         self._queue.wake()
-        await self._inbox.announce(new_items)
+        await self._inbox.announce(items)
 
     def split(self, job: Job) -> list[NewJob]:
         """A failing multi-event planning job, as one job per event, so one bad event
@@ -154,123 +209,295 @@ class Pipeline:
             for event_id in job.payload["events"]
         ]
 
-    async def _audience(
-        self,
-        conn: AsyncConnection,
-        user_ids: Collection[str],
-        events: Iterable[Mapping[str, Any]],
-    ) -> _Audience:
-        profiles = await self._users.profiles(conn, user_ids)
-        categories = {
-            ntype.category
-            for event in events
-            if (ntype := self._catalog.get(event["type"])) is not None
-        }
-        addresses = [p["email"] for p in profiles.values() if p.get("email")]
-        return _Audience(
-            profiles=profiles,
-            opt_outs=await self._preferences.opt_outs(conn, user_ids, categories),
-            suppressed=await self._suppressions.among(conn, addresses) if addresses else {},
-        )
+    async def deliver_in_app(self, jobs: Sequence[Job]) -> None:
+        """Write held in-app items whose time has come (a type's delay)."""
+        now = self._clock.now()
+        async with self._db.transaction() as conn:
+            held = [
+                d
+                for d in await repository.get_many(conn, [j.payload["delivery"] for j in jobs])
+                if d["state"] == DeliveryState.SCHEDULED
+            ]
+            found = {
+                e["id"]: e for e in await self._events.load(conn, [d["event_id"] for d in held])
+            }
+            await rule_state.lock_users(self._db, conn, {d["user_id"] for d in held})
+            audience = await self._audience.load(
+                conn, {d["user_id"] for d in held}, {e["tenant"] for e in found.values()}
+            )
+            silent = {j.payload["delivery"]: bool(j.payload.get("silent")) for j in jobs}
+            rows = Rows()
+            pending = []
+            for delivery in held:
+                event = found[delivery["event_id"]]
+                ntype = self._type(event)
+                if staleness.is_stale(event["created_at"], now, ntype.rules.max_age):
+                    rows.changes.append(
+                        StateChange(
+                            delivery["id"],
+                            DeliveryState.SUPPRESSED,
+                            planner.SuppressionReason.STALE.value,
+                        )
+                    )
+                    continue
+                pending.append((delivery, event, ntype))
+            collapser = await self._collapser(
+                conn,
+                [(e, audience.recipient(d["user_id"]), t) for d, e, t in pending],
+            )
+            for delivery, event, ntype in pending:
+                recipient = audience.recipient(delivery["user_id"])
+                item_id = collapser.place(
+                    ntype, event, recipient, delivery["id"], now, silent=silent[delivery["id"]]
+                )
+                rows.changes.append(
+                    StateChange(
+                        delivery["id"],
+                        DeliveryState.DELIVERED,
+                        detail=None if item_id == delivery["id"] else f"collapsed into {item_id}",
+                    )
+                )
+            await repository.advance(self._db, conn, rows.changes, now)
+            items = await self._inbox.store(conn, collapser.rows)
+            await self._queue.complete(conn, jobs)
+        await self._inbox.announce(items)
 
-    def _plan_event(
-        self,
-        event: Mapping[str, Any],
-        user_ids: Sequence[str],
-        audience: _Audience,
-        rows: _Rows,
-    ) -> None:
+    def _type(self, event: Mapping[str, Any]) -> catalog.NotificationType:
         ntype = self._catalog.get(event["type"])
         if ntype is None:
             raise PlanningError(f"type {event['type']!r} is not in the catalog any more")
-        mandatory = self._catalog.category(ntype.category).mandatory
-        now = self._clock.now()
-        event_id = event["id"]
-        base_context = {
-            "data": event["data"],
-            "actor": event["actor"],
-            "event": {"id": event_id, "type": event["type"], "tenant": event["tenant"]},
-        }
-        for user_id in dict.fromkeys(user_ids):
-            recipient = planner.Recipient.from_profile(user_id, audience.profiles.get(user_id))
-            facts = planner.Facts(
-                mandatory=mandatory,
-                opted_out=frozenset(
-                    channel
-                    for channel in ntype.channels
-                    if audience.opt_outs.channel_off(user_id, ntype.category, channel)
-                ),
-                address_suppressed=recipient.email is not None
-                and normalise_address(recipient.email) in audience.suppressed,
-            )
-            notification_id = ids.derived_id(event_id, user_id)
-            rows.notifications.append(
-                {
-                    "id": notification_id,
-                    "event_id": event_id,
-                    "user_id": user_id,
-                    "type": event["type"],
-                    "created_at": now,
-                }
-            )
-            decisions = planner.plan_recipient(ntype.channels, AVAILABLE_CHANNELS, recipient, facts)
-            for decision in decisions:
-                delivery_id = ids.derived_id(event_id, user_id, decision.channel)
-                final = _first_state(decision)
-                reason = decision.reason.value if decision.reason else None
-                rows.deliveries.append(
-                    {
-                        "id": delivery_id,
-                        "notification_id": notification_id,
-                        "event_id": event_id,
-                        "user_id": user_id,
-                        "channel": decision.channel,
-                        "state": final.value,
-                        "reason": reason,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-                for state in (DeliveryState.PLANNED, final):
-                    rows.transitions.append(
-                        {
-                            "id": ids.derived_id(delivery_id, state.value),
-                            "delivery_id": delivery_id,
-                            "state": state.value,
-                            "reason": reason if state is final else None,
-                            "at": now,
-                        }
-                    )
-                if decision.deliver and decision.channel == planner.EMAIL:
-                    rows.jobs.append(
-                        NewJob(
-                            id=f"{EMAIL_JOB}:{delivery_id}",
-                            kind=EMAIL_JOB,
-                            payload={"delivery": delivery_id},
-                            lane=ntype.priority.lane,
-                        )
-                    )
-                if decision.deliver and decision.channel == planner.IN_APP:
-                    content = ntype.render_in_app(
-                        {**base_context, "recipient": recipient.as_context()}
-                    )
-                    rows.inbox.append(
-                        {
-                            "id": delivery_id,
-                            "user_id": user_id,
-                            "tenant": event["tenant"],
-                            "event_id": event_id,
-                            "type": event["type"],
-                            "category": ntype.category,
-                            "title": content.title,
-                            "body": content.body,
-                            "action_url": content.action_url,
-                            "actor": event["actor"],
-                            "created_at": now,
-                        }
-                    )
+        return ntype
 
-    async def _record(self, conn: AsyncConnection, rows: _Rows) -> list[Mapping[str, Any]]:
+    async def _plan_batch(
+        self, conn: AsyncConnection, work: Sequence[tuple[Mapping[str, Any], Sequence[str]]]
+    ) -> list[Mapping[str, Any]]:
+        """Plan every (event, recipients) pair and record the outcome; returns the inbox
+        items to announce once the transaction commits."""
+        now = self._clock.now()
+        pairs = [(event, self._type(event), list(dict.fromkeys(users))) for event, users in work]
+        all_users = {user for _, _, users in pairs for user in users}
+        await rule_state.lock_users(self._db, conn, all_users)
+        audience = await self._audience.load(conn, all_users, {e["tenant"] for e, _, _ in pairs})
+        books = await self._books(conn, pairs, audience, now)
+        collapser = await self._collapser(
+            conn,
+            [
+                (event, audience.recipient(user), ntype)
+                for event, ntype, users in pairs
+                if ntype.rules.collapse is not None
+                for user in users
+            ],
+        )
+        rows = Rows()
+        for event, ntype, users in pairs:
+            for user in users:
+                self._plan_one(
+                    event, ntype, audience.recipient(user), audience, books, collapser, rows, now
+                )
+        await self._record(conn, rows, books, now)
+        return await self._inbox.store(conn, collapser.rows)
+
+    async def _books(
+        self,
+        conn: AsyncConnection,
+        pairs: Sequence[tuple[Mapping[str, Any], catalog.NotificationType, Sequence[str]]],
+        audience: Audience,
+        now: dt.datetime,
+    ) -> _Books:
+        """Load the dedup marks and throttle counts this batch can touch."""
+        dedup_users: dict[str, str] = {}
+        scopes: set[str] = set()
+        for event, ntype, users in pairs:
+            rules = ntype.rules
+            if rules.dedup is not None:
+                for user in users:
+                    key = self._dedup_key(event, ntype, audience.recipient(user))
+                    dedup_users[key] = user
+            if rules.throttle is not None:
+                per_category = rules.throttle.per.value == "category"
+                for user in users:
+                    for channel in ntype.channels:
+                        scopes.add(
+                            planner.throttle_scope(
+                                user, channel, ntype.category if per_category else None
+                            )
+                        )
+        marks = await rule_state.live_marks(conn, dedup_users, now) if dedup_users else {}
+        hits = (
+            await rule_state.recent_hits(conn, scopes, now - self._catalog_throttle_horizon())
+            if scopes
+            else {}
+        )
+        return _Books(planner.Books(DedupBook(marks), ThrottleBook(hits)), dedup_users)
+
+    def _catalog_throttle_horizon(self) -> dt.timedelta:
+        """The longest throttle window in the catalog: older hits matter to no rule."""
+        windows = [t.rules.throttle.window for t in self._catalog if t.rules.throttle is not None]
+        return max(windows, default=dt.timedelta(0))
+
+    def _dedup_key(
+        self,
+        event: Mapping[str, Any],
+        ntype: catalog.NotificationType,
+        recipient: planner.Recipient,
+    ) -> str:
+        assert ntype.rules.dedup is not None
+        context = {**event_context(event), "recipient": recipient.as_context()}
+        rendered = ntype.rule_key(ntype.rules.dedup.key, context)
+        return dedup.dedup_key(event["tenant"], recipient.id, ntype.key, rendered)
+
+    async def _collapser(
+        self,
+        conn: AsyncConnection,
+        targets: Iterable[tuple[Mapping[str, Any], planner.Recipient, catalog.NotificationType]],
+    ) -> Collapser:
+        """A collapser that knows the open groups the batch's collapsing items may join."""
+        keys: dict[tuple[str, str, str], None] = {}
+        group_keys: dict[tuple[str, str], str] = {}
+        for event, recipient, ntype in targets:
+            rule = ntype.rules.collapse
+            if rule is None:
+                continue
+            context = {**event_context(event), "recipient": recipient.as_context()}
+            group = f"{ntype.key}|{ntype.rule_key(rule.key, context)}"
+            group_keys[(event["id"], recipient.id)] = group
+            keys[(recipient.id, event["tenant"], group)] = None
+        open_groups = await self._inbox.open_groups(conn, list(keys)) if keys else {}
+        return Collapser(open_groups, group_keys)
+
+    def _plan_one(
+        self,
+        event: Mapping[str, Any],
+        ntype: catalog.NotificationType,
+        recipient: planner.Recipient,
+        audience: Audience,
+        books: _Books,
+        collapser: Collapser,
+        rows: Rows,
+        now: dt.datetime,
+    ) -> None:
+        event_id = event["id"]
+        category = self._catalog.category(ntype.category)
+        prefs = audience.preferences_of(recipient.id, event["tenant"])
+        situation = planner.Situation(
+            now=now,
+            created_at=event["created_at"],
+            rules=ntype.rules,
+            category=ntype.category,
+            critical=ntype.priority is catalog.Priority.CRITICAL,
+            quiet_hours=prefs.quiet_hours.value,
+            digest_cadence=prefs.digest(category).value,
+            dedup_key=self._dedup_key(event, ntype, recipient) if ntype.rules.dedup else None,
+        )
+        plan = planner.plan_notification(
+            ntype.channels,
+            AVAILABLE_CHANNELS,
+            recipient,
+            audience.facts(recipient, event["tenant"], category, ntype.channels),
+            situation,
+            books.books,
+        )
+        notification_id = ids.derived_id(event_id, recipient.id)
+        rows.notifications.append(
+            {
+                "id": notification_id,
+                "event_id": event_id,
+                "user_id": recipient.id,
+                "type": event["type"],
+                "created_at": now,
+            }
+        )
+        in_app_item: str | None = None
+        by_channel = {p.channel: p for p in plan.channels}
+        in_app = by_channel.get(planner.IN_APP)
+        if in_app is not None and in_app.action is Action.DELIVER:
+            in_app_item = collapser.place(
+                ntype,
+                event,
+                recipient,
+                ids.derived_id(event_id, recipient.id, planner.IN_APP),
+                now,
+                silent=in_app.silent,
+            )
+        elif in_app is not None and in_app.action is Action.HOLD:
+            in_app_item = ids.derived_id(event_id, recipient.id, planner.IN_APP)
+        for channel_plan in plan.channels:
+            self._record_channel(
+                event, ntype, recipient, notification_id, channel_plan, in_app_item, rows, now
+            )
+        if plan.digest is not None:
+            entry, timer = digests.entry(event, ntype, recipient, plan.digest, now)
+            rows.digest_entries.append(entry)
+            rows.jobs.append(timer)
+
+    def _record_channel(
+        self,
+        event: Mapping[str, Any],
+        ntype: catalog.NotificationType,
+        recipient: planner.Recipient,
+        notification_id: str,
+        plan: planner.ChannelPlan,
+        in_app_item: str | None,
+        rows: Rows,
+        now: dt.datetime,
+    ) -> None:
+        delivery_id = ids.derived_id(event["id"], recipient.id, plan.channel)
+        state, detail = {
+            Action.SUPPRESS: (DeliveryState.SUPPRESSED, None),
+            Action.DIGEST: (DeliveryState.SCHEDULED, "waiting for a digest"),
+            Action.HOLD: (DeliveryState.SCHEDULED, until(plan.not_before)),
+            Action.DELIVER: (
+                DeliveryState.DELIVERED
+                if plan.channel == planner.IN_APP
+                else DeliveryState.SCHEDULED,
+                None,
+            ),
+        }[plan.action]
+        if (
+            plan.channel == planner.IN_APP
+            and plan.action is Action.DELIVER
+            and in_app_item != delivery_id
+        ):
+            detail = f"collapsed into {in_app_item}"
+        rows.delivery(
+            delivery_id=delivery_id,
+            notification_id=notification_id,
+            event_id=event["id"],
+            user_id=recipient.id,
+            channel=plan.channel,
+            state=state,
+            reason=plan.reason,
+            detail=detail,
+            now=now,
+        )
+        lane = ntype.priority.lane
+        if plan.channel == planner.EMAIL and plan.action in (Action.DELIVER, Action.HOLD):
+            payload: dict[str, Any] = {"delivery": delivery_id}
+            if plan.unless_seen and in_app_item is not None:
+                payload["unless_seen"] = in_app_item
+            rows.jobs.append(
+                NewJob(
+                    id=f"{EMAIL_JOB}:{delivery_id}",
+                    kind=EMAIL_JOB,
+                    payload=payload,
+                    lane=lane,
+                    run_at=plan.not_before,
+                )
+            )
+        elif plan.channel == planner.IN_APP and plan.action is Action.HOLD:
+            rows.jobs.append(
+                NewJob(
+                    id=f"{IN_APP_JOB}:{delivery_id}",
+                    kind=IN_APP_JOB,
+                    payload={"delivery": delivery_id, "silent": plan.silent},
+                    lane=lane,
+                    run_at=plan.not_before,
+                )
+            )
+
+    async def _record(
+        self, conn: AsyncConnection, rows: Rows, books: _Books, now: dt.datetime
+    ) -> None:
         await self._queue.enqueue(conn, rows.jobs)
         await repository.record(
             self._db,
@@ -279,14 +506,18 @@ class Pipeline:
             delivery_rows=rows.deliveries,
             transition_rows=rows.transitions,
         )
-        return await self._inbox.store(conn, rows.inbox)
-
-
-def _first_state(decision: planner.Decision) -> DeliveryState:
-    """Where a new delivery starts: in-app is delivered by being written; email waits for
-    its send job; a "no" is final."""
-    if not decision.deliver:
-        return DeliveryState.SUPPRESSED
-    if decision.channel == planner.IN_APP:
-        return DeliveryState.DELIVERED
-    return DeliveryState.SCHEDULED
+        await digests.add_entries(self._db, conn, rows.digest_entries)
+        await rule_state.save_marks(
+            self._db,
+            conn,
+            [
+                (key, books.dedup_users[key], first, expires)
+                for key, first, expires in books.books.dedup.marked()
+            ],
+        )
+        await rule_state.save_hits(
+            self._db,
+            conn,
+            books.books.throttle.admitted(),
+            forget_before=now - self._catalog_throttle_horizon(),
+        )

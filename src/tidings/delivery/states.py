@@ -13,18 +13,21 @@ class DeliveryState(enum.StrEnum):
     FAILED = "failed"
     BOUNCED = "bounced"
     SUPPRESSED = "suppressed"
+    # Folded into a digest: the digest's own deliveries carry it from there.
+    DIGESTED = "digested"
 
 
 S = DeliveryState
 
 ALLOWED: dict[DeliveryState, frozenset[DeliveryState]] = {
     S.PLANNED: frozenset({S.SCHEDULED, S.SENT, S.DELIVERED, S.FAILED, S.SUPPRESSED}),
-    S.SCHEDULED: frozenset({S.SCHEDULED, S.SENT, S.DELIVERED, S.FAILED, S.SUPPRESSED}),
+    S.SCHEDULED: frozenset({S.SCHEDULED, S.SENT, S.DELIVERED, S.FAILED, S.SUPPRESSED, S.DIGESTED}),
     S.SENT: frozenset({S.DELIVERED, S.FAILED, S.BOUNCED}),
     S.DELIVERED: frozenset({S.BOUNCED}),
     S.FAILED: frozenset({S.SCHEDULED}),
     S.BOUNCED: frozenset(),
     S.SUPPRESSED: frozenset(),
+    S.DIGESTED: frozenset(),
 }
 
 # The order of states along a delivery's life, for transitions recorded in the same instant.

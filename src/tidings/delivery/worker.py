@@ -1,16 +1,20 @@
-"""The worker: leases jobs, runs their handlers, retries with backoff, buries poison."""
+"""The worker: leases jobs, runs their handlers, retries with backoff, buries poison.
+
+It runs one loop per priority lane, each claiming only its own lane's jobs, so a backlog
+of low-priority work never stands between a critical job and the loop that runs it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
+from tidings import catalog
 from tidings.kit import ids
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
@@ -20,13 +24,27 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Sequence[Job]], Awaitable[None]]
 
+EACH_LANE: tuple[frozenset[int], ...] = tuple(
+    frozenset({priority.lane}) for priority in catalog.Priority
+)
+"""One loop per lane, from critical to low."""
+
+STOP_SECONDS = 10.0
+"""How long ``stop`` lets running batches finish before cancelling them."""
+
 
 @dataclass(frozen=True)
 class Task:
-    """How to run one kind of job; ``split`` breaks a failing job into smaller ones."""
+    """How to run one kind of job.
+
+    ``split`` breaks a failing job into smaller ones. ``weight`` says how much work a job
+    is, in the units of the worker's batch size (one per job by default): a handler call
+    gets no more than one batch of work, so it holds the database only so long.
+    """
 
     handle: Handler
     split: Callable[[Job], list[NewJob]] | None = None
+    weight: Callable[[Job], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +55,8 @@ class RetryPolicy:
 
 
 class Worker:
+    """Runs the queue's jobs with their tasks, one loop per lane group."""
+
     def __init__(
         self,
         db: Database,
@@ -48,7 +68,9 @@ class Worker:
         lease: dt.timedelta,
         poll_seconds: float,
         retry: RetryPolicy,
+        lanes: Sequence[Collection[int]] = EACH_LANE,
     ) -> None:
+        """``lanes`` lists the lane groups that get a loop of their own."""
         self._db = db
         self._queue = queue
         self._clock = clock
@@ -57,42 +79,95 @@ class Worker:
         self._lease = lease
         self._poll = poll_seconds
         self._retry = retry
+        self._lane_groups = [frozenset(group) for group in lanes]
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{ids.new_id()[-8:]}"
-        self._task: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="tidings-worker")
+        """Start one loop per lane group."""
+        self._stopping = False
+        self._loops = [
+            asyncio.create_task(
+                self._serve(group), name=f"tidings-worker-lanes-{'-'.join(map(str, sorted(group)))}"
+            )
+            for group in self._lane_groups
+        ]
 
     async def stop(self) -> None:
+        """Stop every loop: running batches get ``STOP_SECONDS`` to finish, then are
+        cancelled (their jobs run again once their leases expire)."""
         self._stopping = True
         self._queue.wake()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._task, timeout=10)
-            self._task = None
+        loops, self._loops = self._loops, []
+        if not loops:
+            return
+        _finished, late = await asyncio.wait(loops, timeout=STOP_SECONDS)
+        for loop in late:
+            log.warning("worker loop %s did not stop in time; cancelling it", loop.get_name())
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
 
-    async def run(self) -> None:
-        """Lease and run jobs until stopped."""
+    async def run_once(self, lanes: Collection[int] | None = None) -> int:
+        """Lease one batch from ``lanes`` (every lane by default, most urgent first) and
+        run it; returns how many jobs it leased."""
+        claimed, _weight = await self._run_batch(lanes, self._batch_size)
+        return claimed
+
+    async def _serve(self, lanes: frozenset[int]) -> None:
+        """Lease and run the jobs of ``lanes`` until stopped.
+
+        The first claim takes one job: until the loop has seen what its lanes' jobs
+        weigh, a full batch of them could be far more work than one batch.
+        """
+        limit = 1
         while not self._stopping:
+            seen = self._queue.wakeups(lanes)
             try:
-                ran = await self.run_once()
+                claimed, weight = await self._run_batch(lanes, limit)
             except Exception:
-                log.exception("worker loop failed; retrying shortly")
-                ran = 0
+                log.exception("worker loop for lanes %s failed; retrying shortly", sorted(lanes))
                 await asyncio.sleep(self._poll)
-            if not ran and not self._stopping:
-                await self._queue.wait(self._poll)
+                continue
+            if claimed:
+                limit = self._next_limit(claimed, weight)
+            elif not self._stopping:
+                await self._queue.wait(self._poll, lanes, since=seen)
 
-    async def run_once(self) -> int:
-        """Lease one batch and run it; returns how many jobs it leased."""
-        jobs = await self._queue.claim(self.worker_id, self._batch_size, self._lease)
+    def _next_limit(self, claimed: int, weight: int) -> int:
+        """How many jobs to claim next so that, if they weigh what the last ones did,
+        they make one batch: heavy jobs are not leased long before they can run."""
+        return max(1, min(self._batch_size, self._batch_size * claimed // max(weight, 1)))
+
+    async def _run_batch(self, lanes: Collection[int] | None, limit: int) -> tuple[int, int]:
+        """Lease up to ``limit`` jobs and run them; returns how many, and their weight."""
+        await _make_way()
+        jobs = await self._queue.claim(self.worker_id, limit, self._lease, lanes)
         by_kind: dict[str, list[Job]] = {}
         for job in jobs:
             by_kind.setdefault(job.kind, []).append(job)
+        weight = 0
         for kind, group in by_kind.items():
-            await self._run_group(kind, group)
-        return len(jobs)
+            for portion, portion_weight in self._portions(self._tasks.get(kind), group):
+                await _make_way()
+                await self._run_group(kind, portion)
+                weight += portion_weight
+        return len(jobs), weight
+
+    def _portions(self, task: Task | None, group: list[Job]) -> Iterator[tuple[list[Job], int]]:
+        """``group`` cut into runs of at most one batch of work each (a job heavier than
+        that runs alone), with the weight of each."""
+        portion: list[Job] = []
+        portion_weight = 0
+        for job in group:
+            weight = _weigh(task, job)
+            if portion and portion_weight + weight > self._batch_size:
+                yield portion, portion_weight
+                portion, portion_weight = [], 0
+            portion.append(job)
+            portion_weight += weight
+        if portion:
+            yield portion, portion_weight
 
     async def _run_group(self, kind: str, group: list[Job]) -> None:
         task = self._tasks.get(kind)
@@ -124,7 +199,7 @@ class Worker:
             async with self._db.transaction() as conn:
                 await self._queue.complete(conn, [job])
                 await self._queue.enqueue(conn, smaller)
-            self._queue.wake()
+            self._queue.wake({new.lane for new in smaller})
             return
         if job.attempts >= self._retry.max_attempts:
             log.error("job %s dead-lettered after %d attempts: %s", job.id, job.attempts, error)
@@ -135,3 +210,22 @@ class Worker:
             "job %s failed (attempt %d), retrying in %.1fs: %s", job.id, job.attempts, delay, error
         )
         await self._queue.retry(job, error, self._clock.now() + dt.timedelta(seconds=delay))
+
+
+def _weigh(task: Task | None, job: Job) -> int:
+    """The job's weight; one when its task does not say, or cannot tell because the job
+    is malformed (its handler then fails it, and retries or buries it as usual)."""
+    if task is None or task.weight is None:
+        return 1
+    try:
+        return max(1, task.weight(job))
+    except Exception:
+        log.warning("cannot weigh job %s; counting it as one", job.id, exc_info=True)
+        return 1
+
+
+async def _make_way() -> None:
+    """Let the other lanes' loops in before taking the database again: on SQLite they all
+    wait for one writer connection, which its pool gives to whoever asks first once it is
+    back, not to whoever has waited longest."""
+    await asyncio.sleep(0)

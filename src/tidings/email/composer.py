@@ -59,6 +59,32 @@ class EmailComposer:
             ValueError: the recipient's address cannot be put in a header.
         """
         rendered = ntype.render_email(context, locale)
+        return self.compose_rendered(
+            delivery_id=delivery_id,
+            rendered=rendered,
+            category=category,
+            to_address=to_address,
+            to_name=to_name,
+            user_id=user_id,
+            now=now,
+        )
+
+    def compose_rendered(
+        self,
+        *,
+        delivery_id: str,
+        rendered: RenderedEmail,
+        category: catalog.Category,
+        to_address: str,
+        to_name: str | None,
+        user_id: str,
+        now: dt.datetime,
+    ) -> OutgoingEmail:
+        """The signed message for an email rendered elsewhere (a digest, say).
+
+        Raises:
+            ValueError: the recipient's address cannot be put in a header.
+        """
         message_id = mime.message_id_for(delivery_id, self._sender.domain)
         raw = mime.build_message(
             sender=self._sender.address,

@@ -8,6 +8,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class Group(BaseModel):
+    """Events collapsed into one item: "Ann and 3 others commented on Roadmap"."""
+
+    key: str
+    count: int = Field(description="events merged into this item, itself included")
+    actors: list[dict[str, Any]] = Field(
+        description="the newest distinct actors, newest first, at most 10"
+    )
+
+
 class Item(BaseModel):
     id: str
     type: str
@@ -24,6 +34,10 @@ class Item(BaseModel):
     read_at: dt.datetime | None
     seen_at: dt.datetime | None
     archived_at: dt.datetime | None
+    updated_at: dt.datetime | None = Field(
+        description="when a later event of its group last merged into it; null if never"
+    )
+    group: Group | None = Field(description="null for an item that does not collapse")
 
 
 class Page(BaseModel):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,6 +16,59 @@ from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.live import LiveHub
 
+MAX_GROUP_ACTORS = 10
+GroupKey = tuple[str, str, str]
+"""(user id, tenant, group key): the scope within which in-app items collapse."""
+
+# Keys of a row given to ``store`` that steer how it is written; they are not columns.
+_INSTRUCTIONS = frozenset({"merge_into", "silent", "merged"})
+# What a merge overwrites: everything that describes the newest activity.
+_MERGED_COLUMNS = (
+    "event_id",
+    "type",
+    "category",
+    "title",
+    "body",
+    "action_url",
+    "actor",
+    "group_count",
+    "group_actors",
+    "created_at",
+    "updated_at",
+    "seen_at",
+)
+
+
+@dataclass(frozen=True)
+class OpenGroup:
+    """The unread item that a group's next event merges into, and what it holds so far."""
+
+    item_id: str
+    count: int
+    actors: list[dict[str, Any]]
+
+
+def group_actors(actors: Iterable[Mapping[str, Any] | None]) -> list[dict[str, Any]]:
+    """The actors a group item keeps, from ``actors`` given newest first: distinct by
+    ``id`` (actors without one are each distinct), at most ``MAX_GROUP_ACTORS``.
+
+    "Ann and 3 others" counts events; the names shown are the newest few people.
+    """
+    kept: list[dict[str, Any]] = []
+    known: set[Any] = set()
+    for actor in actors:
+        if actor is None:
+            continue
+        actor_id = actor.get("id")
+        if actor_id is not None:
+            if actor_id in known:
+                continue
+            known.add(actor_id)
+        kept.append(dict(actor))
+        if len(kept) == MAX_GROUP_ACTORS:
+            break
+    return kept
+
 
 class InboxService:
     def __init__(self, db: Database, clock: Clock, live: LiveHub) -> None:
@@ -22,24 +76,83 @@ class InboxService:
         self._clock = clock
         self._live = live
 
+    async def open_groups(
+        self, conn: AsyncConnection, keys: Collection[GroupKey]
+    ) -> dict[GroupKey, OpenGroup]:
+        """(user_id, tenant, group_key) -> the newest unread, unarchived item with that group
+        key, if any.
+
+        On PostgreSQL the items found stay locked until the caller's transaction ends, so
+        a concurrent planner of the same group waits and then reads the merged count.
+        """
+        newest: dict[GroupKey, Mapping[str, Any]] = {}
+        for row in await repository.open_group_items(conn, keys):
+            key = (row["user_id"], row["tenant"], row["group_key"])
+            known = newest.get(key)
+            if known is None or (row["created_at"], row["id"]) > (known["created_at"], known["id"]):
+                newest[key] = row
+        return {
+            key: OpenGroup(
+                item_id=row["id"], count=row["group_count"], actors=list(row["group_actors"] or [])
+            )
+            for key, row in newest.items()
+        }
+
     async def store(
         self, conn: AsyncConnection, items: Sequence[Mapping[str, Any]]
     ) -> list[Mapping[str, Any]]:
-        """Write items in the caller's transaction; returns those that are new."""
-        new_ids = await repository.insert(self._db, conn, items)
-        return [item for item in items if item["id"] in new_ids]
+        """Write items in the caller's transaction; returns those that are new or changed,
+        in the order given, as ``announce`` takes them.
 
-    async def announce(self, new_items: Sequence[Mapping[str, Any]]) -> None:
-        """Push committed items, then each user's fresh counts, to their open connections."""
-        listening = set(self._live.listening({item["user_id"] for item in new_items}))
+        A row with ``merge_into`` overwrites that item while it is an open group. Several
+        rows into one item carry cumulative content, so the last one wins. When the item
+        was read, archived or deleted meanwhile, that last row is inserted as a new item
+        under its own id instead, so nothing is lost. Inserting an id that exists (a job
+        run again) changes nothing.
+        """
+        fresh: list[tuple[int, Mapping[str, Any]]] = []
+        merges: dict[str, tuple[int, Mapping[str, Any]]] = {}
+        for position, item in enumerate(items):
+            if item.get("merge_into") is None:
+                fresh.append((position, item))
+            else:
+                merges[item["merge_into"]] = (position, item)
+        written = await self._insert(conn, fresh)
+        # Looked up after the insert: a row may merge into an item that starts its group
+        # in this very batch.
+        targets = await repository.lock(conn, list(merges))
+        merged: list[tuple[int, dict[str, Any]]] = []
+        orphans: list[tuple[int, Mapping[str, Any]]] = []
+        for target_id, (position, item) in merges.items():
+            target = targets.get(target_id)
+            if target is not None and _is_open(target, item["user_id"]):
+                merged.append((position, _merged(item, target)))
+            else:
+                orphans.append((position, _orphan(item, target)))
+        await repository.merge(conn, [_merge_params(row) for _position, row in merged])
+        written += merged
+        written += await self._insert(conn, orphans)
+        # An item started and merged into in one batch is announced once, as it ends up.
+        final = {row["id"]: (position, row) for position, row in sorted(written, key=_first)}
+        return [row for _position, row in sorted(final.values(), key=_first)]
+
+    async def announce(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """Push committed items (new or merged, unless silent), then each user's fresh
+        counts, to their open connections."""
+        listening = set(self._live.listening({item["user_id"] for item in items}))
         if not listening:
             return
-        for item in new_items:
-            if item["user_id"] in listening:
+        for item in items:
+            if item["user_id"] in listening and not item.get("silent"):
                 await self._live.publish(
                     item["user_id"], {"event": "item", "data": _item(item).model_dump(mode="json")}
                 )
         await self._announce_counts(sorted(listening))
+
+    async def seen(self, conn: AsyncConnection, item_ids: Collection[str]) -> set[str]:
+        """Those of these items that the user has seen or read (or archived): an email
+        waiting on an item being left unseen is not needed for these."""
+        return await repository.seen(conn, item_ids)
 
     async def page(
         self, user_id: str, *, cursor: str | None, limit: int, unread_only: bool, archived: bool
@@ -89,6 +202,17 @@ class InboxService:
         await self.mark(user_id, [item_id], marks)
         return await self.item(user_id, item_id)
 
+    async def _insert(
+        self, conn: AsyncConnection, items: Sequence[tuple[int, Mapping[str, Any]]]
+    ) -> list[tuple[int, dict[str, Any]]]:
+        rows = [(position, _columns(item)) for position, item in items]
+        new_ids = await repository.insert(self._db, conn, [row for _position, row in rows])
+        return [
+            (position, {**row, "silent": bool(item.get("silent")), "merged": False})
+            for (position, row), (_position, item) in zip(rows, items, strict=True)
+            if row["id"] in new_ids
+        ]
+
     async def _announce_counts(self, user_ids: Sequence[str]) -> None:
         async with self._db.reader() as conn:
             all_counts = await repository.counts(conn, user_ids)
@@ -97,6 +221,65 @@ class InboxService:
                 user_id,
                 {"event": "counts", "data": {"unread": unread, "unseen": unseen, "total": total}},
             )
+
+
+def _first(pair: tuple[int, Mapping[str, Any]]) -> int:
+    return pair[0]
+
+
+def _columns(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The row to write: instructions left out, and the group columns on every row (one
+    INSERT takes many rows, which must all name the same columns)."""
+    row = {key: value for key, value in item.items() if key not in _INSTRUCTIONS}
+    grouped = row.get("group_key") is not None
+    row.setdefault("group_key", None)
+    row["group_count"] = row.get("group_count", 1) if grouped else 1
+    row["group_actors"] = (
+        group_actors(row.get("group_actors") or [row.get("actor")]) if grouped else None
+    )
+    row.setdefault("updated_at", None)
+    return row
+
+
+def _is_open(target: Mapping[str, Any], user_id: str) -> bool:
+    return (
+        target["user_id"] == user_id and target["read_at"] is None and target["archived_at"] is None
+    )
+
+
+def _merged(item: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, Any]:
+    """The target item as it becomes: the newest activity's content, floated to the top
+    (``created_at``), and unseen again because there is something new to see."""
+    row = _columns({**item, "group_key": target["group_key"]})
+    return {
+        **row,
+        "id": target["id"],
+        "updated_at": row["created_at"],
+        "seen_at": None,
+        "read_at": None,
+        "archived_at": None,
+        "silent": bool(item.get("silent")),
+        "merged": True,
+    }
+
+
+def _orphan(item: Mapping[str, Any], target: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A merge whose item is no longer an open group, as a new item that starts its own
+    (under the old item's key when the row names none)."""
+    group_key = item.get("group_key")
+    if group_key is None and target is not None and target["user_id"] == item["user_id"]:
+        group_key = target["group_key"]
+    return {key: value for key, value in item.items() if key != "merge_into"} | {
+        "group_key": group_key
+    }
+
+
+def _merge_params(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "merge_target": row["id"],
+        "merge_user": row["user_id"],
+        **{column: row[column] for column in _MERGED_COLUMNS},
+    }
 
 
 def _item(row: Mapping[str, Any]) -> schemas.Item:
@@ -116,6 +299,16 @@ def _item(row: Mapping[str, Any]) -> schemas.Item:
         read_at=row.get("read_at"),
         seen_at=row.get("seen_at"),
         archived_at=row.get("archived_at"),
+        updated_at=row.get("updated_at"),
+        group=_group(row),
+    )
+
+
+def _group(row: Mapping[str, Any]) -> schemas.Group | None:
+    if row.get("group_key") is None:
+        return None
+    return schemas.Group(
+        key=row["group_key"], count=row["group_count"], actors=row.get("group_actors") or []
     )
 
 

@@ -2,16 +2,19 @@
 
 ``SqlQueue`` keeps jobs in the database itself. On PostgreSQL workers lease rows with
 ``FOR UPDATE SKIP LOCKED``; on SQLite one in-process consumer leases them. A job whose
-worker dies is leased again once its lease expires.
+worker dies is leased again once its lease expires. Jobs sit in priority lanes (0 is
+critical, 3 low); a consumer may claim from some lanes only, so each lane can be served
+by its own loop and a backlog in one never waits behind another.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,7 +54,13 @@ class Queue(Protocol):
 
     async def enqueue(self, conn: AsyncConnection, new_jobs: Sequence[NewJob]) -> None: ...
 
-    async def claim(self, worker_id: str, limit: int, lease: dt.timedelta) -> list[Job]: ...
+    async def claim(
+        self,
+        worker_id: str,
+        limit: int,
+        lease: dt.timedelta,
+        lanes: Collection[int] | None = None,
+    ) -> list[Job]: ...
 
     async def complete(self, conn: AsyncConnection, done: Sequence[Job]) -> None: ...
 
@@ -59,9 +68,13 @@ class Queue(Protocol):
 
     async def bury(self, job: Job, error: str) -> None: ...
 
-    def wake(self) -> None: ...
+    def wake(self, lanes: Collection[int] | None = None) -> None: ...
 
-    async def wait(self, seconds: float) -> None: ...
+    def wakeups(self, lanes: Collection[int] | None = None) -> int: ...
+
+    async def wait(
+        self, seconds: float, lanes: Collection[int] | None = None, *, since: int | None = None
+    ) -> None: ...
 
 
 def backoff(attempts: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -74,13 +87,60 @@ def backoff(attempts: int, *, base: float, cap: float, rng: random.Random | None
     return (rng or random).uniform(ceiling / 2, ceiling)
 
 
+class WakeUps:
+    """Wake-up calls for the consumers waiting on a queue, heard per lane.
+
+    Every waiting consumer has its own future, so one consumer waking up never swallows
+    a call meant for another. Calls are also counted: a consumer notes the count before
+    it looks for work and waits only while the count is unchanged, so a call that lands
+    between an empty claim and the wait still cuts the wait short.
+    """
+
+    def __init__(self) -> None:
+        self._to_all = 0
+        self._per_lane: collections.Counter[int] = collections.Counter()
+        self._waiters: dict[asyncio.Future[None], frozenset[int] | None] = {}
+
+    def count(self, lanes: Collection[int] | None = None) -> int:
+        """How many calls so far concerned any of ``lanes`` (any lane at all by default)."""
+        if lanes is None:
+            return self._to_all + self._per_lane.total()
+        return self._to_all + sum(self._per_lane[lane] for lane in set(lanes))
+
+    def call(self, lanes: Collection[int] | None = None) -> None:
+        """Wake the consumers waiting on any of ``lanes`` (everyone by default)."""
+        called = None if lanes is None else frozenset(lanes)
+        if called is None:
+            self._to_all += 1
+        else:
+            self._per_lane.update(called)
+        for future, waiting_on in self._waiters.items():
+            if not future.done() and (called is None or waiting_on is None or called & waiting_on):
+                future.set_result(None)
+
+    async def wait(
+        self, seconds: float, lanes: Collection[int] | None = None, *, since: int | None = None
+    ) -> None:
+        """Sleep until a call concerns ``lanes`` or ``seconds`` pass; return at once when
+        ``count(lanes)`` has moved past ``since`` already."""
+        if since is not None and self.count(lanes) != since:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[future] = None if lanes is None else frozenset(lanes)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(future, seconds)
+        finally:
+            del self._waiters[future]
+
+
 class SqlQueue:
     """The queue kept in Tidings' own database."""
 
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
-        self._ready = asyncio.Event()
+        self._wakeups = WakeUps()
 
     async def enqueue(self, conn: AsyncConnection, new_jobs: Sequence[NewJob]) -> None:
         """Add jobs inside the caller's transaction: they exist exactly when it commits."""
@@ -103,12 +163,22 @@ class SqlQueue:
             ],
         )
 
-    async def claim(self, worker_id: str, limit: int, lease: dt.timedelta) -> list[Job]:
-        """Lease up to ``limit`` due jobs, most urgent lane first."""
+    async def claim(
+        self,
+        worker_id: str,
+        limit: int,
+        lease: dt.timedelta,
+        lanes: Collection[int] | None = None,
+    ) -> list[Job]:
+        """Lease up to ``limit`` due jobs of ``lanes`` (every lane by default), most
+        urgent lane first."""
+        if lanes is not None and not lanes:
+            return []
         now = self._clock.now()
         due = (
             sa.select(jobs.c.id)
             .where(
+                *_in_lanes(lanes),
                 jobs.c.run_at <= now,
                 sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
             )
@@ -120,13 +190,15 @@ class SqlQueue:
             jobs.update()
             .where(jobs.c.id.in_(due.scalar_subquery()))
             .values(lease_until=now + lease, leased_by=worker_id, attempts=jobs.c.attempts + 1)
-            .returning(jobs.c.id, jobs.c.kind, jobs.c.payload, jobs.c.lane, jobs.c.attempts)
+            .returning(
+                jobs.c.id, jobs.c.kind, jobs.c.payload, jobs.c.lane, jobs.c.attempts, jobs.c.run_at
+            )
         )
         async with self._db.transaction() as conn:
             rows = (await conn.execute(stmt)).all()
-        claimed = [Job(r.id, r.kind, r.payload, r.lane, r.attempts, worker_id) for r in rows]
-        claimed.sort(key=lambda job: job.lane)
-        return claimed
+        # RETURNING comes in no particular order; hand the jobs out as they were chosen.
+        chosen = sorted(rows, key=lambda r: (r.lane, r.run_at))
+        return [Job(r.id, r.kind, r.payload, r.lane, r.attempts, worker_id) for r in chosen]
 
     async def complete(self, conn: AsyncConnection, done: Sequence[Job]) -> None:
         """Remove finished jobs, inside the transaction that recorded their effects."""
@@ -178,15 +250,33 @@ class SqlQueue:
                 (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar_one()
             )
 
-    def wake(self) -> None:
-        """Tell a waiting consumer that jobs were committed."""
-        self._ready.set()
+    def wake(self, lanes: Collection[int] | None = None) -> None:
+        """Tell the consumers waiting on ``lanes`` (all of them by default) that jobs
+        were committed there."""
+        self._wakeups.call(lanes)
 
-    async def wait(self, seconds: float) -> None:
-        """Sleep until woken or ``seconds`` pass."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), seconds)
-        self._ready.clear()
+    def wakeups(self, lanes: Collection[int] | None = None) -> int:
+        """How many wake-ups concerned ``lanes`` so far; see ``wait``."""
+        return self._wakeups.count(lanes)
+
+    async def wait(
+        self, seconds: float, lanes: Collection[int] | None = None, *, since: int | None = None
+    ) -> None:
+        """Sleep until woken for ``lanes`` or ``seconds`` pass; with ``since`` (a
+        ``wakeups`` count taken before looking for work), not at all if a wake-up came
+        in between."""
+        await self._wakeups.wait(seconds, lanes, since=since)
+
+
+def _in_lanes(lanes: Collection[int] | None) -> list[sa.ColumnElement[bool]]:
+    """The claim's lane condition. One lane is an equality, so the (lane, run_at) index
+    yields that lane's due jobs already in order."""
+    if lanes is None:
+        return []
+    chosen = sorted(set(lanes))
+    if len(chosen) == 1:
+        return [jobs.c.lane == chosen[0]]
+    return [jobs.c.lane.in_(chosen)]
 
 
 class InMemoryQueue:
@@ -197,7 +287,7 @@ class InMemoryQueue:
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._ready = asyncio.Event()
+        self._wakeups = WakeUps()
         self.jobs: dict[str, dict[str, Any]] = {}
         self.dead: dict[str, tuple[Job, str]] = {}
 
@@ -209,13 +299,20 @@ class InMemoryQueue:
                 {"job": job, "run_at": job.run_at or now, "attempts": 0, "lease_until": None},
             )
 
-    async def claim(self, worker_id: str, limit: int, lease: dt.timedelta) -> list[Job]:
+    async def claim(
+        self,
+        worker_id: str,
+        limit: int,
+        lease: dt.timedelta,
+        lanes: Collection[int] | None = None,
+    ) -> list[Job]:
         now = self._clock.now()
         due = sorted(
             (
                 entry
                 for entry in self.jobs.values()
-                if entry["run_at"] <= now
+                if (lanes is None or entry["job"].lane in lanes)
+                and entry["run_at"] <= now
                 and (entry["lease_until"] is None or entry["lease_until"] < now)
             ),
             key=lambda entry: (entry["job"].lane, entry["run_at"]),
@@ -246,10 +343,13 @@ class InMemoryQueue:
     async def depth(self) -> int:
         return len(self.jobs)
 
-    def wake(self) -> None:
-        self._ready.set()
+    def wake(self, lanes: Collection[int] | None = None) -> None:
+        self._wakeups.call(lanes)
 
-    async def wait(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), seconds)
-        self._ready.clear()
+    def wakeups(self, lanes: Collection[int] | None = None) -> int:
+        return self._wakeups.count(lanes)
+
+    async def wait(
+        self, seconds: float, lanes: Collection[int] | None = None, *, since: int | None = None
+    ) -> None:
+        await self._wakeups.wait(seconds, lanes, since=since)

@@ -166,7 +166,13 @@ inbox_items = sa.Table(
     sa.Column("seen_at", UTCDateTime()),
     sa.Column("read_at", UTCDateTime()),
     sa.Column("archived_at", UTCDateTime()),
+    # Collapsing: items with the same group key merge into the newest unread one.
+    sa.Column("group_key", sa.String(400)),
+    sa.Column("group_count", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("group_actors", JSON),
+    sa.Column("updated_at", UTCDateTime()),
     sa.Index(None, "user_id", "created_at", "id"),
+    sa.Index(None, "user_id", "group_key"),
 )
 
 api_keys = sa.Table(
@@ -210,15 +216,68 @@ dead_letters = sa.Table(
     _now_column("failed_at"),
 )
 
-preferences = sa.Table(
-    "preferences",
+preference_sets = sa.Table(
+    "preference_sets",
     metadata,
-    sa.Column("user_id", sa.String(255), primary_key=True),
-    sa.Column("category", sa.String(100), primary_key=True),
-    sa.Column("channel", sa.String(32), primary_key=True),
-    sa.Column("enabled", sa.Boolean, nullable=False),
-    sa.Column("source", sa.String(64), nullable=False),
+    # "user" or "tenant": a user's own choices, or a workspace's defaults under them.
+    sa.Column("owner_kind", sa.String(16), primary_key=True),
+    sa.Column("owner_id", sa.String(255), primary_key=True),
+    sa.Column("choices", JSON, nullable=False),
     _now_column("updated_at"),
+)
+
+dedup_marks = sa.Table(
+    "dedup_marks",
+    metadata,
+    # A digest of (tenant, user, type, rendered dedup key): keys can be long.
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(255), nullable=False),
+    sa.Column("first_seen", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "expires_at"),
+)
+
+throttle_hits = sa.Table(
+    "throttle_hits",
+    metadata,
+    # user | channel | category (or *): one row per delivery the throttle let through.
+    sa.Column("scope", sa.String(400), primary_key=True),
+    sa.Column("delivery_id", Id, primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Index(None, "scope", "at"),
+)
+
+digest_entries = sa.Table(
+    "digest_entries",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("user_id", sa.String(255), nullable=False),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("type", sa.String(200), nullable=False),
+    sa.Column("digest_key", sa.String(400), nullable=False),
+    sa.Column("event_id", Id, nullable=False),
+    sa.Column("channels", JSON, nullable=False),
+    # What the item looks like inside the digest, rendered when it arrived.
+    sa.Column("content", JSON, nullable=False),
+    _now_column(),
+    sa.Column("due_at", UTCDateTime(), nullable=False),
+    sa.Column("digest_id", Id),
+    sa.Index(None, "user_id", "digest_key", "digest_id"),
+    sa.Index(None, "digest_id"),
+)
+
+digests = sa.Table(
+    "digests",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("user_id", sa.String(255), nullable=False),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("type", sa.String(200), nullable=False),
+    sa.Column("digest_key", sa.String(400), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("items", JSON, nullable=False),
+    _now_column(),
+    sa.Index(None, "user_id"),
 )
 
 email_suppressions = sa.Table(

@@ -1,11 +1,27 @@
-"""The planner: pure decisions over plain data, no I/O."""
+"""The planner: pure decisions over plain data, no I/O.
+
+For one notification and one recipient it decides each channel: deliver now, hold until
+a time, fold into a digest, or suppress with a reason. The rules apply in a fixed order —
+staleness, channel and address, suppression list, preferences, dedup window, throttle,
+digest, delay and email-if-unseen, quiet hours — and the first "no" is the one recorded.
+Stateful rules (dedup marks, throttle counts) read and update in-memory books that the
+caller loaded from storage and writes back afterwards.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from tidings.catalog.rules import OverLimit, Rules, ThrottleScope
+from tidings.planning.rules import digest_schedule, quiet_hours, staleness
+from tidings.planning.rules.dedup import DedupBook
+from tidings.planning.rules.digest_schedule import Cadence, CadenceKind
+from tidings.planning.rules.quiet_hours import QuietHours
+from tidings.planning.rules.throttle import ThrottleBook
 
 IN_APP = "in_app"
 EMAIL = "email"
@@ -18,6 +34,27 @@ class SuppressionReason(enum.StrEnum):
     NO_ADDRESS = "no_address"
     ADDRESS_SUPPRESSED = "address_suppressed"
     OPTED_OUT = "opted_out"
+    STALE = "stale"
+    DEDUPLICATED = "deduplicated"
+    THROTTLED = "throttled"
+    SEEN_IN_APP = "seen_in_app"
+
+
+class HoldReason(enum.StrEnum):
+    """Machine-readable reasons a delivery waits."""
+
+    DELAYED = "delayed"
+    QUIET_HOURS = "quiet_hours"
+    WAITING_UNSEEN = "waiting_unseen"
+    DIGEST = "digest"
+    THROTTLED = "throttled"
+
+
+class Action(enum.StrEnum):
+    DELIVER = "deliver"
+    HOLD = "hold"
+    DIGEST = "digest"
+    SUPPRESS = "suppress"
 
 
 @dataclass(frozen=True)
@@ -68,6 +105,68 @@ class Decision:
     reason: SuppressionReason | None = None
 
 
+@dataclass(frozen=True)
+class ChannelPlan:
+    """What happens on one channel, after every rule.
+
+    ``not_before`` is when a held delivery runs; ``silent`` writes an in-app item without
+    a live push; ``unless_seen`` drops an email whose in-app item was seen by then.
+    """
+
+    channel: str
+    action: Action
+    reason: str | None = None
+    not_before: dt.datetime | None = None
+    silent: bool = False
+    unless_seen: bool = False
+
+
+@dataclass(frozen=True)
+class DigestPlan:
+    """The notification goes into a digest: which one (``kind``), due when, on which channels."""
+
+    kind: str
+    due_at: dt.datetime
+    channels: tuple[str, ...]
+    cadence: Cadence
+
+
+@dataclass(frozen=True)
+class Situation:
+    """Everything the rules need about one notification for one recipient.
+
+    ``dedup_key`` is the rendered (and hashed) dedup key when the type declares one.
+    """
+
+    now: dt.datetime
+    created_at: dt.datetime
+    rules: Rules
+    category: str
+    critical: bool = False
+    quiet_hours: QuietHours | None = None
+    digest_cadence: Cadence = field(default_factory=Cadence)
+    dedup_key: str | None = None
+
+
+@dataclass
+class Books:
+    """The mutable state of one planning batch: dedup marks and throttle counts."""
+
+    dedup: DedupBook = field(default_factory=lambda: DedupBook({}))
+    throttle: ThrottleBook = field(default_factory=lambda: ThrottleBook({}))
+
+
+@dataclass(frozen=True)
+class Plan:
+    channels: tuple[ChannelPlan, ...]
+    digest: DigestPlan | None = None
+
+
+def throttle_scope(user_id: str, channel: str, category: str | None) -> str:
+    """The throttle counter a delivery counts against: per channel, or per channel and category."""
+    return f"{user_id}|{channel}|{category or '*'}"
+
+
 def plan_recipient(
     declared: Collection[str],
     available: Collection[str],
@@ -98,3 +197,138 @@ def _decide(
     if channel in facts.opted_out and not facts.mandatory:
         return Decision(channel, False, SuppressionReason.OPTED_OUT)
     return Decision(channel, True)
+
+
+def plan_notification(
+    declared: Collection[str],
+    available: Collection[str],
+    recipient: Recipient,
+    facts: Facts,
+    situation: Situation,
+    books: Books,
+) -> Plan:
+    """Decide every channel of one notification for one recipient, all rules applied."""
+    rules = situation.rules
+    if staleness.is_stale(situation.created_at, situation.now, rules.max_age):
+        return Plan(
+            tuple(
+                ChannelPlan(c, Action.SUPPRESS, SuppressionReason.STALE) for c in sorted(declared)
+            )
+        )
+    plans = {
+        d.channel: ChannelPlan(d.channel, Action.DELIVER)
+        if d.deliver
+        else ChannelPlan(d.channel, Action.SUPPRESS, d.reason)
+        for d in plan_recipient(declared, available, recipient, facts)
+    }
+    live = [c for c, p in plans.items() if p.action is Action.DELIVER]
+    if not live:
+        return Plan(tuple(plans.values()))
+    if (
+        rules.dedup is not None
+        and situation.dedup_key is not None
+        and books.dedup.check(situation.dedup_key, situation.now, rules.dedup.window)
+    ):
+        for channel in live:
+            plans[channel] = ChannelPlan(channel, Action.SUPPRESS, SuppressionReason.DEDUPLICATED)
+        return Plan(tuple(plans.values()))
+    folded = _throttle(recipient, situation, books, plans, live)
+    digest = _digest(recipient, situation, plans, folded)
+    for channel, plan in plans.items():
+        if plan.action is Action.DELIVER:
+            plans[channel] = _timing(channel, recipient, situation, plans)
+    return Plan(tuple(plans.values()), digest)
+
+
+def _throttle(
+    recipient: Recipient,
+    situation: Situation,
+    books: Books,
+    plans: dict[str, ChannelPlan],
+    live: list[str],
+) -> list[str]:
+    """Apply the type's throttle to each live channel; returns the channels to fold into a
+    digest (the type's choice when over the cap)."""
+    rule = situation.rules.throttle
+    if rule is None:
+        return []
+    folded = []
+    for channel in live:
+        category = situation.category if rule.per is ThrottleScope.CATEGORY else None
+        scope = throttle_scope(recipient.id, channel, category)
+        if books.throttle.admit(scope, situation.now, rule.limit, rule.window):
+            continue
+        if rule.over is OverLimit.DIGEST:
+            folded.append(channel)
+            plans[channel] = ChannelPlan(channel, Action.DIGEST, HoldReason.THROTTLED)
+        else:
+            plans[channel] = ChannelPlan(channel, Action.SUPPRESS, SuppressionReason.THROTTLED)
+    return folded
+
+
+def _digest(
+    recipient: Recipient, situation: Situation, plans: dict[str, ChannelPlan], folded: list[str]
+) -> DigestPlan | None:
+    """Which channels wait for a digest, and when that digest is due.
+
+    A type with a digest rule digests every live channel; a recipient who asked for a
+    slower cadence for the category gets email in a digest; throttled channels the type
+    folds go there too. The recipient's cadence, when not instant, sets the due time.
+    """
+    rule = situation.rules.digest
+    cadence = situation.digest_cadence
+    live = [c for c, p in plans.items() if p.action is Action.DELIVER]
+    if rule is not None:
+        chosen = live
+        kind = "rule"
+    elif cadence.kind is not CadenceKind.INSTANT and EMAIL in live:
+        chosen = [EMAIL]
+        kind = "cadence"
+    else:
+        chosen = []
+        kind = "throttled"
+    for channel in chosen:
+        plans[channel] = ChannelPlan(channel, Action.DIGEST, HoldReason.DIGEST)
+    channels = tuple(sorted({*chosen, *folded}))
+    if not channels:
+        return None
+    window = rule.window if rule is not None else None
+    if cadence.kind is CadenceKind.INSTANT and window is None:
+        window = FOLD_WINDOW
+    due = digest_schedule.due_at(situation.now, cadence, recipient.timezone, window)
+    assert due is not None
+    return DigestPlan(kind=kind, due_at=due, channels=channels, cadence=cadence)
+
+
+FOLD_WINDOW = dt.timedelta(hours=1)
+
+
+def _timing(
+    channel: str, recipient: Recipient, situation: Situation, plans: Mapping[str, ChannelPlan]
+) -> ChannelPlan:
+    """When a live channel delivers: after the type's delay, after the unseen wait for an
+    email that depends on the in-app item, and outside quiet hours for non-critical email.
+    In-app items are never held by quiet hours: they are written without a live push."""
+    rules = situation.rules
+    now = situation.now
+    at = now + rules.delay if rules.delay else now
+    reason: str | None = HoldReason.DELAYED if rules.delay else None
+    unless_seen = False
+    if channel == EMAIL and rules.email_if_unseen is not None:
+        unless_seen = True
+        at = max(at, now + rules.email_if_unseen)
+        reason = HoldReason.WAITING_UNSEEN
+    quiet = situation.quiet_hours
+    silent = False
+    if quiet is not None and not situation.critical:
+        if channel == EMAIL:
+            until = quiet_hours.quiet_until(at, quiet, recipient.timezone)
+            if until is not None:
+                at, reason = until, HoldReason.QUIET_HOURS
+        elif quiet_hours.is_quiet(at, quiet, recipient.timezone):
+            silent = True
+    if at <= now:
+        return ChannelPlan(channel, Action.DELIVER, silent=silent, unless_seen=unless_seen)
+    return ChannelPlan(
+        channel, Action.HOLD, reason, not_before=at, silent=silent, unless_seen=unless_seen
+    )

@@ -1,0 +1,195 @@
+"""The handler of digest timers: gathers due entries into one notification per digest."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tidings import catalog
+from tidings.delivery import digests, repository, rule_state
+from tidings.delivery.audience import Audience, AudienceLoader
+from tidings.delivery.pipeline import AVAILABLE_CHANNELS, EMAIL_JOB, PlanningError, Rows, until
+from tidings.delivery.repository import StateChange
+from tidings.delivery.states import DeliveryState
+from tidings.inbox.service import InboxService
+from tidings.kit import ids
+from tidings.kit.clock import Clock
+from tidings.kit.db import Database
+from tidings.kit.queue import Job, NewJob, Queue
+from tidings.planning import planner
+from tidings.planning.rules import quiet_hours
+
+
+class Digester:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        types: catalog.Catalog,
+        queue: Queue,
+        inbox: InboxService,
+        audience: AudienceLoader,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._catalog = types
+        self._queue = queue
+        self._inbox = inbox
+        self._audience = audience
+
+    async def fire(self, jobs: Sequence[Job]) -> None:
+        """Send every digest whose timer is among ``jobs``; all in one transaction."""
+        now = self._clock.now()
+        async with self._db.transaction() as conn:
+            await rule_state.lock_users(self._db, conn, {j.payload["user"] for j in jobs})
+            pending = await digests.due_entries(
+                conn, [(j.payload["user"], j.payload["key"]) for j in jobs], now
+            )
+            audience = await self._audience.load(
+                conn,
+                {user for user, _ in pending},
+                {e["tenant"] for entries in pending.values() for e in entries},
+            )
+            rows = Rows()
+            items: list[dict[str, Any]] = []
+            for entries in pending.values():
+                digest = self._digest(entries, now)
+                await digests.close(conn, digest, [e["id"] for e in entries])
+                self._deliver(digest, entries, audience, rows, items, now)
+            await self._queue.enqueue(conn, rows.jobs)
+            await repository.record(
+                self._db,
+                conn,
+                notification_rows=rows.notifications,
+                delivery_rows=rows.deliveries,
+                transition_rows=rows.transitions,
+            )
+            await repository.advance(self._db, conn, rows.changes, now)
+            stored = await self._inbox.store(conn, items)
+            await self._queue.complete(conn, jobs)
+        self._queue.wake()
+        await self._inbox.announce(stored)
+
+    def _digest(self, entries: Sequence[Mapping[str, Any]], now: dt.datetime) -> dict[str, Any]:
+        first = entries[0]
+        return {
+            # Derived from the first entry: a rerun after a rollback reads the same entries.
+            "id": ids.derived_id(first["id"], digests.DIGEST_JOB),
+            "user_id": first["user_id"],
+            "tenant": first["tenant"],
+            "type": first["type"],
+            "digest_key": first["digest_key"],
+            "count": len(entries),
+            "items": [e["content"] for e in entries],
+            "created_at": now,
+        }
+
+    def _deliver(
+        self,
+        digest: Mapping[str, Any],
+        entries: Sequence[Mapping[str, Any]],
+        audience: Audience,
+        rows: Rows,
+        items: list[dict[str, Any]],
+        now: dt.datetime,
+    ) -> None:
+        """The digest's own notification and deliveries, and its entries' ``digested`` moves."""
+        ntype = self._catalog.get(digest["type"])
+        if ntype is None:
+            raise PlanningError(f"type {digest['type']!r} is not in the catalog any more")
+        user_id, digest_id = digest["user_id"], digest["id"]
+        for e in entries:
+            for channel in e["channels"]:
+                rows.changes.append(
+                    StateChange(
+                        ids.derived_id(e["event_id"], user_id, channel),
+                        DeliveryState.DIGESTED,
+                        detail=f"in digest {digest_id}",
+                    )
+                )
+        rows.notifications.append(
+            {
+                "id": digest_id,
+                # A digest stands for many events; its rows point at the digest itself.
+                "event_id": digest_id,
+                "user_id": user_id,
+                "type": digest["type"],
+                "created_at": now,
+            }
+        )
+        recipient = audience.recipient(user_id)
+        category = self._catalog.category(ntype.category)
+        channels = sorted({c for e in entries for c in e["channels"]})
+        facts = audience.facts(recipient, digest["tenant"], category, channels)
+        quiet = audience.preferences_of(user_id, digest["tenant"]).quiet_hours.value
+        critical = ntype.priority is catalog.Priority.CRITICAL
+        for decision in planner.plan_recipient(channels, AVAILABLE_CHANNELS, recipient, facts):
+            delivery_id = ids.derived_id(digest_id, decision.channel)
+            common = {
+                "delivery_id": delivery_id,
+                "notification_id": digest_id,
+                "event_id": digest_id,
+                "user_id": user_id,
+                "channel": decision.channel,
+                "now": now,
+            }
+            if not decision.deliver:
+                reason = decision.reason.value if decision.reason else None
+                rows.delivery(state=DeliveryState.SUPPRESSED, reason=reason, detail=None, **common)
+                continue
+            silent = (
+                quiet is not None
+                and not critical
+                and quiet_hours.is_quiet(now, quiet, recipient.timezone)
+            )
+            if decision.channel == planner.IN_APP:
+                rows.delivery(state=DeliveryState.DELIVERED, reason=None, detail=None, **common)
+                items.append(self._item(ntype, digest, recipient, delivery_id, now, silent))
+                continue
+            later = None
+            if quiet is not None and not critical:
+                later = quiet_hours.quiet_until(now, quiet, recipient.timezone)
+            rows.delivery(
+                state=DeliveryState.SCHEDULED,
+                reason=planner.HoldReason.QUIET_HOURS.value if later else None,
+                detail=until(later),
+                **common,
+            )
+            rows.jobs.append(
+                NewJob(
+                    id=f"{EMAIL_JOB}:{delivery_id}",
+                    kind=EMAIL_JOB,
+                    payload={"delivery": delivery_id, "digest": digest_id},
+                    lane=ntype.priority.lane,
+                    run_at=later,
+                )
+            )
+
+    def _item(
+        self,
+        ntype: catalog.NotificationType,
+        digest: Mapping[str, Any],
+        recipient: planner.Recipient,
+        delivery_id: str,
+        now: dt.datetime,
+        silent: bool,
+    ) -> dict[str, Any]:
+        rule = digests.rule_of(ntype)
+        content = ntype.render_digest(
+            {"recipient": recipient.as_context(), "digest": digests.context(digest, rule)}, rule
+        )
+        return {
+            "id": delivery_id,
+            "user_id": recipient.id,
+            "tenant": digest["tenant"],
+            "event_id": digest["items"][0]["event_id"],
+            "type": digest["type"],
+            "category": ntype.category,
+            "title": content.title,
+            "body": content.body,
+            "action_url": content.action_url,
+            "actor": None,
+            "created_at": now,
+            "silent": silent,
+        }

@@ -1,0 +1,1 @@
+"""The planner's rules: pure functions over plain data, each testable on its own."""
