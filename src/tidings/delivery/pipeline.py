@@ -35,6 +35,7 @@ from tidings.planning import planner
 from tidings.planning.planner import Action
 from tidings.planning.rules import dedup, staleness
 from tidings.planning.rules.dedup import DedupBook
+from tidings.planning.rules.digest_schedule import Cadence
 from tidings.planning.rules.throttle import ThrottleBook
 from tidings.users.service import UsersService
 
@@ -118,6 +119,7 @@ class _Books:
 
     books: planner.Books
     dedup_users: dict[str, str] = field(default_factory=dict)
+    dedup_keys: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -306,6 +308,7 @@ class Pipeline:
     ) -> _Books:
         """Load the dedup marks and throttle counts this batch can touch."""
         dedup_users: dict[str, str] = {}
+        dedup_keys: dict[tuple[str, str], str] = {}
         scopes: set[str] = set()
         for event, ntype, users in pairs:
             rules = ntype.rules
@@ -313,6 +316,7 @@ class Pipeline:
                 for user in users:
                     key = self._dedup_key(event, ntype, audience.recipient(user))
                     dedup_users[key] = user
+                    dedup_keys[(event["id"], user)] = key
             if rules.throttle is not None:
                 per_category = rules.throttle.per.value == "category"
                 for user in users:
@@ -328,7 +332,7 @@ class Pipeline:
             if scopes
             else {}
         )
-        return _Books(planner.Books(DedupBook(marks), ThrottleBook(hits)), dedup_users)
+        return _Books(planner.Books(DedupBook(marks), ThrottleBook(hits)), dedup_users, dedup_keys)
 
     def _catalog_throttle_horizon(self) -> dt.timedelta:
         """The longest throttle window in the catalog: older hits matter to no rule."""
@@ -379,15 +383,19 @@ class Pipeline:
         event_id = event["id"]
         category = self._catalog.category(ntype.category)
         prefs = audience.preferences_of(recipient.id, event["tenant"])
+        critical = ntype.priority is catalog.Priority.CRITICAL
         situation = planner.Situation(
             now=now,
             created_at=event["created_at"],
             rules=ntype.rules,
             category=ntype.category,
-            critical=ntype.priority is catalog.Priority.CRITICAL,
+            critical=critical,
             quiet_hours=prefs.quiet_hours.value,
-            digest_cadence=prefs.digest(category).value,
-            dedup_key=self._dedup_key(event, ntype, recipient) if ntype.rules.dedup else None,
+            # A password reset never waits for tomorrow's digest, whatever was chosen.
+            digest_cadence=Cadence()
+            if critical or category.mandatory
+            else prefs.digest(category).value,
+            dedup_key=books.dedup_keys.get((event_id, recipient.id)),
         )
         plan = planner.plan_notification(
             ntype.channels,

@@ -40,7 +40,7 @@ def test_transitions(current: DeliveryState, target: DeliveryState, allowed: boo
 
 
 def test_terminal_states() -> None:
-    assert {S.BOUNCED, S.SUPPRESSED} == TERMINAL
+    assert {S.BOUNCED, S.SUPPRESSED, S.DIGESTED} == TERMINAL
 
 
 @given(st.lists(st.sampled_from(list(S)), max_size=20))

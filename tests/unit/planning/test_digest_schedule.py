@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.unit.planning.test_quiet_hours import instants_near_clock_changes
 
 from tidings.planning.rules.digest_schedule import (
     Cadence,
@@ -142,11 +143,10 @@ def test_an_unknown_zone_is_refused() -> None:
 
 @st.composite
 def local_hour_cases(draw: st.DrawFn) -> tuple[dt.datetime, int, str]:
-    return (
-        draw(instants),
-        draw(st.integers(min_value=0, max_value=23)),
-        draw(st.sampled_from(ZONES)),
-    )
+    """An hour in a zone, from an instant anywhere or near one of the zone's clock changes."""
+    timezone = draw(st.sampled_from(ZONES))
+    now = draw(st.one_of(instants, instants_near_clock_changes(timezone)))
+    return now, draw(st.integers(min_value=0, max_value=23)), timezone
 
 
 @settings(max_examples=500)
