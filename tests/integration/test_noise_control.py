@@ -320,3 +320,23 @@ async def test_a_daily_digest_preference_gathers_email_until_the_local_hour(nois
     assert await noise.mail_to("u-1") == []
     await noise.advance(minutes=1)
     assert len(await noise.mail_to("u-1")) == 1
+
+
+async def test_a_plan_job_run_again_after_its_commit_decides_nothing_new(noise: Rig) -> None:
+    """Stateful rules would decide differently the second time (the dedup mark now
+    exists, the throttle has counted): a rerun must leave everything as it was."""
+    first = await noise.publish("ping.dedup", ["u-1"], key="r1", ref="same")
+    throttled = [
+        await noise.publish("ping.throttle", ["u-1"], key=f"r{i}", ref="x") for i in range(2, 4)
+    ]
+    await noise.drain()
+    before = {e: await noise.deliveries(e) for e in [first, *throttled]}
+
+    async with noise.runtime.db.transaction() as conn:
+        await noise.runtime.queue.enqueue(
+            conn,
+            [NewJob(id="plan:again", kind="plan", payload={"events": [first, *throttled]})],
+        )
+    await noise.drain()
+    assert {e: await noise.deliveries(e) for e in [first, *throttled]} == before
+    assert len(await noise.inbox("u-1")) == 3

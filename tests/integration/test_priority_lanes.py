@@ -85,12 +85,7 @@ async def publish_backlog(client: httpx.AsyncClient, producer: dict[str, str]) -
 async def test_a_critical_event_is_delivered_before_a_low_priority_backlog_drains(
     client: httpx.AsyncClient, producer: dict[str, str], runtime: Runtime
 ) -> None:
-    import time
-
-    t0 = time.monotonic()
     await publish_backlog(client, producer)
-    t1 = time.monotonic()
-    before = await unplanned_tips(runtime)
     response = await client.post(
         "/v1/events",
         json={
@@ -111,15 +106,12 @@ async def test_a_critical_event_is_delivered_before_a_low_priority_backlog_drain
         )
 
     await eventually(delivered_in_app, timeout=60)
-    t2 = time.monotonic()
     # Nothing adds to the backlog any more, so it only shrinks: tips unplanned now were
     # unplanned when the critical event was seen delivered.
-    left = await unplanned_tips(runtime)
-    print(f"\npublish {t1 - t0:.2f}s before={before} crit {t2 - t1:.2f}s left={left}")
-    assert left > 0
+    assert await unplanned_tips(runtime) > 0
 
     async def drained() -> bool:
         return await unplanned_tips(runtime) == 0
 
+    # And the low lane is served too: the backlog drains.
     await eventually(drained, timeout=240)
-    print(f"drain {time.monotonic() - t2:.2f}s")

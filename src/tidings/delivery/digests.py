@@ -27,6 +27,7 @@ from tidings.kit.tables import digest_entries, digests
 from tidings.planning import planner
 
 DIGEST_JOB = "digest"
+KEY_LENGTH = 400  # digest_entries.digest_key
 
 
 def rule_of(ntype: catalog.NotificationType) -> DigestRule:
@@ -52,7 +53,7 @@ def entry(
     rule = ntype.rules.digest
     if plan.kind == "rule" and rule is not None and rule.key is not None:
         grouping = ntype.rule_key(rule.key, context)
-    key = f"{event['tenant']}|{ntype.key}|{plan.kind}|{grouping}"
+    key = ids.bounded(f"{event['tenant']}|{ntype.key}|{plan.kind}|{grouping}", KEY_LENGTH)
     if planner.IN_APP in ntype.channels:
         content = ntype.render_in_app(context)
         title, body, action_url = content.title, content.body, content.action_url

@@ -277,6 +277,16 @@ class Pipeline:
         items to announce once the transaction commits."""
         now = self._clock.now()
         pairs = [(event, self._type(event), list(dict.fromkeys(users))) for event, users in work]
+        # A job that runs again after its first run committed (its lease ran out while it
+        # worked) must not decide again: stateful rules would now decide differently.
+        done = await repository.existing_notifications(
+            conn, [ids.derived_id(e["id"], user) for e, _, users in pairs for user in users]
+        )
+        if done:
+            pairs = [
+                (e, t, [u for u in users if ids.derived_id(e["id"], u) not in done])
+                for e, t, users in pairs
+            ]
         all_users = {user for _, _, users in pairs for user in users}
         await rule_state.lock_users(self._db, conn, all_users)
         audience = await self._audience.load(conn, all_users, {e["tenant"] for e, _, _ in pairs})
@@ -363,7 +373,7 @@ class Pipeline:
             if rule is None:
                 continue
             context = {**event_context(event), "recipient": recipient.as_context()}
-            group = f"{ntype.key}|{ntype.rule_key(rule.key, context)}"
+            group = ids.bounded(f"{ntype.key}|{ntype.rule_key(rule.key, context)}", 400)
             group_keys[(event["id"], recipient.id)] = group
             keys[(recipient.id, event["tenant"], group)] = None
         open_groups = await self._inbox.open_groups(conn, list(keys)) if keys else {}

@@ -138,3 +138,18 @@ async def find_by_message(
         return None
     row = (await conn.execute(sa.select(deliveries).where(sa.or_(*conditions)).limit(1))).first()
     return None if row is None else dict(row._mapping)
+
+
+async def existing_notifications(
+    conn: AsyncConnection, notification_ids: Sequence[str]
+) -> set[str]:
+    """Those of these notifications that are already recorded."""
+    found: set[str] = set()
+    for start in range(0, len(notification_ids), 1000):
+        rows = await conn.execute(
+            sa.select(notifications.c.id).where(
+                notifications.c.id.in_(list(notification_ids[start : start + 1000]))
+            )
+        )
+        found.update(row.id for row in rows)
+    return found

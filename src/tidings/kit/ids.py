@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import uuid_utils
@@ -17,3 +18,12 @@ def new_id() -> str:
 def derived_id(*parts: str) -> str:
     """A deterministic id from its parts, so a redelivered step writes the same row."""
     return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+
+
+def bounded(key: str, limit: int) -> str:
+    """``key`` if it fits in ``limit`` characters, else a prefix of it and its hash:
+    equal keys stay equal, different keys stay different."""
+    if len(key) <= limit:
+        return key
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{key[: limit - len(digest) - 1]}#{digest}"

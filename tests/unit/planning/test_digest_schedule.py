@@ -38,8 +38,10 @@ instants = st.datetimes(dt.datetime(1971, 1, 1), dt.datetime(2100, 1, 1), timezo
 windows = st.timedeltas(min_value=TICK, max_value=dt.timedelta(days=30))
 
 
-def utc(*parts: int) -> dt.datetime:
-    return dt.datetime(*parts, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
 # window_end

@@ -35,8 +35,10 @@ PARIS = "Europe/Paris"
 NEW_YORK = "America/New_York"
 
 
-def utc(*parts: int) -> dt.datetime:
-    return dt.datetime(*parts, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
 def night(start: str, end: str, timezone: str | None = None) -> QuietHours:
@@ -72,22 +74,42 @@ wall_times = st.builds(
 
 @st.composite
 def instants_near_clock_changes(draw: st.DrawFn, name: str) -> dt.datetime:
-    """An instant within two days of a clock change; anywhere in 2024-2027 if none."""
+    """An instant within hours or days of a clock change; anywhere in 2024-2027 if none."""
     changes = clock_changes(name)
     if not changes:
         return draw(
             st.datetimes(dt.datetime(2024, 1, 1), dt.datetime(2027, 12, 31), timezones=st.just(UTC))
         )
     change = draw(st.sampled_from(changes))
-    seconds = draw(st.integers(min_value=-2 * 86_400, max_value=2 * 86_400))
+    seconds = draw(st.integers(-3 * 3_600, 3 * 3_600) | st.integers(-2 * 86_400, 2 * 86_400))
     return change + dt.timedelta(seconds=seconds, microseconds=draw(st.integers(0, 999_999)))
 
 
 @st.composite
+def wall_times_near(draw: st.DrawFn, walls: list[dt.time]) -> dt.time:
+    """A wall time on the minute: anywhere, or within 90 minutes of one of ``walls``."""
+    if not walls:
+        return draw(wall_times)
+    wall = draw(st.sampled_from(walls))
+    minutes = (wall.hour * 60 + wall.minute + draw(st.integers(-90, 90))) % 1_440
+    return draw(wall_times | st.just(dt.time(minutes // 60, minutes % 60)))
+
+
+@st.composite
 def quiet_cases(draw: st.DrawFn) -> tuple[dt.datetime, QuietHours]:
+    """A window and an instant, often with the window's edges next to a clock change."""
     name = draw(st.sampled_from(ZONES))
-    quiet = QuietHours(draw(wall_times), draw(wall_times), name)
-    return draw(instants_near_clock_changes(name)), quiet
+    tz = ZoneInfo(name)
+    at = draw(instants_near_clock_changes(name))
+    nearest = min(clock_changes(name), key=lambda change: abs(change - at), default=None)
+    # The clock's readings just before and at the change: the edges of a gap or a fold.
+    walls = (
+        []
+        if nearest is None
+        else [(nearest - TICK).astimezone(tz).time(), nearest.astimezone(tz).time()]
+    )
+    quiet = QuietHours(draw(wall_times_near(walls)), draw(wall_times_near(walls)), name)
+    return at, quiet
 
 
 # zone
