@@ -142,7 +142,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         queue,
         clock,
         {
-            PLAN_JOB: Task(pipeline.plan, split=pipeline.split),
+            PLAN_JOB: Task(pipeline.plan, split=pipeline.split, weight=pipeline.weight),
             FANOUT_JOB: Task(pipeline.fanout),
             EMAIL_JOB: Task(sender.send),
             IN_APP_JOB: Task(pipeline.deliver_in_app),

@@ -197,7 +197,7 @@ async def test_a_wake_up_for_one_lane_leaves_the_others_waiting(queue: Queue) ->
 
 
 async def test_a_wake_up_between_looking_and_waiting_is_not_lost(queue: Queue) -> None:
-    seen = queue.wakeups([2])
+    seen, seen_by_all = queue.wakeups([2]), queue.wakeups()
     queue.wake([0])
     assert queue.wakeups([2]) == seen
     queue.wake([2])
@@ -206,7 +206,7 @@ async def test_a_wake_up_between_looking_and_waiting_is_not_lost(queue: Queue) -
     await asyncio.sleep(0)
     assert waiter.done()
     assert queue.wakeups([2]) == seen + 1
-    assert queue.wakeups() == seen + 2
+    assert queue.wakeups() == seen_by_all + 2
 
 
 async def test_a_lane_claim_is_served_by_the_lane_index(sql_queue: SqlQueue) -> None:
@@ -236,4 +236,5 @@ async def test_a_lane_claim_is_served_by_the_lane_index(sql_queue: SqlQueue) -> 
         plan = "\n".join(str(row[-1]) for row in rows)
     assert "ix_jobs_lane_run_at" in plan, plan
     # The index yields the lane's jobs in run order: nothing left to sort.
-    assert "sort" not in plan.lower().replace("temp b-tree for order by", "sort"), plan
+    assert "sort" not in plan.lower(), plan
+    assert "temp b-tree" not in plan.lower(), plan

@@ -211,6 +211,11 @@ class Pipeline:
             for event_id in job.payload["events"]
         ]
 
+    @staticmethod
+    def weight(job: Job) -> int:
+        """How much work a planning job is: its events, so one claim is sized to a batch."""
+        return len(job.payload.get("events", ())) or 1
+
     async def deliver_in_app(self, jobs: Sequence[Job]) -> None:
         """Write held in-app items whose time has come (a type's delay)."""
         now = self._clock.now()
