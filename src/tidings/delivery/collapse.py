@@ -9,11 +9,15 @@ list of actors, newest first, and is re-rendered with the type's collapse templa
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from tidings import catalog
-from tidings.inbox.service import OpenGroup, group_actors
+from tidings.delivery.plan_rows import event_context
+from tidings.inbox.service import InboxService, OpenGroup, group_actors
+from tidings.kit import ids
 from tidings.planning.planner import Recipient
 
 
@@ -54,12 +58,7 @@ class Collapser:
     ) -> str:
         """Add the item of ``event`` for ``recipient``; returns the id of the item that
         shows it (its own, or the one it merged into)."""
-        context = {
-            "data": event["data"],
-            "actor": event["actor"],
-            "event": {"id": event["id"], "type": event["type"], "tenant": event["tenant"]},
-            "recipient": recipient.as_context(),
-        }
+        context = {**event_context(event), "recipient": recipient.as_context()}
         row: dict[str, Any] = {
             "id": item_id,
             "user_id": recipient.id,
@@ -122,3 +121,23 @@ class Collapser:
 
 def _content(content: catalog.InAppContent) -> dict[str, Any]:
     return {"title": content.title, "body": content.body, "action_url": content.action_url}
+
+
+async def open_collapser(
+    inbox: InboxService,
+    conn: AsyncConnection,
+    targets: Iterable[tuple[Mapping[str, Any], Recipient, catalog.NotificationType]],
+) -> Collapser:
+    """A collapser that knows the open groups the batch's collapsing items may join."""
+    keys: dict[tuple[str, str, str], None] = {}
+    group_keys: dict[tuple[str, str], str] = {}
+    for event, recipient, ntype in targets:
+        rule = ntype.rules.collapse
+        if rule is None:
+            continue
+        context = {**event_context(event), "recipient": recipient.as_context()}
+        group = ids.bounded(f"{ntype.key}|{ntype.rule_key(rule.key, context)}", 400)
+        group_keys[(event["id"], recipient.id)] = group
+        keys[(recipient.id, event["tenant"], group)] = None
+    open_groups = await inbox.open_groups(conn, list(keys)) if keys else {}
+    return Collapser(open_groups, group_keys)

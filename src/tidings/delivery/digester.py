@@ -9,7 +9,8 @@ from typing import Any
 from tidings import catalog
 from tidings.delivery import digests, repository, rule_state
 from tidings.delivery.audience import Audience, AudienceLoader
-from tidings.delivery.pipeline import AVAILABLE_CHANNELS, EMAIL_JOB, PlanningError, Rows, until
+from tidings.delivery.pipeline import AVAILABLE_CHANNELS, EMAIL_JOB
+from tidings.delivery.plan_rows import PlanningError, Rows, until
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
 from tidings.inbox.service import InboxService

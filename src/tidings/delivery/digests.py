@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
 from tidings.catalog.rules import FALLBACK_DIGEST, DigestRule
+from tidings.delivery.plan_rows import event_context
 from tidings.kit import ids
 from tidings.kit.db import Database
 from tidings.kit.queue import NewJob
@@ -43,12 +44,7 @@ def entry(
     now: dt.datetime,
 ) -> tuple[dict[str, Any], NewJob]:
     """The digest entry of one notification, and the timer job of its digest."""
-    context = {
-        "data": event["data"],
-        "actor": event["actor"],
-        "event": {"id": event["id"], "type": event["type"], "tenant": event["tenant"]},
-        "recipient": recipient.as_context(),
-    }
+    context = {**event_context(event), "recipient": recipient.as_context()}
     grouping = ""
     rule = ntype.rules.digest
     if plan.kind == "rule" and rule is not None and rule.key is not None:

@@ -13,16 +13,16 @@ database, which fires after a restart as it would have before.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
-from tidings.delivery import digests, repository, rule_state
+from tidings.delivery import batch_books, digests, repository, rule_state
 from tidings.delivery.audience import Audience, AudienceLoader
-from tidings.delivery.collapse import Collapser
+from tidings.delivery.collapse import Collapser, open_collapser
+from tidings.delivery.plan_rows import PlanningError, Rows, until
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
 from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
@@ -33,93 +33,13 @@ from tidings.kit.db import Database
 from tidings.kit.queue import Job, NewJob, Queue
 from tidings.planning import planner
 from tidings.planning.planner import Action
-from tidings.planning.rules import dedup, staleness
-from tidings.planning.rules.dedup import DedupBook
+from tidings.planning.rules import staleness
 from tidings.planning.rules.digest_schedule import Cadence
-from tidings.planning.rules.throttle import ThrottleBook
 from tidings.users.service import UsersService
 
 AVAILABLE_CHANNELS = frozenset({planner.IN_APP, planner.EMAIL})
 EMAIL_JOB = "email"
 IN_APP_JOB = "in_app"
-
-
-class PlanningError(Exception):
-    """A job that cannot be planned as it is (its event is gone, its type unknown)."""
-
-
-@dataclass
-class Rows:
-    """What one batch writes, gathered before one round of inserts."""
-
-    notifications: list[dict[str, Any]] = field(default_factory=list)
-    deliveries: list[dict[str, Any]] = field(default_factory=list)
-    transitions: list[dict[str, Any]] = field(default_factory=list)
-    jobs: list[NewJob] = field(default_factory=list)
-    digest_entries: list[dict[str, Any]] = field(default_factory=list)
-    changes: list[StateChange] = field(default_factory=list)
-
-    def delivery(
-        self,
-        *,
-        delivery_id: str,
-        notification_id: str,
-        event_id: str,
-        user_id: str,
-        channel: str,
-        state: DeliveryState,
-        reason: str | None,
-        detail: str | None,
-        now: dt.datetime,
-    ) -> None:
-        """A new delivery, planned and moved to its first state in the same instant."""
-        self.deliveries.append(
-            {
-                "id": delivery_id,
-                "notification_id": notification_id,
-                "event_id": event_id,
-                "user_id": user_id,
-                "channel": channel,
-                "state": state.value,
-                "reason": reason,
-                "detail": detail,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-        for step in (DeliveryState.PLANNED, state):
-            self.transitions.append(
-                {
-                    "id": ids.derived_id(delivery_id, step.value),
-                    "delivery_id": delivery_id,
-                    "state": step.value,
-                    "reason": reason if step is state else None,
-                    "detail": detail if step is state else None,
-                    "at": now,
-                }
-            )
-
-
-def event_context(event: Mapping[str, Any]) -> dict[str, Any]:
-    """What every template of an event sees, before the recipient is added."""
-    return {
-        "data": event["data"],
-        "actor": event["actor"],
-        "event": {"id": event["id"], "type": event["type"], "tenant": event["tenant"]},
-    }
-
-
-def until(at: dt.datetime | None) -> str | None:
-    return None if at is None else f"until {at.isoformat()}"
-
-
-@dataclass
-class _Books:
-    """A batch's rule state: the planner's books and what the batch must look up first."""
-
-    books: planner.Books
-    dedup_users: dict[str, str] = field(default_factory=dict)
-    dedup_keys: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -248,7 +168,8 @@ class Pipeline:
                     )
                     continue
                 pending.append((delivery, event, ntype))
-            collapser = await self._collapser(
+            collapser = await open_collapser(
+                self._inbox,
                 conn,
                 [(e, audience.recipient(d["user_id"]), t) for d, e, t in pending],
             )
@@ -295,8 +216,9 @@ class Pipeline:
         all_users = {user for _, _, users in pairs for user in users}
         await rule_state.lock_users(self._db, conn, all_users)
         audience = await self._audience.load(conn, all_users, {e["tenant"] for e, _, _ in pairs})
-        books = await self._books(conn, pairs, audience, now)
-        collapser = await self._collapser(
+        books = await batch_books.load(conn, self._catalog, pairs, audience, now)
+        collapser = await open_collapser(
+            self._inbox,
             conn,
             [
                 (event, audience.recipient(user), ntype)
@@ -314,83 +236,13 @@ class Pipeline:
         await self._record(conn, rows, books, now)
         return await self._inbox.store(conn, collapser.rows)
 
-    async def _books(
-        self,
-        conn: AsyncConnection,
-        pairs: Sequence[tuple[Mapping[str, Any], catalog.NotificationType, Sequence[str]]],
-        audience: Audience,
-        now: dt.datetime,
-    ) -> _Books:
-        """Load the dedup marks and throttle counts this batch can touch."""
-        dedup_users: dict[str, str] = {}
-        dedup_keys: dict[tuple[str, str], str] = {}
-        scopes: set[str] = set()
-        for event, ntype, users in pairs:
-            rules = ntype.rules
-            if rules.dedup is not None:
-                for user in users:
-                    key = self._dedup_key(event, ntype, audience.recipient(user))
-                    dedup_users[key] = user
-                    dedup_keys[(event["id"], user)] = key
-            if rules.throttle is not None:
-                per_category = rules.throttle.per.value == "category"
-                for user in users:
-                    for channel in ntype.channels:
-                        scopes.add(
-                            planner.throttle_scope(
-                                user, channel, ntype.category if per_category else None
-                            )
-                        )
-        marks = await rule_state.live_marks(conn, dedup_users, now) if dedup_users else {}
-        hits = (
-            await rule_state.recent_hits(conn, scopes, now - self._catalog_throttle_horizon())
-            if scopes
-            else {}
-        )
-        return _Books(planner.Books(DedupBook(marks), ThrottleBook(hits)), dedup_users, dedup_keys)
-
-    def _catalog_throttle_horizon(self) -> dt.timedelta:
-        """The longest throttle window in the catalog: older hits matter to no rule."""
-        windows = [t.rules.throttle.window for t in self._catalog if t.rules.throttle is not None]
-        return max(windows, default=dt.timedelta(0))
-
-    def _dedup_key(
-        self,
-        event: Mapping[str, Any],
-        ntype: catalog.NotificationType,
-        recipient: planner.Recipient,
-    ) -> str:
-        assert ntype.rules.dedup is not None
-        context = {**event_context(event), "recipient": recipient.as_context()}
-        rendered = ntype.rule_key(ntype.rules.dedup.key, context)
-        return dedup.dedup_key(event["tenant"], recipient.id, ntype.key, rendered)
-
-    async def _collapser(
-        self,
-        conn: AsyncConnection,
-        targets: Iterable[tuple[Mapping[str, Any], planner.Recipient, catalog.NotificationType]],
-    ) -> Collapser:
-        """A collapser that knows the open groups the batch's collapsing items may join."""
-        keys: dict[tuple[str, str, str], None] = {}
-        group_keys: dict[tuple[str, str], str] = {}
-        for event, recipient, ntype in targets:
-            rule = ntype.rules.collapse
-            if rule is None:
-                continue
-            context = {**event_context(event), "recipient": recipient.as_context()}
-            group = ids.bounded(f"{ntype.key}|{ntype.rule_key(rule.key, context)}", 400)
-            group_keys[(event["id"], recipient.id)] = group
-            keys[(recipient.id, event["tenant"], group)] = None
-        open_groups = await self._inbox.open_groups(conn, list(keys)) if keys else {}
-        return Collapser(open_groups, group_keys)
-
     def _plan_one(
         self,
         event: Mapping[str, Any],
         ntype: catalog.NotificationType,
         recipient: planner.Recipient,
         audience: Audience,
-        books: _Books,
+        books: batch_books.BatchBooks,
         collapser: Collapser,
         rows: Rows,
         now: dt.datetime,
@@ -519,7 +371,7 @@ class Pipeline:
             )
 
     async def _record(
-        self, conn: AsyncConnection, rows: Rows, books: _Books, now: dt.datetime
+        self, conn: AsyncConnection, rows: Rows, books: batch_books.BatchBooks, now: dt.datetime
     ) -> None:
         await self._queue.enqueue(conn, rows.jobs)
         await repository.record(
@@ -542,5 +394,5 @@ class Pipeline:
             self._db,
             conn,
             books.books.throttle.admitted(),
-            forget_before=now - self._catalog_throttle_horizon(),
+            forget_before=now - batch_books.throttle_horizon(self._catalog),
         )

@@ -1,0 +1,82 @@
+"""The rows one planning batch writes, gathered before one round of inserts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidings.delivery.repository import StateChange
+from tidings.delivery.states import DeliveryState
+from tidings.kit import ids
+from tidings.kit.queue import NewJob
+
+
+class PlanningError(Exception):
+    """A job that cannot be planned as it is (its event is gone, its type unknown)."""
+
+
+@dataclass
+class Rows:
+    """What one batch writes, gathered before one round of inserts."""
+
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[NewJob] = field(default_factory=list)
+    digest_entries: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[StateChange] = field(default_factory=list)
+
+    def delivery(
+        self,
+        *,
+        delivery_id: str,
+        notification_id: str,
+        event_id: str,
+        user_id: str,
+        channel: str,
+        state: DeliveryState,
+        reason: str | None,
+        detail: str | None,
+        now: dt.datetime,
+    ) -> None:
+        """A new delivery, planned and moved to its first state in the same instant."""
+        self.deliveries.append(
+            {
+                "id": delivery_id,
+                "notification_id": notification_id,
+                "event_id": event_id,
+                "user_id": user_id,
+                "channel": channel,
+                "state": state.value,
+                "reason": reason,
+                "detail": detail,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        for step in (DeliveryState.PLANNED, state):
+            self.transitions.append(
+                {
+                    "id": ids.derived_id(delivery_id, step.value),
+                    "delivery_id": delivery_id,
+                    "state": step.value,
+                    "reason": reason if step is state else None,
+                    "detail": detail if step is state else None,
+                    "at": now,
+                }
+            )
+
+
+def event_context(event: Mapping[str, Any]) -> dict[str, Any]:
+    """What every template of an event sees, before the recipient is added."""
+    return {
+        "data": event["data"],
+        "actor": event["actor"],
+        "event": {"id": event["id"], "type": event["type"], "tenant": event["tenant"]},
+    }
+
+
+def until(at: dt.datetime | None) -> str | None:
+    return None if at is None else f"until {at.isoformat()}"
