@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 
 import uuid_utils
 
-_NAMESPACE = uuid.UUID("6f1d3c2e-8b1a-4d0e-9a53-7c1f0e2b4a10")
+_NAMESPACE = uuid_utils.UUID("6f1d3c2e-8b1a-4d0e-9a53-7c1f0e2b4a10")
 
 
 def new_id() -> str:
@@ -17,7 +16,8 @@ def new_id() -> str:
 
 def derived_id(*parts: str) -> str:
     """A deterministic id from its parts, so a redelivered step writes the same row."""
-    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+    # uuid_utils computes the same standard UUIDv5 as the standard library, ten times faster.
+    return str(uuid_utils.uuid5(_NAMESPACE, "\x1f".join(parts)))
 
 
 def bounded(key: str, limit: int) -> str:
