@@ -59,6 +59,21 @@ TYPES: dict[str, str] = {
         """
     ),
     "ping.delay": "rules:\n  delay: 5m\n",
+    "ping.brief": textwrap.dedent(
+        """\
+        rules:
+          max_age: 30m
+          digest: {window: 1h, title: "{{ digest.count }} brief pings"}
+        """
+    ),
+    "ping.later": textwrap.dedent(
+        """\
+        rules:
+          delay: 5m
+          email_if_unseen: 15m
+          collapse: {key: "{{ data.board }}", title: "{{ group.count }} pings on {{ data.board }}"}
+        """
+    ),
     "ping.unseen": "rules:\n  email_if_unseen: 15m\n",
     "ping.stale": "rules:\n  max_age: 10m\n",
     "ping.collapse": textwrap.dedent(

@@ -340,3 +340,40 @@ async def test_a_plan_job_run_again_after_its_commit_decides_nothing_new(noise: 
     await noise.drain()
     assert {e: await noise.deliveries(e) for e in [first, *throttled]} == before
     assert len(await noise.inbox("u-1")) == 3
+
+
+async def test_a_digest_drops_what_went_stale_while_it_gathered(noise: Rig) -> None:
+    early = await noise.publish("ping.brief", ["u-1"], key="b1", ref="r1")
+    await noise.advance(minutes=40)
+    late = await noise.publish("ping.brief", ["u-1"], key="b2", ref="r2")
+    await noise.drain()
+    await noise.advance(minutes=20)  # the window ends: the first is 60 minutes old
+
+    assert state((await noise.deliveries(early))[("u-1", "in_app")]) == ("suppressed", "stale")
+    assert (await noise.deliveries(late))[("u-1", "in_app")]["state"] == "digested"
+    assert [i["title"] for i in await noise.inbox("u-1")] == ["1 brief pings"]
+
+
+async def test_an_email_waiting_on_a_held_item_checks_the_item_it_merged_into(
+    noise: Rig,
+) -> None:
+    first = await noise.publish("ping.later", ["u-1"], key="l1", board="roadmap")
+    await noise.drain()
+    await noise.advance(minutes=5)
+    second = await noise.publish("ping.later", ["u-1"], key="l2", board="roadmap")
+    await noise.drain()
+    await noise.advance(minutes=5)
+    (item,) = await noise.inbox("u-1")
+    assert item["title"] == "2 pings on roadmap"
+    held = (await noise.deliveries(second))[("u-1", "in_app")]
+    assert held["detail"] == f"collapsed into {item['id']}"
+    response = await noise.client.patch(
+        f"/v1/me/inbox/{item['id']}", json={"seen": True}, headers=noise.user_headers("u-1")
+    )
+    assert response.status_code == 200, response.text
+
+    await noise.advance(minutes=15)
+    for event_id in (first, second):
+        email = (await noise.deliveries(event_id))[("u-1", "email")]
+        assert state(email) == ("suppressed", "seen_in_app")
+    assert await noise.mail_to("u-1") == []

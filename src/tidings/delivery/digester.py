@@ -6,6 +6,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from tidings import catalog
 from tidings.delivery import digests, repository, rule_state
 from tidings.delivery.audience import Audience, AudienceLoader
@@ -19,7 +21,7 @@ from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.queue import Job, NewJob, Queue
 from tidings.planning import planner
-from tidings.planning.rules import quiet_hours
+from tidings.planning.rules import quiet_hours, staleness
 
 
 class Digester:
@@ -55,9 +57,12 @@ class Digester:
             rows = Rows()
             items: list[dict[str, Any]] = []
             for entries in pending.values():
-                digest = self._digest(entries, now)
-                await digests.close(conn, digest, [e["id"] for e in entries])
-                self._deliver(digest, entries, audience, rows, items, now)
+                fresh = await self._drop_stale(conn, entries, rows, now)
+                if not fresh:
+                    continue
+                digest = self._digest(fresh, now)
+                await digests.close(conn, digest, [e["id"] for e in fresh])
+                self._deliver(digest, fresh, audience, rows, items, now)
             await self._queue.enqueue(conn, rows.jobs)
             await repository.record(
                 self._db,
@@ -71,6 +76,38 @@ class Digester:
             await self._queue.complete(conn, jobs)
         self._queue.wake()
         await self._inbox.announce(stored)
+
+    async def _drop_stale(
+        self,
+        conn: AsyncConnection,
+        entries: Sequence[Mapping[str, Any]],
+        rows: Rows,
+        now: dt.datetime,
+    ) -> list[Mapping[str, Any]]:
+        """The entries still young enough for their type's ``max_age``; the others are
+        taken out of every digest and their deliveries suppressed as stale."""
+        ntype = self._catalog.get(entries[0]["type"])
+        max_age = None if ntype is None else ntype.rules.max_age
+        stale = [
+            e
+            for e in entries
+            if staleness.is_stale(
+                dt.datetime.fromisoformat(e["content"]["created_at"]), now, max_age
+            )
+        ]
+        if not stale:
+            return list(entries)
+        await digests.discard(conn, [e["id"] for e in stale])
+        for e in stale:
+            for channel in e["channels"]:
+                rows.changes.append(
+                    StateChange(
+                        ids.derived_id(e["event_id"], e["user_id"], channel),
+                        DeliveryState.SUPPRESSED,
+                        planner.SuppressionReason.STALE.value,
+                    )
+                )
+        return [e for e in entries if e not in stale]
 
     def _digest(self, entries: Sequence[Mapping[str, Any]], now: dt.datetime) -> dict[str, Any]:
         first = entries[0]

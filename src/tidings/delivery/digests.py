@@ -29,6 +29,7 @@ from tidings.planning import planner
 
 DIGEST_JOB = "digest"
 KEY_LENGTH = 400  # digest_entries.digest_key
+DISCARDED = "discarded"  # the digest_id of entries that went stale before their digest
 
 
 def rule_of(ntype: catalog.NotificationType) -> DigestRule:
@@ -47,7 +48,7 @@ def entry(
     context = {**event_context(event), "recipient": recipient.as_context()}
     grouping = ""
     rule = ntype.rules.digest
-    if plan.kind == "rule" and rule is not None and rule.key is not None:
+    if rule is not None and rule.key is not None:
         grouping = ntype.rule_key(rule.key, context)
     key = ids.bounded(f"{event['tenant']}|{ntype.key}|{plan.kind}|{grouping}", KEY_LENGTH)
     if planner.IN_APP in ntype.channels:
@@ -57,7 +58,7 @@ def entry(
         title = ntype.render_email(context, recipient.locale).subject
         body, action_url = "", None
     row = {
-        "id": ids.derived_id(event["id"], recipient.id, DIGEST_JOB),
+        "id": ids.derived_id(event["id"], recipient.id, DIGEST_JOB, plan.kind),
         "user_id": recipient.id,
         "tenant": event["tenant"],
         "type": ntype.key,
@@ -98,17 +99,25 @@ async def due_entries(
     conn: AsyncConnection, wanted: Sequence[tuple[str, str]], now: dt.datetime
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """(user, key) → its entries that are due and in no digest yet, oldest first."""
+    pairs = set(wanted)
+    users = sorted({user for user, _ in pairs})
+    keys = sorted({key for _, key in pairs})
     found: dict[tuple[str, str], list[dict[str, Any]]] = {}
     c = digest_entries.c
-    for user, key in dict.fromkeys(wanted):
+    for start in range(0, len(users), 500):
         rows = await conn.execute(
             sa.select(digest_entries)
-            .where(c.user_id == user, c.digest_key == key, c.digest_id.is_(None), c.due_at <= now)
+            .where(
+                c.user_id.in_(users[start : start + 500]),
+                c.digest_key.in_(keys),
+                c.digest_id.is_(None),
+                c.due_at <= now,
+            )
             .order_by(c.created_at, c.id)
         )
-        entries = [dict(r._mapping) for r in rows]
-        if entries:
-            found[(user, key)] = entries
+        for row in rows:
+            if (row.user_id, row.digest_key) in pairs:
+                found.setdefault((row.user_id, row.digest_key), []).append(dict(row._mapping))
     return found
 
 
@@ -119,6 +128,15 @@ async def close(conn: AsyncConnection, digest: Mapping[str, Any], entry_ids: Seq
         digest_entries.update()
         .where(digest_entries.c.id.in_(list(entry_ids)))
         .values(digest_id=digest["id"])
+    )
+
+
+async def discard(conn: AsyncConnection, entry_ids: Sequence[str]) -> None:
+    """Take entries out of every digest for good (they went stale waiting)."""
+    await conn.execute(
+        digest_entries.update()
+        .where(digest_entries.c.id.in_(list(entry_ids)))
+        .values(digest_id=DISCARDED)
     )
 
 

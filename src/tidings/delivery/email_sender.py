@@ -16,8 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from tidings import catalog
 from tidings.delivery import digests, repository
+from tidings.delivery.plan_rows import COLLAPSED_INTO
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
 from tidings.delivery.worker import RetryPolicy
@@ -99,8 +102,11 @@ class EmailSender:
             profiles = await self._users.profiles(conn, {d["user_id"] for d in deliveries.values()})
             addresses = [p["email"] for p in profiles.values() if p.get("email")]
             suppressed = await self._suppressions.among(conn, addresses) if addresses else {}
-            watched = [j.payload["unless_seen"] for j in jobs if j.payload.get("unless_seen")]
-            seen = await self._inbox.seen(conn, watched) if watched else set()
+            watched = await _shown_in(
+                conn, [j.payload["unless_seen"] for j in jobs if j.payload.get("unless_seen")]
+            )
+            seen_items = await self._inbox.seen(conn, set(watched.values())) if watched else set()
+            seen = {watch for watch, item in watched.items() if item in seen_items}
             digest_rows = await digests.get(
                 conn, [j.payload["digest"] for j in jobs if j.payload.get("digest")]
             )
@@ -271,3 +277,18 @@ class EmailSender:
         except Exception as exc:  # a provider bug must not lose the batch's other outcomes
             log.exception("provider failed unexpectedly on %s", email.message_id)
             return TransientSendError(f"{type(exc).__name__}: {exc}", provider="unknown")
+
+
+async def _shown_in(conn: AsyncConnection, watched: Sequence[str]) -> dict[str, str]:
+    """For each in-app item an email waits on, the item that shows it now.
+
+    An email-if-unseen watches the in-app item its planning knew of. When the in-app
+    delivery was held (a delay) and then collapsed into another item, the watched id is
+    that delivery's, and the item to check is the one it merged into.
+    """
+    shown = {watch: watch for watch in watched}
+    for delivery in await repository.get_many(conn, list(watched)) if watched else []:
+        detail = delivery.get("detail") or ""
+        if detail.startswith(COLLAPSED_INTO):
+            shown[delivery["id"]] = detail.removeprefix(COLLAPSED_INTO)
+    return shown

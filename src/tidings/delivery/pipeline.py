@@ -22,7 +22,7 @@ from tidings import catalog
 from tidings.delivery import batch_books, digests, repository, rule_state
 from tidings.delivery.audience import Audience, AudienceLoader
 from tidings.delivery.collapse import Collapser, open_collapser
-from tidings.delivery.plan_rows import PlanningError, Rows, until
+from tidings.delivery.plan_rows import COLLAPSED_INTO, PlanningError, Rows, until
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
 from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
@@ -77,10 +77,10 @@ class Pipeline:
             if missing:
                 raise PlanningError(f"events not found: {', '.join(missing[:5])}")
             work = [(found[e], list(found[e]["recipients"] or ())) for e in event_ids]
-            items = await self._plan_batch(conn, work)
+            items, lanes = await self._plan_batch(conn, work)
             await self._events.mark_planned(conn, event_ids)
             await self._queue.complete(conn, jobs)
-        self._queue.wake()
+        self._queue.wake(lanes)
         await self._inbox.announce(items)
 
     async def fanout(self, jobs: Sequence[Job]) -> None:
@@ -97,7 +97,7 @@ class Pipeline:
                 raise PlanningError(f"event not found: {event_id}")
             event = found[0]
             page = await self._users.subscriber_page(conn, event["topic"], after, self._page_size)
-            items = await self._plan_batch(conn, [(event, page)])
+            items, lanes = await self._plan_batch(conn, [(event, page)])
             if len(page) == self._page_size:
                 await self._queue.enqueue(
                     conn,
@@ -110,10 +110,11 @@ class Pipeline:
                         )
                     ],
                 )
+                lanes.add(job.lane)
             else:
                 await self._events.mark_planned(conn, [event_id])
             await self._queue.complete(conn, [job])
-        self._queue.wake()
+        self._queue.wake(lanes)
         await self._inbox.announce(items)
 
     def split(self, job: Job) -> list[NewJob]:
@@ -139,16 +140,20 @@ class Pipeline:
     async def deliver_in_app(self, jobs: Sequence[Job]) -> None:
         """Write held in-app items whose time has come (a type's delay)."""
         now = self._clock.now()
+        delivery_ids = [j.payload["delivery"] for j in jobs]
         async with self._db.transaction() as conn:
+            owners = {d["user_id"] for d in await repository.get_many(conn, delivery_ids)}
+            await rule_state.lock_users(self._db, conn, owners)
+            # Read again under the locks: a concurrent run of the same job may just have
+            # delivered them.
             held = [
                 d
-                for d in await repository.get_many(conn, [j.payload["delivery"] for j in jobs])
+                for d in await repository.get_many(conn, delivery_ids)
                 if d["state"] == DeliveryState.SCHEDULED
             ]
             found = {
                 e["id"]: e for e in await self._events.load(conn, [d["event_id"] for d in held])
             }
-            await rule_state.lock_users(self._db, conn, {d["user_id"] for d in held})
             audience = await self._audience.load(
                 conn, {d["user_id"] for d in held}, {e["tenant"] for e in found.values()}
             )
@@ -182,7 +187,7 @@ class Pipeline:
                     StateChange(
                         delivery["id"],
                         DeliveryState.DELIVERED,
-                        detail=None if item_id == delivery["id"] else f"collapsed into {item_id}",
+                        detail=None if item_id == delivery["id"] else f"{COLLAPSED_INTO}{item_id}",
                     )
                 )
             await repository.advance(self._db, conn, rows.changes, now)
@@ -198,13 +203,16 @@ class Pipeline:
 
     async def _plan_batch(
         self, conn: AsyncConnection, work: Sequence[tuple[Mapping[str, Any], Sequence[str]]]
-    ) -> list[Mapping[str, Any]]:
+    ) -> tuple[list[Mapping[str, Any]], set[int]]:
         """Plan every (event, recipients) pair and record the outcome; returns the inbox
-        items to announce once the transaction commits."""
+        items to announce once the transaction commits, and the lanes that got work due
+        now (timers need no wake-up: they are not due yet)."""
         now = self._clock.now()
         pairs = [(event, self._type(event), list(dict.fromkeys(users))) for event, users in work]
+        await rule_state.lock_users(self._db, conn, {u for _, _, users in pairs for u in users})
         # A job that runs again after its first run committed (its lease ran out while it
         # worked) must not decide again: stateful rules would now decide differently.
+        # Checked under the recipients' locks, so a run that waited for another sees it.
         done = await repository.existing_notifications(
             conn, [ids.derived_id(e["id"], user) for e, _, users in pairs for user in users]
         )
@@ -214,7 +222,6 @@ class Pipeline:
                 for e, t, users in pairs
             ]
         all_users = {user for _, _, users in pairs for user in users}
-        await rule_state.lock_users(self._db, conn, all_users)
         audience = await self._audience.load(conn, all_users, {e["tenant"] for e, _, _ in pairs})
         books = await batch_books.load(conn, self._catalog, pairs, audience, now)
         collapser = await open_collapser(
@@ -234,7 +241,8 @@ class Pipeline:
                     event, ntype, audience.recipient(user), audience, books, collapser, rows, now
                 )
         await self._record(conn, rows, books, now)
-        return await self._inbox.store(conn, collapser.rows)
+        due = {job.lane for job in rows.jobs if job.run_at is None or job.run_at <= now}
+        return await self._inbox.store(conn, collapser.rows), due
 
     def _plan_one(
         self,
@@ -258,10 +266,9 @@ class Pipeline:
             category=ntype.category,
             critical=critical,
             quiet_hours=prefs.quiet_hours.value,
-            # A password reset never waits for tomorrow's digest, whatever was chosen.
-            digest_cadence=Cadence()
-            if critical or category.mandatory
-            else prefs.digest(category).value,
+            # A critical notification never waits for tomorrow's digest, whatever was chosen
+            # (mandatory categories are always instant already).
+            digest_cadence=Cadence() if critical else prefs.digest(category).value,
             dedup_key=books.dedup_keys.get((event_id, recipient.id)),
         )
         plan = planner.plan_notification(
@@ -300,8 +307,8 @@ class Pipeline:
             self._record_channel(
                 event, ntype, recipient, notification_id, channel_plan, in_app_item, rows, now
             )
-        if plan.digest is not None:
-            entry, timer = digests.entry(event, ntype, recipient, plan.digest, now)
+        for digest in plan.digests:
+            entry, timer = digests.entry(event, ntype, recipient, digest, now)
             rows.digest_entries.append(entry)
             rows.jobs.append(timer)
 
@@ -319,7 +326,7 @@ class Pipeline:
         delivery_id = ids.derived_id(event["id"], recipient.id, plan.channel)
         state, detail = {
             Action.SUPPRESS: (DeliveryState.SUPPRESSED, None),
-            Action.DIGEST: (DeliveryState.SCHEDULED, "waiting for a digest"),
+            Action.DIGEST: (DeliveryState.SCHEDULED, until(plan.not_before)),
             Action.HOLD: (DeliveryState.SCHEDULED, until(plan.not_before)),
             Action.DELIVER: (
                 DeliveryState.DELIVERED
@@ -333,7 +340,7 @@ class Pipeline:
             and plan.action is Action.DELIVER
             and in_app_item != delivery_id
         ):
-            detail = f"collapsed into {in_app_item}"
+            detail = f"{COLLAPSED_INTO}{in_app_item}"
         rows.delivery(
             delivery_id=delivery_id,
             notification_id=notification_id,
@@ -389,6 +396,7 @@ class Pipeline:
                 (key, books.dedup_users[key], first, expires)
                 for key, first, expires in books.books.dedup.marked()
             ],
+            now=now,
         )
         await rule_state.save_hits(
             self._db,

@@ -78,5 +78,8 @@ def event_context(event: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+COLLAPSED_INTO = "collapsed into "
+
+
 def until(at: dt.datetime | None) -> str | None:
     return None if at is None else f"until {at.isoformat()}"

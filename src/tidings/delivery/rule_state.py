@@ -56,10 +56,13 @@ async def save_marks(
     db: Database,
     conn: AsyncConnection,
     marks: Sequence[tuple[str, str, dt.datetime, dt.datetime]],
+    *,
+    now: dt.datetime,
 ) -> None:
-    """Write (key, user, first_seen, expires_at) marks, replacing expired ones."""
+    """Write (key, user, first_seen, expires_at) marks, and forget the expired ones."""
     if not marks:
         return
+    await conn.execute(dedup_marks.delete().where(dedup_marks.c.expires_at <= now))
     stmt = db.upsert(dedup_marks)
     await conn.execute(
         stmt.on_conflict_do_update(
@@ -109,8 +112,9 @@ async def save_hits(
                 throttle_hits.c.at < forget_before,
             )
         )
-    # A batch that rolls back writes nothing, and one that commits never runs again, so
-    # fresh ids cannot count a hit twice.
+    # A batch that rolls back writes nothing, and a job that runs again after its commit
+    # decides nothing again (the planner checks, under the recipients' locks), so fresh
+    # ids cannot count a hit twice.
     await conn.execute(
         db.insert_ignore(throttle_hits),
         [{"scope": scope, "delivery_id": ids.new_id(), "at": at} for scope, at in hits],

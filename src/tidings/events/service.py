@@ -149,7 +149,14 @@ class EventsService:
                 # aborted one of them. Nothing was written; write it again.
                 if _sqlstate(exc) not in _RETRYABLE or attempt == _WRITE_ATTEMPTS:
                     raise
-        self._queue.wake()
+        # Wake only the loops of lanes that got work: the others would claim nothing.
+        lanes = {
+            item.lane
+            for item, outcome in zip(prepared, outcomes, strict=True)
+            if outcome.event_id == item.event_id and not outcome.replayed
+        }
+        if lanes:
+            self._queue.wake(lanes)
         return outcomes
 
     async def _write(

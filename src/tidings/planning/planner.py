@@ -159,7 +159,7 @@ class Books:
 @dataclass(frozen=True)
 class Plan:
     channels: tuple[ChannelPlan, ...]
-    digest: DigestPlan | None = None
+    digests: tuple[DigestPlan, ...] = ()
 
 
 def throttle_scope(user_id: str, channel: str, category: str | None) -> str:
@@ -233,11 +233,11 @@ def plan_notification(
             plans[channel] = ChannelPlan(channel, Action.SUPPRESS, SuppressionReason.DEDUPLICATED)
         return Plan(tuple(plans.values()))
     folded = _throttle(recipient, situation, books, plans, live)
-    digest = _digest(recipient, situation, plans, folded)
+    digests = _digest(recipient, situation, plans, folded)
     for channel, plan in plans.items():
         if plan.action is Action.DELIVER:
             plans[channel] = _timing(channel, recipient, situation, plans)
-    return Plan(tuple(plans.values()), digest)
+    return Plan(tuple(plans.values()), digests)
 
 
 def _throttle(
@@ -268,36 +268,37 @@ def _throttle(
 
 def _digest(
     recipient: Recipient, situation: Situation, plans: dict[str, ChannelPlan], folded: list[str]
-) -> DigestPlan | None:
-    """Which channels wait for a digest, and when that digest is due.
+) -> tuple[DigestPlan, ...]:
+    """Which channels wait for a digest, which digest, and when it is due.
 
-    A type with a digest rule digests every live channel; a recipient who asked for a
-    slower cadence for the category gets email in a digest; throttled channels the type
-    folds go there too. The recipient's cadence, when not instant, sets the due time.
+    A type with a digest rule digests every live channel over its window; a recipient
+    who chose an hourly or daily cadence for the category gets email in a digest at that
+    cadence (the inbox stays on the type's own terms); throttled channels the type folds
+    go to the next digest of their channel. Each distinct (kind, due time) is a digest.
     """
     rule = situation.rules.digest
     cadence = situation.digest_cadence
+    slower = cadence.kind is not CadenceKind.INSTANT
+    now = situation.now
     live = [c for c, p in plans.items() if p.action is Action.DELIVER]
-    if rule is not None:
-        chosen = live
-        kind = "rule"
-    elif cadence.kind is not CadenceKind.INSTANT and EMAIL in live:
-        chosen = [EMAIL]
-        kind = "cadence"
-    else:
-        chosen = []
-        kind = "throttled"
-    for channel in chosen:
-        plans[channel] = ChannelPlan(channel, Action.DIGEST, HoldReason.DIGEST)
-    channels = tuple(sorted({*chosen, *folded}))
-    if not channels:
-        return None
-    window = rule.window if rule is not None else None
-    if cadence.kind is CadenceKind.INSTANT and window is None:
-        window = FOLD_WINDOW
-    due = digest_schedule.due_at(situation.now, cadence, recipient.timezone, window)
-    assert due is not None
-    return DigestPlan(kind=kind, due_at=due, channels=channels, cadence=cadence)
+    chosen = live if rule is not None else [EMAIL] if slower and EMAIL in live else []
+    by_digest: dict[tuple[str, dt.datetime], list[str]] = {}
+    for channel in sorted({*chosen, *folded}):
+        if channel == EMAIL and slower:
+            kind = "cadence"
+            due = digest_schedule.due_at(now, cadence, recipient.timezone)
+        else:
+            kind = "rule" if channel in chosen else "throttled"
+            window = rule.window if rule is not None else FOLD_WINDOW
+            due = digest_schedule.window_end(now, window)
+        assert due is not None
+        by_digest.setdefault((kind, due), []).append(channel)
+        reason = HoldReason.DIGEST if channel in chosen else HoldReason.THROTTLED
+        plans[channel] = ChannelPlan(channel, Action.DIGEST, reason, not_before=due)
+    return tuple(
+        DigestPlan(kind=kind, due_at=due, channels=tuple(channels), cadence=cadence)
+        for (kind, due), channels in by_digest.items()
+    )
 
 
 FOLD_WINDOW = dt.timedelta(hours=1)

@@ -122,9 +122,9 @@ def test_a_digest_rule_takes_every_live_channel() -> None:
         situation(Rules(digest=rule)),
         Books(),
     )
-    assert result.digest is not None
-    assert result.digest.channels == ("in_app",)
-    assert result.digest.due_at == dt.datetime(2026, 7, 1, 22, 0, tzinfo=dt.UTC)
+    (digest,) = result.digests
+    assert digest.channels == ("in_app",)
+    assert digest.due_at == dt.datetime(2026, 7, 1, 22, 0, tzinfo=dt.UTC)
 
 
 def test_a_slower_cadence_digests_email_only() -> None:
@@ -134,5 +134,21 @@ def test_a_slower_cadence_digests_email_only() -> None:
     )
     by_channel = {p.channel: p.action for p in result.channels}
     assert by_channel == {"email": Action.DIGEST, "in_app": Action.DELIVER}
-    assert result.digest is not None
-    assert result.digest.due_at == dt.datetime(2026, 7, 2, 6, 0, tzinfo=dt.UTC)  # 08:00 Paris
+    (digest,) = result.digests
+    assert digest.channels == ("email",)
+    assert digest.due_at == dt.datetime(2026, 7, 2, 6, 0, tzinfo=dt.UTC)  # 08:00 Paris
+
+
+def test_with_a_digest_rule_and_a_daily_cadence_only_email_waits_for_the_day() -> None:
+    rule = DigestRule(None, dt.timedelta(hours=1), 5, compile_template("x"), None, None)
+    daily = Cadence(CadenceKind.DAILY, 8)
+    result = planner.plan_notification(
+        BOTH, BOTH, BOB, Facts(), situation(Rules(digest=rule), digest_cadence=daily), Books()
+    )
+    due = {d.channels: (d.kind, d.due_at) for d in result.digests}
+    assert due == {
+        ("in_app",): ("rule", dt.datetime(2026, 7, 1, 22, 0, tzinfo=dt.UTC)),
+        ("email",): ("cadence", dt.datetime(2026, 7, 2, 6, 0, tzinfo=dt.UTC)),
+    }
+    plans = {p.channel: p for p in result.channels}
+    assert plans["email"].not_before == dt.datetime(2026, 7, 2, 6, 0, tzinfo=dt.UTC)

@@ -147,7 +147,13 @@ class Preferences:
         return Setting(True, "default")
 
     def digest(self, category: catalog.Category) -> Setting[Cadence]:
-        """How often ``category`` reaches the user: at once, hourly or daily."""
+        """How often ``category`` reaches the user: at once, hourly or daily.
+
+        A mandatory category always arrives at once: a security alert never waits for
+        tomorrow's digest, whatever was chosen.
+        """
+        if category.mandatory:
+            return Setting(Cadence(CadenceKind.INSTANT), "mandatory")
         for choices, source in self._layers:
             chosen = choices.digest(category.name)
             if chosen is not None:
