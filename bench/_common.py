@@ -304,6 +304,12 @@ class Deployment:
             TIDINGS_LOG_LEVEL=log_level,
             TIDINGS_WORKER_ENABLED="true" if worker else "false",
         )
+        # BENCH_TIDINGS_X=… sets TIDINGS_X for the measured server (a setting under test).
+        self.env.update(
+            (k.removeprefix("BENCH_"), v)
+            for k, v in os.environ.items()
+            if k.startswith("BENCH_TIDINGS_")
+        )
         if self.pg_name:
             self.env["TIDINGS_DATABASE_URL"] = (
                 f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.pg_name}"
