@@ -377,3 +377,24 @@ async def test_an_email_waiting_on_a_held_item_checks_the_item_it_merged_into(
         email = (await noise.deliveries(event_id))[("u-1", "email")]
         assert state(email) == ("suppressed", "seen_in_app")
     assert await noise.mail_to("u-1") == []
+
+
+async def test_a_digest_survives_a_restart(
+    make_settings: Callable[..., Settings], database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        database_url=database_url,
+        catalog=write_catalog(tmp_path / "catalog"),
+        worker_enabled=False,
+    )
+    clock = FrozenClock(START)
+    async with rig(settings, clock) as before:
+        for i in range(3):
+            await before.publish("ping.digest", ["u-1"], key=f"r{i}", ref=f"r{i}", board="b")
+        await before.drain()
+    # A new process on the same database, after the window ended.
+    clock.advance(3600)
+    async with rig(settings, clock) as after:
+        await after.drain()
+        assert [i["title"] for i in await after.inbox("u-1")] == ["3 pings on b"]
+        assert await after.mail_to("u-1") == ["3 pings on b"]
