@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
-from tidings.delivery import digests, repository, rule_state
+from tidings.delivery import digests, rule_state
 from tidings.delivery.audience import Audience, AudienceLoader
 from tidings.delivery.pipeline import AVAILABLE_CHANNELS, EMAIL_JOB
 from tidings.delivery.plan_rows import PlanningError, Rows, until
@@ -63,15 +63,7 @@ class Digester:
                 digest = self._digest(fresh, now)
                 await digests.close(conn, digest, [e["id"] for e in fresh])
                 self._deliver(digest, fresh, audience, rows, items, now)
-            await self._queue.enqueue(conn, rows.jobs)
-            await repository.record(
-                self._db,
-                conn,
-                notification_rows=rows.notifications,
-                delivery_rows=rows.deliveries,
-                transition_rows=rows.transitions,
-            )
-            await repository.advance(self._db, conn, rows.changes, now)
+            await rows.save(self._db, conn, self._queue, now)
             stored = await self._inbox.store(conn, items)
             await self._queue.complete(conn, jobs)
         self._queue.wake()

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
 from tidings.delivery import digests, repository
-from tidings.delivery.plan_rows import COLLAPSED_INTO
+from tidings.delivery.plan_rows import COLLAPSED_INTO, event_context
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
 from tidings.delivery.worker import RetryPolicy
@@ -256,12 +256,7 @@ class EmailSender:
             delivery_id=delivery["id"],
             ntype=ntype,
             category=self._catalog.category(ntype.category),
-            context={
-                "data": event["data"],
-                "actor": event["actor"],
-                "recipient": recipient.as_context(),
-                "event": {"id": event["id"], "type": event["type"], "tenant": event["tenant"]},
-            },
+            context={**event_context(event), "recipient": recipient.as_context()},
             to_address=recipient.email,
             to_name=recipient.name,
             user_id=recipient.id,

@@ -190,7 +190,7 @@ class Pipeline:
                         detail=None if item_id == delivery["id"] else f"{COLLAPSED_INTO}{item_id}",
                     )
                 )
-            await repository.advance(self._db, conn, rows.changes, now)
+            await rows.save(self._db, conn, self._queue, now)
             items = await self._inbox.store(conn, collapser.rows)
             await self._queue.complete(conn, jobs)
         await self._inbox.announce(items)
@@ -380,14 +380,7 @@ class Pipeline:
     async def _record(
         self, conn: AsyncConnection, rows: Rows, books: batch_books.BatchBooks, now: dt.datetime
     ) -> None:
-        await self._queue.enqueue(conn, rows.jobs)
-        await repository.record(
-            self._db,
-            conn,
-            notification_rows=rows.notifications,
-            delivery_rows=rows.deliveries,
-            transition_rows=rows.transitions,
-        )
+        await rows.save(self._db, conn, self._queue, now)
         await digests.add_entries(self._db, conn, rows.digest_entries)
         await rule_state.save_marks(
             self._db,

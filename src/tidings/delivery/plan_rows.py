@@ -7,10 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.delivery import repository
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
 from tidings.kit import ids
-from tidings.kit.queue import NewJob
+from tidings.kit.db import Database
+from tidings.kit.queue import NewJob, Queue
 
 
 class PlanningError(Exception):
@@ -27,6 +31,21 @@ class Rows:
     jobs: list[NewJob] = field(default_factory=list)
     digest_entries: list[dict[str, Any]] = field(default_factory=list)
     changes: list[StateChange] = field(default_factory=list)
+
+    async def save(
+        self, db: Database, conn: AsyncConnection, queue: Queue, now: dt.datetime
+    ) -> None:
+        """Write the jobs, notifications, deliveries and transitions, and apply the state
+        changes, in the caller's transaction."""
+        await queue.enqueue(conn, self.jobs)
+        await repository.record(
+            db,
+            conn,
+            notification_rows=self.notifications,
+            delivery_rows=self.deliveries,
+            transition_rows=self.transitions,
+        )
+        await repository.advance(db, conn, self.changes, now)
 
     def delivery(
         self,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import zoneinfo
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -18,6 +17,7 @@ from pydantic import (
     field_validator,
 )
 
+from tidings.kit.timezones import Timezone
 from tidings.planning.rules.preferences import Source
 
 
@@ -68,7 +68,7 @@ class QuietHoursIn(_In):
 
     start: LocalTime
     end: LocalTime
-    timezone: str | None = Field(
+    timezone: Timezone | None = Field(
         default=None, description="IANA name; left out: the recipient's profile timezone"
     )
 
@@ -77,17 +77,6 @@ class QuietHoursIn(_In):
     def _not_empty(cls, value: str, info: ValidationInfo) -> str:
         if value == info.data.get("start"):
             raise ValueError("end must differ from start: the window would be empty")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA timezone, e.g. 'Europe/Paris'") from None
         return value
 
 

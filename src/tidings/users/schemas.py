@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import zoneinfo
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from tidings.kit.timezones import Timezone
 
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 TopicKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9:._\-]{0,254}$")]
@@ -27,18 +28,7 @@ class ProfileFields(BaseModel):
     email: Email | None = None
     name: Annotated[str, StringConstraints(max_length=200)] | None = None
     locale: Locale | None = None
-    timezone: str | None = None
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA timezone, e.g. 'Europe/Paris'") from None
-        return value
+    timezone: Timezone | None = None
 
 
 class ProfileIn(ProfileFields):
