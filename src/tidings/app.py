@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from tidings import __version__, catalog
 from tidings.auth.service import AuthService
@@ -36,7 +40,9 @@ from tidings.inbox.service import InboxService
 from tidings.kit import http
 from tidings.kit.clock import Clock, SystemClock
 from tidings.kit.db import Database
+from tidings.kit.jetstream import JetStreamQueue, Topology
 from tidings.kit.live import LocalHub
+from tidings.kit.partitions import PartitionLeases
 from tidings.kit.queue import SqlQueue
 from tidings.kit.settings import Settings
 from tidings.preferences import endpoints as preferences_endpoints
@@ -45,6 +51,15 @@ from tidings.users import endpoints as users_endpoints
 from tidings.users.service import UsersService
 
 log = logging.getLogger(__name__)
+
+JOB_STAGES = {
+    PLAN_JOB: "plan",
+    FANOUT_JOB: "plan",
+    EMAIL_JOB: "deliver",
+    IN_APP_JOB: "deliver",
+    DIGEST_JOB: "deliver",
+}
+"""Which stage (JetStream stream, ``tidings worker --stage``) runs each kind of job."""
 
 
 @dataclass
@@ -55,7 +70,7 @@ class Runtime:
     clock: Clock
     db: Database
     catalog: catalog.Catalog
-    queue: SqlQueue
+    queue: SqlQueue | JetStreamQueue
     live: LocalHub
     auth: AuthService
     users: UsersService
@@ -73,7 +88,48 @@ class Runtime:
     feedback: FeedbackRecorder
     feedback_config: FeedbackConfig
 
+    async def start(self, *, consume: bool, relay_poll: float | None = None) -> None:
+        """Connect the engines and start what this process runs in the background: the
+        relay of committed jobs (JetStream), and with ``consume`` the worker."""
+        if isinstance(self.queue, JetStreamQueue):
+            await self.queue.open()
+            self.queue.start_relay(relay_poll)
+            if consume:
+                await self.queue.start_consuming(
+                    self.settings.stages,
+                    self.settings.lanes,
+                    PartitionLeases(
+                        self.settings.resolved_database_url,
+                        self.settings.stages,
+                        self.settings.lanes,
+                        self.settings.nats_partitions,
+                        member=self.worker.worker_id.rsplit(":", 1)[-1],
+                    ),
+                )
+        elif consume and self.db.dialect == "sqlite":
+            # The embedded default has one consumer: this process. Leases left by a
+            # previous run belong to no one alive.
+            await self.queue.release_all()
+        if consume:
+            self.worker.start()
+
+    async def readiness(self) -> dict[str, str]:
+        """Each engine this process depends on, and whether it answers ("ok" or why not)."""
+        checks: dict[str, str] = {}
+        try:
+            async with self.db.reader() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"{type(exc).__name__}: {exc}"[:200]
+        if isinstance(self.queue, JetStreamQueue):
+            checks["nats"] = "ok" if self.queue.connected else "not connected"
+        return checks
+
     async def close(self) -> None:
+        await self.worker.stop()
+        if isinstance(self.queue, JetStreamQueue):
+            await self.queue.close()
         await self.provider.close()
         await self.db.dispose()
 
@@ -87,7 +143,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     clock = clock or SystemClock()
     types = catalog.load(settings.catalog)
     db = Database(settings.resolved_database_url)
-    queue = SqlQueue(db, clock)
+    queue = build_queue(settings, db, clock)
     live = LocalHub()
     users = UsersService(db, clock)
     events = EventsService(db, clock, types, queue, users)
@@ -105,7 +161,10 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         inbox,
         audience,
         page_size=settings.topic_page_size,
+        fanout_to_plan_jobs=isinstance(queue, JetStreamQueue),
     )
+    if isinstance(queue, JetStreamQueue):
+        queue.add_splitter(PLAN_JOB, pipeline.partition)
     digester = Digester(db, clock, types, queue, inbox, audience)
     composer = EmailComposer(
         sender=Sender(settings.email_from, settings.email_from_name, settings.sender_domain),
@@ -183,6 +242,34 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     )
 
 
+def build_queue(settings: Settings, db: Database, clock: Clock) -> SqlQueue | JetStreamQueue:
+    """The queue the settings choose: the database's own, or JetStream with the database
+    as its outbox and timer store.
+
+    Raises:
+        ValueError: JetStream was chosen on the embedded SQLite default.
+    """
+    if settings.queue_backend == "database":
+        return SqlQueue(db, clock)
+    if not db.is_postgres:
+        raise ValueError("the JetStream queue needs PostgreSQL: set TIDINGS_DATABASE_URL")
+    return JetStreamQueue(
+        db,
+        clock,
+        settings.nats_servers,
+        Topology(
+            prefix=settings.nats_prefix,
+            stages=JOB_STAGES,
+            partitions=settings.nats_partitions,
+            replicas=settings.nats_replicas,
+            ack_wait=dt.timedelta(seconds=settings.nats_ack_wait_seconds),
+            max_deliver=settings.job_max_attempts + 2,
+        ),
+        max_attempts=settings.job_max_attempts,
+        name=f"tidings {socket.gethostname()}:{os.getpid()}",
+    )
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """The HTTP application; starts the worker too unless ``worker_enabled`` is off."""
     runtime = runtime or build_runtime(settings or Settings())
@@ -191,12 +278,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         runtime.group_commit.start()
-        if settings.worker_enabled:
-            if runtime.db.dialect == "sqlite":
-                # The embedded default has one consumer: this process. Leases left by a
-                # previous run belong to no one alive.
-                await runtime.queue.release_all()
-            runtime.worker.start()
+        await runtime.start(consume=settings.worker_enabled)
         try:
             yield
         finally:
@@ -236,9 +318,26 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(email_endpoints.router)
     app.include_router(feedback_endpoints.router)
 
+    add_health_routes(app, runtime)
+
+    return app
+
+
+def add_health_routes(app: FastAPI, runtime: Runtime) -> None:
+    """``/healthz`` (the process answers) and ``/readyz`` (its engines answer too)."""
+
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok", "version": __version__}
 
-    return app
+    @app.get("/readyz", tags=["operations"], response_model=None)
+    async def readyz() -> JSONResponse:
+        """Readiness: 200 when every engine this process uses answers, else 503 naming
+        the one that does not."""
+        checks = await runtime.readiness()
+        ready = all(state == "ok" for state in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+        )

@@ -27,7 +27,7 @@ from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
 from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
 from tidings.inbox.service import InboxService
-from tidings.kit import ids
+from tidings.kit import ids, jetstream
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.queue import Job, NewJob, Queue
@@ -57,7 +57,10 @@ class Pipeline:
         audience: AudienceLoader,
         *,
         page_size: int,
+        fanout_to_plan_jobs: bool = False,
     ) -> None:
+        """With ``fanout_to_plan_jobs`` a topic's pages become planning jobs (on a
+        partitioned queue); otherwise each page is planned where it is read."""
         self._db = db
         self._clock = clock
         self._catalog = types
@@ -67,6 +70,7 @@ class Pipeline:
         self._inbox = inbox
         self._audience = audience
         self._page_size = page_size
+        self._fanout_to_plan_jobs = fanout_to_plan_jobs
 
     async def plan(self, jobs: Sequence[Job]) -> None:
         """Plan events addressed to listed recipients: every job given, one transaction."""
@@ -76,7 +80,11 @@ class Pipeline:
             missing = [event_id for event_id in event_ids if event_id not in found]
             if missing:
                 raise PlanningError(f"events not found: {', '.join(missing[:5])}")
-            work = [(found[e], list(found[e]["recipients"] or ())) for e in event_ids]
+            work = [
+                (found[event_id], recipients)
+                for job in jobs
+                for event_id, recipients in _planned_for(job.payload, found)
+            ]
             items, lanes = await self._plan_batch(conn, work)
             await self._events.mark_planned(conn, event_ids)
             await self._queue.complete(conn, jobs)
@@ -97,7 +105,14 @@ class Pipeline:
                 raise PlanningError(f"event not found: {event_id}")
             event = found[0]
             page = await self._users.subscriber_page(conn, event["topic"], after, self._page_size)
-            items, lanes = await self._plan_batch(conn, [(event, page)])
+            if self._fanout_to_plan_jobs:
+                # Hand the page to the planners, one share per recipient partition, so a
+                # topic's subscribers are planned in parallel and in order per person.
+                items: list[Mapping[str, Any]] = []
+                lanes = {job.lane}
+                await self._queue.enqueue(conn, [_page_plan_job(event_id, after, page, job.lane)])
+            else:
+                items, lanes = await self._plan_batch(conn, [(event, page)])
             if len(page) == self._page_size:
                 await self._queue.enqueue(
                     conn,
@@ -122,15 +137,33 @@ class Pipeline:
         cannot hold back the others."""
         if job.kind != PLAN_JOB or len(job.payload["events"]) < 2:
             return []
+        recipients = job.payload.get("recipients")
         return [
             NewJob(
-                id=f"{PLAN_JOB}:{event_id}",
+                id=f"{job.id}/{event_id}",
                 kind=PLAN_JOB,
-                payload={"events": [event_id]},
+                payload={"events": [event_id]}
+                if recipients is None
+                else {"events": [event_id], "recipients": {event_id: recipients[event_id]}},
                 lane=job.lane,
             )
             for event_id in job.payload["events"]
         ]
+
+    @staticmethod
+    def partition(payload: Mapping[str, Any], partitions: int) -> dict[int, dict[str, Any]]:
+        """A planning job cut into one job per recipient partition: each share lists the
+        events that have recipients there, and those recipients."""
+        recipients: Mapping[str, Sequence[str]] = payload.get("recipients") or {}
+        shares: dict[int, dict[str, list[str]]] = {}
+        for event_id in payload["events"]:
+            for user in recipients.get(event_id, ()):
+                share = shares.setdefault(jetstream.partition_of(user, partitions), {})
+                share.setdefault(event_id, []).append(user)
+        return {
+            partition: {"events": list(share), "recipients": share}
+            for partition, share in shares.items()
+        }
 
     @staticmethod
     def weight(job: Job) -> int:
@@ -354,7 +387,7 @@ class Pipeline:
         )
         lane = ntype.priority.lane
         if plan.channel == planner.EMAIL and plan.action in (Action.DELIVER, Action.HOLD):
-            payload: dict[str, Any] = {"delivery": delivery_id}
+            payload: dict[str, Any] = {"delivery": delivery_id, "user": recipient.id}
             if plan.unless_seen and in_app_item is not None:
                 payload["unless_seen"] = in_app_item
             rows.jobs.append(
@@ -371,7 +404,7 @@ class Pipeline:
                 NewJob(
                     id=f"{IN_APP_JOB}:{delivery_id}",
                     kind=IN_APP_JOB,
-                    payload={"delivery": delivery_id, "silent": plan.silent},
+                    payload={"delivery": delivery_id, "silent": plan.silent, "user": recipient.id},
                     lane=lane,
                     run_at=plan.not_before,
                 )
@@ -397,3 +430,29 @@ class Pipeline:
             books.books.throttle.admitted(),
             forget_before=now - batch_books.throttle_horizon(self._catalog),
         )
+
+
+def _planned_for(
+    payload: Mapping[str, Any], found: Mapping[str, Mapping[str, Any]]
+) -> list[tuple[str, list[str]]]:
+    """(event id, recipients) of a planning job: the recipients it names (one partition's
+    share, or a topic's page), or else every recipient the event lists."""
+    named: Mapping[str, Sequence[str]] | None = payload.get("recipients")
+    return [
+        (
+            event_id,
+            list(named[event_id])
+            if named is not None and event_id in named
+            else list(found[event_id]["recipients"] or ()),
+        )
+        for event_id in payload["events"]
+    ]
+
+
+def _page_plan_job(event_id: str, after: str | None, page: Sequence[str], lane: int) -> NewJob:
+    return NewJob(
+        id=f"{PLAN_JOB}:{event_id}:{after or ''}",
+        kind=PLAN_JOB,
+        payload={"events": [event_id], "recipients": {event_id: list(page)}},
+        lane=lane,
+    )

@@ -177,7 +177,6 @@ class Worker:
             return
         try:
             await task.handle(group)
-            return
         except Exception as exc:
             if len(group) == 1:
                 await self._failed(task, group[0], exc)
@@ -185,11 +184,16 @@ class Worker:
             log.warning(
                 "batch of %d %s jobs failed (%s); running them one by one", len(group), kind, exc
             )
+        else:
+            await self._queue.settle(group)
+            return
         for job in group:
             try:
                 await task.handle([job])
             except Exception as exc:
                 await self._failed(task, job, exc)
+            else:
+                await self._queue.settle([job])
 
     async def _failed(self, task: Task, job: Job, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"
@@ -199,6 +203,7 @@ class Worker:
             async with self._db.transaction() as conn:
                 await self._queue.complete(conn, [job])
                 await self._queue.enqueue(conn, smaller)
+            await self._queue.settle([job])
             self._queue.wake({new.lane for new in smaller})
             return
         if job.attempts >= self._retry.max_attempts:

@@ -227,7 +227,7 @@ class EventsService:
 
 def _planning_jobs(fresh: Sequence[Prepared]) -> list[NewJob]:
     """One planning job per lane for direct events; one fan-out job per topic event."""
-    by_lane: dict[int, list[str]] = {}
+    by_lane: dict[int, dict[str, list[str]]] = {}
     new_jobs: list[NewJob] = []
     for item in fresh:
         if item.row["topic"] is not None:
@@ -240,13 +240,16 @@ def _planning_jobs(fresh: Sequence[Prepared]) -> list[NewJob]:
                 )
             )
         else:
-            by_lane.setdefault(item.lane, []).append(item.event_id)
-    for lane, event_ids in sorted(by_lane.items()):
+            by_lane.setdefault(item.lane, {})[item.event_id] = item.row["recipients"]
+    for lane, recipients in sorted(by_lane.items()):
+        event_ids = list(recipients)
         new_jobs.append(
             NewJob(
                 id=f"{PLAN_JOB}:{event_ids[0]}",
                 kind=PLAN_JOB,
-                payload={"events": event_ids},
+                # The recipients ride along so a partitioned queue can route each share
+                # without reading the events back.
+                payload={"events": event_ids, "recipients": recipients},
                 lane=lane,
             )
         )

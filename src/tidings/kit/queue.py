@@ -64,6 +64,11 @@ class Queue(Protocol):
 
     async def complete(self, conn: AsyncConnection, done: Sequence[Job]) -> None: ...
 
+    async def settle(self, done: Sequence[Job]) -> None:
+        """After a handler returned: acknowledge what it finished and did not retry or
+        bury (a broker's ack; the database queue deleted them with the commit already)."""
+        ...
+
     async def retry(self, job: Job, error: str, run_at: dt.datetime) -> None: ...
 
     async def bury(self, job: Job, error: str) -> None: ...
@@ -205,6 +210,9 @@ class SqlQueue:
         if done:
             await conn.execute(jobs.delete().where(jobs.c.id.in_([job.id for job in done])))
 
+    async def settle(self, done: Sequence[Job]) -> None:
+        """Nothing left to do: ``complete`` deleted the jobs with the handler's commit."""
+
     async def retry(self, job: Job, error: str, run_at: dt.datetime) -> None:
         """Give a failed job back, to run again at ``run_at``."""
         async with self._db.transaction() as conn:
@@ -219,16 +227,7 @@ class SqlQueue:
         now = self._clock.now()
         async with self._db.transaction() as conn:
             await conn.execute(
-                self._db.insert_ignore(dead_letters).values(
-                    id=job.id,
-                    kind=job.kind,
-                    payload=job.payload,
-                    lane=job.lane,
-                    attempts=job.attempts,
-                    error=error[:4000],
-                    created_at=now,
-                    failed_at=now,
-                )
+                self._db.insert_ignore(dead_letters).values(**dead_letter_row(job, error, now))
             )
             await conn.execute(jobs.delete().where(jobs.c.id == job.id))
 
@@ -266,6 +265,20 @@ class SqlQueue:
         ``wakeups`` count taken before looking for work), not at all if a wake-up came
         in between."""
         await self._wakeups.wait(seconds, lanes, since=since)
+
+
+def dead_letter_row(job: Job, error: str, now: dt.datetime) -> dict[str, Any]:
+    """The ``dead_letters`` row of a job given up on."""
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "payload": job.payload,
+        "lane": job.lane,
+        "attempts": job.attempts,
+        "error": error[:4000],
+        "created_at": now,
+        "failed_at": now,
+    }
 
 
 def _in_lanes(lanes: Collection[int] | None) -> list[sa.ColumnElement[bool]]:
@@ -330,6 +343,9 @@ class InMemoryQueue:
     async def complete(self, conn: AsyncConnection | None, done: Sequence[Job]) -> None:
         for job in done:
             self.jobs.pop(job.id, None)
+
+    async def settle(self, done: Sequence[Job]) -> None:
+        pass
 
     async def retry(self, job: Job, error: str, run_at: dt.datetime) -> None:
         entry = self.jobs[job.id]

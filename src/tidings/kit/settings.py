@@ -42,6 +42,24 @@ class Settings(BaseSettings):
     job_backoff_max_seconds: float = Field(default=300.0, gt=0)
     topic_page_size: int = Field(default=1000, ge=1, le=10_000)
 
+    # Scale-out engines. The defaults keep everything in the one database and process.
+    queue_backend: Literal["database", "jetstream"] = "database"
+    counters_backend: Literal["database", "redis"] = "database"
+    live_backend: Literal["local", "nats", "redis"] = "local"
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_prefix: str = Field(default="tidings", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    nats_replicas: int = Field(default=1, ge=1, le=5)
+    nats_partitions: int = Field(default=8, ge=1, le=256)
+    nats_ack_wait_seconds: float = Field(default=30.0, gt=0)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field(default="tidings", pattern=r"^[A-Za-z0-9_:.-]{1,64}$")
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    worker_stages: str = Field(
+        default="plan,deliver", pattern=r"^(plan|deliver)(,(plan|deliver))*$"
+    )
+    worker_lanes: str = Field(default="0,1,2,3", pattern=r"^[0-3](,[0-3])*$")
+    scheduler_poll_seconds: float = Field(default=1.0, gt=0)
+
     log_level: str = "info"
 
     # Email: who it comes from, how it is signed, and which provider hands it over.
@@ -85,6 +103,21 @@ class Settings(BaseSettings):
         if self.database_url:
             return normalise_database_url(self.database_url)
         return f"sqlite+aiosqlite:///{(self.data_dir / 'tidings.db').resolve()}"
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """The NATS servers: ``TIDINGS_NATS_URL`` may list several, comma-separated."""
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+    @property
+    def stages(self) -> list[str]:
+        """The pipeline stages a worker of this process runs."""
+        return sorted(set(self.worker_stages.split(",")))
+
+    @property
+    def lanes(self) -> list[int]:
+        """The priority lanes a worker of this process serves."""
+        return sorted({int(lane) for lane in self.worker_lanes.split(",")})
 
     @property
     def is_embedded(self) -> bool:
