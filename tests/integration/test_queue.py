@@ -5,20 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, service_missing
 from tidings.kit.clock import FrozenClock
 from tidings.kit.db import Database
-from tidings.kit.queue import InMemoryQueue, NewJob, SqlQueue
+from tidings.kit.jetstream import JetStreamQueue, Topology
+from tidings.kit.partitions import PartitionLeases
+from tidings.kit.queue import InMemoryQueue, Job, NewJob, SqlQueue
 
 LEASE = dt.timedelta(seconds=30)
+NATS_URL = os.environ.get("TIDINGS_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 
 @pytest.fixture
@@ -26,20 +32,89 @@ def clock() -> FrozenClock:
     return FrozenClock(dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC))
 
 
-Queue = SqlQueue | InMemoryQueue
+ACK_WAIT = dt.timedelta(seconds=2)
 
 
-@pytest.fixture(params=["sqlite", "postgres", "memory"])
+class RelayingQueue(JetStreamQueue):
+    """The JetStream queue as one process sees it: what it committed is relayed before
+    it claims (in a deployment the relay runs beside it, woken by the commit)."""
+
+    async def claim(self, *args: Any, **kwargs: Any) -> list[Job]:
+        while await self.relay_once():
+            pass
+        return await super().claim(*args, **kwargs)
+
+
+Queue = SqlQueue | InMemoryQueue | RelayingQueue
+
+
+@pytest.fixture(params=["sqlite", "postgres", "memory", "jetstream"])
 async def queue(
     request: pytest.FixtureRequest, clock: FrozenClock, tmp_path: Path
 ) -> AsyncIterator[Queue]:
     if request.param == "memory":
         yield InMemoryQueue(clock)
         return
-    async with fresh_database(request.param, tmp_path) as url:
+    kind = "postgres" if request.param == "jetstream" else request.param
+    async with fresh_database(kind, tmp_path) as url:
         db = Database(url)
-        yield SqlQueue(db, clock)
+        if request.param != "jetstream":
+            yield SqlQueue(db, clock)
+        else:
+            async with jetstream_queue(db, url, clock) as queue:
+                yield queue
         await db.dispose()
+
+
+@contextlib.asynccontextmanager
+async def jetstream_queue(
+    db: Database, url: str, clock: FrozenClock
+) -> AsyncIterator[RelayingQueue]:
+    """A JetStream queue on the machine's NATS, with streams of its own, removed after."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    queue = RelayingQueue(
+        db,
+        clock,
+        [NATS_URL],
+        Topology(
+            prefix=prefix,
+            stages={"plan": "plan"},
+            partitions=1,
+            replicas=1,
+            ack_wait=ACK_WAIT,
+            max_deliver=10,
+        ),
+        max_attempts=8,
+    )
+    try:
+        await queue.open()
+    except Exception as exc:
+        service_missing(f"NATS JetStream at {NATS_URL}", exc)
+    await queue.start_consuming(
+        ["plan"], [0, 1, 2, 3], PartitionLeases(url, ["plan"], [0, 1, 2, 3], 1, member="test")
+    )
+    try:
+        yield queue
+    finally:
+        await queue.close()
+        nc = await nats.connect(NATS_URL)
+        js = nc.jetstream()
+        for stage in ("plan", "dead"):
+            with contextlib.suppress(Exception):
+                await js.delete_stream(queue.topology.stream(stage))
+        await nc.close()
+
+
+async def lease_runs_out(queue: Queue) -> None:
+    """A broker's lease runs on real time: let it pass (the others follow the clock)."""
+    if isinstance(queue, JetStreamQueue):
+        await asyncio.sleep(ACK_WAIT.total_seconds() + 0.5)
+
+
+async def delay_passes(queue: Queue, seconds: float) -> None:
+    """A broker's redelivery delay runs on real time: let it pass."""
+    if isinstance(queue, JetStreamQueue):
+        await asyncio.sleep(seconds)
 
 
 @pytest.fixture
@@ -91,6 +166,7 @@ async def test_an_expired_lease_is_claimed_again(queue: Queue, clock: FrozenCloc
     clock.advance(LEASE.total_seconds() - 1)
     assert await queue.claim("w2", 10, LEASE) == []
     clock.advance(2)
+    await lease_runs_out(queue)
     [again] = await queue.claim("w2", 10, LEASE)
     assert again.id == job.id
     assert again.attempts == 2
@@ -114,9 +190,10 @@ async def test_completion_is_part_of_the_callers_transaction(sql_queue: SqlQueue
 async def test_retry_waits_until_its_time(queue: Queue, clock: FrozenClock) -> None:
     await enqueue(queue, NewJob("a", "plan", {}))
     [job] = await queue.claim("w", 10, LEASE)
-    await queue.retry(job, "boom", clock.now() + dt.timedelta(seconds=5))
+    await queue.retry(job, "boom", clock.now() + dt.timedelta(seconds=1))
     assert await queue.claim("w", 10, LEASE) == []
-    clock.advance(6)
+    clock.advance(2)
+    await delay_passes(queue, 1.5)
     [again] = await queue.claim("w", 10, LEASE)
     assert again.attempts == 2
 

@@ -138,9 +138,16 @@ class Pipeline:
         if job.kind != PLAN_JOB or len(job.payload["events"]) < 2:
             return []
         recipients = job.payload.get("recipients")
+        # One partition's share names its recipients: its pieces must not take the ids of
+        # another partition's pieces of the same job.
+        share = (
+            ""
+            if recipients is None
+            else "/" + min((user for users in recipients.values() for user in users), default="")
+        )
         return [
             NewJob(
-                id=f"{job.id}/{event_id}",
+                id=f"{job.id}/{event_id}{share}",
                 kind=PLAN_JOB,
                 payload={"events": [event_id]}
                 if recipients is None
@@ -154,7 +161,10 @@ class Pipeline:
     def partition(payload: Mapping[str, Any], partitions: int) -> dict[int, dict[str, Any]]:
         """A planning job cut into one job per recipient partition: each share lists the
         events that have recipients there, and those recipients."""
-        recipients: Mapping[str, Sequence[str]] = payload.get("recipients") or {}
+        recipients: Mapping[str, Sequence[str]] | None = payload.get("recipients")
+        if recipients is None:
+            # Written before planning jobs carried their recipients: read them back.
+            return {0: dict(payload)}
         shares: dict[int, dict[str, list[str]]] = {}
         for event_id in payload["events"]:
             for user in recipients.get(event_id, ()):

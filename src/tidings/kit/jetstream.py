@@ -36,6 +36,7 @@ import orjson
 import sqlalchemy as sa
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -52,10 +53,8 @@ LANES = (0, 1, 2, 3)
 DUPLICATE_WINDOW = dt.timedelta(minutes=2)
 DEAD_LETTER_AGE = dt.timedelta(days=30)
 _RELAY_BATCH = 500
-_FETCH_SECONDS = 5.0
-"""How long one pull request waits on the server for a message to arrive."""
-_CLAIM_WAIT_SECONDS = 1.0
-"""How long a claim waits for the first message before it returns empty-handed."""
+_PULL_SECONDS = 5.0
+"""How long a pull waits for the server's answer before giving up on it."""
 
 
 Splitter = Callable[[Mapping[str, Any], int], dict[int, dict[str, Any]]]
@@ -165,14 +164,6 @@ def _consumer_config(
     )
 
 
-@dataclasses.dataclass
-class _Pull:
-    """One owned partition's subscription, and the fetch waiting on it."""
-
-    subscription: JetStreamContext.PullSubscription
-    fetch: asyncio.Task[list[Msg]] | None = None
-
-
 class JetStreamQueue:
     """The ``Queue`` on JetStream, with the database as outbox and timer store.
 
@@ -207,7 +198,10 @@ class JetStreamQueue:
         self._relay_task: asyncio.Task[None] | None = None
         self._relay_poll: float | None = None
         self._leases: PartitionLeases | None = None
-        self._pulls: dict[tuple[str, int, int], _Pull] = {}
+        self._subscriptions: dict[tuple[str, int, int], Subscription] = {}
+        self._turn: dict[int, int] = {}
+        self._pull_locks: dict[tuple[str, int, int], asyncio.Lock] = {}
+        self._doorbell: Any = None
         self._inflight: dict[str, Msg] = {}
         self._stopping = False
         self.published = 0
@@ -297,6 +291,11 @@ class JetStreamQueue:
             await asyncio.gather(*acks)
             await conn.execute(jobs.delete().where(c.id.in_([row.id for row in rows])))
         self.published += len(acks)
+        assert self._nc is not None
+        for lane in sorted({row.lane for row in rows}):
+            # Wake the workers of that lane wherever they run; a lost ring only costs
+            # them their poll interval.
+            await self._nc.publish(f"{self.topology.prefix}.doorbell.{lane}", b"")
         return len(rows)
 
     def _messages(self, row: Any) -> list[tuple[str, str, bytes]]:
@@ -338,6 +337,13 @@ class JetStreamQueue:
                         log.warning("consumer %s kept as it is: %s", config.durable_name, exc)
         self._leases = leases
         await leases.start()
+        assert self._nc is not None
+
+        async def ring(msg: Msg) -> None:
+            lane = msg.subject.rpartition(".")[2]
+            self._wakeups.call({int(lane)} if lane.isdigit() else None)
+
+        self._doorbell = await self._nc.subscribe(f"{self.topology.prefix}.doorbell.*", cb=ring)
 
     async def claim(
         self,
@@ -346,81 +352,89 @@ class JetStreamQueue:
         lease: dt.timedelta,
         lanes: Collection[int] | None = None,
     ) -> list[Job]:
-        """Messages from the owned partitions of ``lanes``, up to about ``limit``.
+        """Up to ``limit`` messages from the owned partitions of ``lanes``, most urgent
+        lane first.
 
-        Every owned partition keeps one pull request waiting on the server; a claim
-        returns what has arrived as soon as anything has, or nothing after a second.
-        Messages delivered more often than the retry policy allows (a worker died each
-        time it ran them) are buried here, without running them again.
+        Partitions are asked one after the other, each for what the claim still lacks;
+        within a lane the first one asked moves round, so a busy partition cannot starve
+        the others. Messages delivered more often than the retry policy allows (a worker
+        died each time it ran them) are buried here, without running them again.
         """
-        if self._leases is None or self._stopping:
+        if self._leases is None or self._stopping or limit < 1:
             return []
-        wanted = self._owned(lanes)
-        await self._sync_pulls(wanted, limit)
-        fetches = [pull.fetch for key, pull in self._pulls.items() if key in wanted and pull.fetch]
-        if not fetches:
-            await asyncio.sleep(_CLAIM_WAIT_SECONDS / 4)
-            return []
-        await asyncio.wait(
-            fetches, timeout=_CLAIM_WAIT_SECONDS, return_when=asyncio.FIRST_COMPLETED
-        )
+        owned = self._leases.owned()
+        chosen = set(LANES if lanes is None else lanes)
         claimed: list[Job] = []
-        for key in sorted(wanted):
-            pull = self._pulls.get(key)
-            if pull is None or pull.fetch is None or not pull.fetch.done():
+        for lane in sorted(chosen):
+            keys = sorted(key for key in owned if key[1] == lane)
+            if not keys:
                 continue
-            task, pull.fetch = pull.fetch, None
-            messages = _fetched(task)
-            for msg in messages:
-                job = await self._received(key, msg)
-                if job is not None:
-                    claimed.append(job)
-        await self._sync_pulls(wanted, limit)
+            start = self._turn.get(lane, 0) % len(keys)
+            self._turn[lane] = start + 1
+            for key in keys[start:] + keys[:start]:
+                wanted = limit - len(claimed)
+                if wanted <= 0:
+                    return claimed
+                for msg in await self._pull(key, wanted):
+                    job = await self._received(key, msg)
+                    if job is not None:
+                        claimed.append(job)
         return claimed
 
-    def _owned(self, lanes: Collection[int] | None) -> set[tuple[str, int, int]]:
-        assert self._leases is not None
-        chosen = set(LANES if lanes is None else lanes)
-        return {key for key in self._leases.owned() if key[1] in chosen}
+    async def _pull(self, key: tuple[str, int, int], batch: int) -> list[Msg]:
+        """What the partition has ready now, up to ``batch``; nothing if it has none."""
+        # One pull at a time per partition: concurrent fetches on one subscription take
+        # each other's messages, and order within the partition is the point of it.
+        async with self._pull_locks.setdefault(key, asyncio.Lock()):
+            return await self._pull_locked(key, batch)
 
-    async def _sync_pulls(self, wanted: set[tuple[str, int, int]], limit: int) -> None:
-        """Keep one pull waiting on each owned partition; drop the partitions given up."""
-        assert self._leases is not None
-        owned = self._leases.owned()
-        for key in [key for key in self._pulls if key not in owned]:
-            pull = self._pulls.pop(key)
-            if pull.fetch is not None:
-                pull.fetch.cancel()
-            # Unsubscribing returns nothing to the server: what this process was sent and
-            # did not ack comes back to the partition's next owner after ``ack_wait``.
-            await _unsubscribe(pull.subscription)
-        per_partition = max(1, -(-limit // max(1, len(wanted))))
-        for key in sorted(wanted):
-            existing = self._pulls.get(key)
-            if existing is None:
-                stage, lane, partition = key
-                subscription = await self._js.pull_subscribe_bind(
-                    durable=self.topology.consumer(stage, lane, partition),
-                    stream=self.topology.stream(stage),
-                )
-                existing = self._pulls[key] = _Pull(subscription)
-            pull = existing
-            if pull.fetch is None:
-                pull.fetch = asyncio.get_running_loop().create_task(
-                    _fetch(pull.subscription, per_partition)
-                )
+    async def _pull_locked(self, key: tuple[str, int, int], batch: int) -> list[Msg]:
+        """A ``no_wait`` pull: the server sends what it has, up to ``batch``, then says it
+        has no more; an empty partition costs one round trip, not a wait."""
+        assert self._nc is not None
+        subscription = self._subscriptions.get(key)
+        if subscription is None:
+            subscription = await self._nc.subscribe(self._nc.new_inbox())
+            self._subscriptions[key] = subscription
+        stage, lane, partition = key
+        await self._nc.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{self.topology.stream(stage)}."
+            f"{self.topology.consumer(stage, lane, partition)}",
+            orjson.dumps({"batch": batch, "no_wait": True}),
+            reply=subscription.subject,
+        )
+        messages: list[Msg] = []
+        while len(messages) < batch:
+            try:
+                msg = await subscription.next_msg(timeout=_PULL_SECONDS)
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+            if JetStreamContext.is_status_msg(msg):
+                # 404 (nothing more), 408 (request expired) or 409 (e.g. too many
+                # unacknowledged): this pull is over either way.
+                break
+            messages.append(msg)
+        return messages
+
+    async def _drop_released(self) -> None:
+        """Unsubscribe from the partitions given up (what this process was sent and did
+        not ack comes back to the partition's next owner after ``ack_wait``)."""
+        owned = self._leases.owned() if self._leases is not None else frozenset()
+        for key in [key for key in self._subscriptions if key not in owned]:
+            await _unsubscribe(self._subscriptions.pop(key))
 
     async def _received(self, key: tuple[str, int, int], msg: Msg) -> Job | None:
         body = orjson.loads(msg.data)
         attempts = msg.metadata.num_delivered or 1
         job = Job(
-            id=f"{body['id']}#{key[2]}",
+            id=body["id"],
             kind=body["kind"],
             payload=body["payload"],
             lane=key[1],
             attempts=attempts,
+            receipt=f"{key[0]}:{msg.metadata.sequence.stream}",
         )
-        self._inflight[job.id] = msg
+        self._inflight[job.receipt] = msg
         if attempts > self._max_attempts:
             await self.bury(job, f"delivered {attempts} times without an outcome")
             return None
@@ -432,13 +446,13 @@ class JetStreamQueue:
     async def settle(self, done: Sequence[Job]) -> None:
         """Acknowledge the jobs a handler finished (those it did not retry or bury)."""
         for job in done:
-            msg = self._inflight.pop(job.id, None)
+            msg = self._inflight.pop(job.receipt, None)
             if msg is not None:
                 await msg.ack()
 
     async def retry(self, job: Job, error: str, run_at: dt.datetime) -> None:
         """Hand the message back, to be delivered again at ``run_at``."""
-        msg = self._inflight.pop(job.id, None)
+        msg = self._inflight.pop(job.receipt, None)
         if msg is None:
             return
         delay = max(0.0, (run_at - self._clock.now()).total_seconds())
@@ -456,9 +470,9 @@ class JetStreamQueue:
         await self._js.publish(
             f"{self.topology.prefix}.dead.{stage}.{job.lane}",
             orjson.dumps({"id": job.id, "kind": job.kind, "payload": job.payload, "error": error}),
-            headers={"Nats-Msg-Id": f"dead:{job.id}:{job.attempts}"},
+            headers={"Nats-Msg-Id": f"dead:{job.receipt or job.id}:{job.attempts}"},
         )
-        msg = self._inflight.pop(job.id, None)
+        msg = self._inflight.pop(job.receipt, None)
         if msg is not None:
             await msg.term()
 
@@ -470,8 +484,10 @@ class JetStreamQueue:
     async def wait(
         self, seconds: float, lanes: Collection[int] | None = None, *, since: int | None = None
     ) -> None:
-        """A claim already waited on the server; only a short pause is left to take."""
-        await self._wakeups.wait(min(seconds, 0.05), lanes, since=since)
+        """Sleep until a relay anywhere rings for ``lanes`` or ``seconds`` pass; also
+        let go of partitions the leases gave up."""
+        await self._drop_released()
+        await self._wakeups.wait(seconds, lanes, since=since)
 
     async def depth(self) -> int:
         """Messages waiting in the stage streams, plus outbox rows not yet relayed."""
@@ -489,13 +505,11 @@ class JetStreamQueue:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._relay_task, 10)
             self._relay_task = None
-        for pull in self._pulls.values():
-            if pull.fetch is not None:
-                pull.fetch.cancel()
-                with contextlib.suppress(BaseException):
-                    await pull.fetch
-            await _unsubscribe(pull.subscription)
-        self._pulls.clear()
+        if self._doorbell is not None:
+            await _unsubscribe(self._doorbell)
+        for subscription in self._subscriptions.values():
+            await _unsubscribe(subscription)
+        self._subscriptions.clear()
         if self._leases is not None:
             await self._leases.stop()
         if self._nc is not None:
@@ -504,23 +518,6 @@ class JetStreamQueue:
             self._nc = None
 
 
-async def _fetch(subscription: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:
-    try:
-        return await subscription.fetch(batch, timeout=_FETCH_SECONDS)
-    except (TimeoutError, nats.errors.TimeoutError):
-        return []
-
-
-def _fetched(task: asyncio.Task[list[Msg]]) -> list[Msg]:
-    if task.cancelled():
-        return []
-    error = task.exception()
-    if error is not None:
-        log.warning("pulling from JetStream failed: %s", error)
-        return []
-    return task.result()
-
-
-async def _unsubscribe(subscription: JetStreamContext.PullSubscription) -> None:
+async def _unsubscribe(subscription: Subscription) -> None:
     with contextlib.suppress(Exception):
         await subscription.unsubscribe()

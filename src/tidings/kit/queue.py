@@ -47,6 +47,8 @@ class Job:
     lane: int
     attempts: int
     leased_by: str = field(default="")
+    receipt: str = field(default="", compare=False)
+    """What the queue knows this delivery of the job by (a broker's message), if anything."""
 
 
 class Queue(Protocol):
