@@ -39,6 +39,7 @@ from tidings.inbox import endpoints as inbox_endpoints
 from tidings.inbox.service import InboxService
 from tidings.kit import http
 from tidings.kit.clock import Clock, SystemClock
+from tidings.kit.counters import Counters, RedisCounters, build_counters
 from tidings.kit.db import Database
 from tidings.kit.jetstream import JetStreamQueue, Topology
 from tidings.kit.live import LocalHub
@@ -71,6 +72,7 @@ class Runtime:
     db: Database
     catalog: catalog.Catalog
     queue: SqlQueue | JetStreamQueue
+    counters: Counters
     live: LocalHub
     auth: AuthService
     users: UsersService
@@ -93,6 +95,10 @@ class Runtime:
         relay of committed jobs (JetStream), and with ``consume`` the worker."""
         if isinstance(self.queue, JetStreamQueue):
             await self.queue.open()
+            # A process that works also fires due timers: the scheduler is then a spare,
+            # not a single point of failure (each due row still goes out once).
+            if relay_poll is None and consume:
+                relay_poll = self.settings.scheduler_poll_seconds
             self.queue.start_relay(relay_poll)
             if consume:
                 await self.queue.start_consuming(
@@ -124,6 +130,12 @@ class Runtime:
             checks["database"] = f"{type(exc).__name__}: {exc}"[:200]
         if isinstance(self.queue, JetStreamQueue):
             checks["nats"] = "ok" if self.queue.connected else "not connected"
+        if isinstance(self.counters, RedisCounters):
+            try:
+                await self.counters.ping()
+                checks["redis"] = "ok"
+            except Exception as exc:
+                checks["redis"] = f"{type(exc).__name__}: {exc}"[:200]
         return checks
 
     async def close(self) -> None:
@@ -131,6 +143,7 @@ class Runtime:
         if isinstance(self.queue, JetStreamQueue):
             await self.queue.close()
         await self.provider.close()
+        await self.counters.close()
         await self.db.dispose()
 
 
@@ -144,6 +157,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     types = catalog.load(settings.catalog)
     db = Database(settings.resolved_database_url)
     queue = build_queue(settings, db, clock)
+    counters = build_counters(settings, db)
     live = LocalHub()
     users = UsersService(db, clock)
     events = EventsService(db, clock, types, queue, users)
@@ -162,6 +176,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         audience,
         page_size=settings.topic_page_size,
         fanout_to_plan_jobs=isinstance(queue, JetStreamQueue),
+        counters=counters,
     )
     if isinstance(queue, JetStreamQueue):
         queue.add_splitter(PLAN_JOB, pipeline.partition)
@@ -218,6 +233,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         db=db,
         catalog=types,
         queue=queue,
+        counters=counters,
         live=live,
         auth=AuthService(
             db,

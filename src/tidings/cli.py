@@ -79,32 +79,88 @@ def serve(
 
 
 @app.command()
-def worker() -> None:
+def api(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default TIDINGS_PORT or 8000).")] = None,
+) -> None:
+    """Run only the HTTP API (scale-out: as many as needed, behind a load balancer)."""
+    import uvicorn
+
+    from tidings.app import create_app
+
+    updates: dict[str, Any] = {"worker_enabled": False}
+    updates.update({k: v for k, v in (("host", host), ("port", port)) if v is not None})
+    settings = _process_settings(updates)
+    application = create_app(settings)
+    out.print(f"Tidings API {application.version}, queue {settings.queue_backend}")
+    out.print(f"Listening on {settings.base_url}  (API docs: {settings.base_url}/docs)")
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@app.command()
+def worker(
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(help="Stage to run: plan, deliver (repeat for both; default both)."),
+    ] = None,
+    lanes: Annotated[
+        str | None, typer.Option(help="Priority lanes to serve, e.g. 0,1 (default all).")
+    ] = None,
+    health_port: Annotated[
+        int | None, typer.Option(help="Port for /healthz and /readyz (default 8001).")
+    ] = None,
+) -> None:
     """Run only the pipeline's worker: lease jobs and plan and deliver them."""
-    import signal
+    from tidings.processes import run_worker
 
-    from tidings.app import build_runtime
+    updates: dict[str, Any] = {}
+    if stage:
+        updates["worker_stages"] = ",".join(stage)
+    if lanes is not None:
+        updates["worker_lanes"] = lanes
+    if health_port is not None:
+        updates["health_port"] = health_port
+    settings = _process_settings(updates)
+    _run(lambda: run_worker(settings))
 
-    settings = Settings()
+
+@app.command()
+def scheduler(
+    health_port: Annotated[
+        int | None, typer.Option(help="Port for /healthz and /readyz (default 8002).")
+    ] = None,
+) -> None:
+    """Run the timer relay of the JetStream queue (several may run; each timer fires once)."""
+    from tidings.processes import run_scheduler
+
+    updates: dict[str, Any] = {} if health_port is None else {"health_port": health_port}
+    settings = _process_settings(updates)
+    try:
+        _run(lambda: run_scheduler(settings))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _process_settings(updates: dict[str, Any]) -> Settings:
+    """Settings from the environment with the command line's overrides, checked; logging
+    set up and the catalog and schema made ready."""
+    try:
+        settings = Settings.model_validate({**Settings().model_dump(), **updates})
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     _require_valid_catalog(settings)
     _ensure_schema(settings)
-
-    async def work() -> None:
-        runtime = build_runtime(settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        runtime.worker.start()
-        out.print(f"worker {runtime.worker.worker_id} running")
-        await stop.wait()
-        await runtime.worker.stop()
-        await runtime.close()
-
-    _run(work)
+    return settings
 
 
 @db_app.command("upgrade")

@@ -1,7 +1,13 @@
-"""A planning batch's rule state: dedup marks and throttle counts, loaded in one go."""
+"""A planning batch's rule state: dedup marks and throttle counts, loaded in one go.
+
+Marks and hits owned by a notification this batch plans are left out: they can only be
+what an earlier, failed run of this very work wrote to counters outside its transaction
+(Redis), and the notification is being decided again now.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
 from tidings.catalog.rules import ThrottleScope
-from tidings.delivery import rule_state
 from tidings.delivery.audience import Audience
 from tidings.delivery.plan_rows import event_context
+from tidings.kit import ids
+from tidings.kit.counters import Counters
 from tidings.planning import planner
 from tidings.planning.rules import dedup
 from tidings.planning.rules.dedup import DedupBook
@@ -28,15 +35,23 @@ class BatchBooks:
     dedup_users: dict[str, str] = field(default_factory=dict)
     dedup_keys: dict[tuple[str, str], str] = field(default_factory=dict)
 
+    def owned_by(self, notification_id: str) -> BatchBooks:
+        """The same books, planning one notification: what it marks and admits is its own."""
+        return dataclasses.replace(
+            self, books=dataclasses.replace(self.books, owner=notification_id)
+        )
+
 
 async def load(
     conn: AsyncConnection,
+    counters: Counters,
     types: catalog.Catalog,
     pairs: Sequence[tuple[Mapping[str, Any], catalog.NotificationType, Sequence[str]]],
     audience: Audience,
     now: dt.datetime,
 ) -> BatchBooks:
-    """Load the dedup marks and throttle counts this batch can touch."""
+    """Load the dedup marks and throttle counts this batch can touch, but its own."""
+    planned = {ids.derived_id(event["id"], user) for event, _, users in pairs for user in users}
     dedup_users: dict[str, str] = {}
     dedup_keys: dict[tuple[str, str], str] = {}
     scopes: set[str] = set()
@@ -56,11 +71,13 @@ async def load(
                             user, channel, ntype.category if per_category else None
                         )
                     )
-    marks = await rule_state.live_marks(conn, dedup_users, now) if dedup_users else {}
-    hits = (
-        await rule_state.recent_hits(conn, scopes, now - throttle_horizon(types)) if scopes else {}
+    marks = await counters.live_marks(conn, dedup_users, now) if dedup_users else {}
+    hits = await counters.recent_hits(conn, scopes, now - throttle_horizon(types)) if scopes else {}
+    first_seen = {key: m.first_seen for key, m in marks.items() if m.owner not in planned}
+    logs = {scope: [h.at for h in found if h.owner not in planned] for scope, found in hits.items()}
+    return BatchBooks(
+        planner.Books(DedupBook(first_seen), ThrottleBook(logs)), dedup_users, dedup_keys
     )
-    return BatchBooks(planner.Books(DedupBook(marks), ThrottleBook(hits)), dedup_users, dedup_keys)
 
 
 def throttle_horizon(types: catalog.Catalog) -> dt.timedelta:

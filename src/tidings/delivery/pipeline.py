@@ -29,6 +29,7 @@ from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
 from tidings.inbox.service import InboxService
 from tidings.kit import ids, jetstream
 from tidings.kit.clock import Clock
+from tidings.kit.counters import Counters, NewHit, NewMark, SqlCounters, undo_on_error
 from tidings.kit.db import Database
 from tidings.kit.queue import Job, NewJob, Queue
 from tidings.planning import planner
@@ -58,9 +59,11 @@ class Pipeline:
         *,
         page_size: int,
         fanout_to_plan_jobs: bool = False,
+        counters: Counters | None = None,
     ) -> None:
         """With ``fanout_to_plan_jobs`` a topic's pages become planning jobs (on a
-        partitioned queue); otherwise each page is planned where it is read."""
+        partitioned queue); otherwise each page is planned where it is read. Dedup marks
+        and throttle hits live in ``counters``, the database's own by default."""
         self._db = db
         self._clock = clock
         self._catalog = types
@@ -71,6 +74,7 @@ class Pipeline:
         self._audience = audience
         self._page_size = page_size
         self._fanout_to_plan_jobs = fanout_to_plan_jobs
+        self._counters = counters or SqlCounters(db)
 
     async def plan(self, jobs: Sequence[Job]) -> None:
         """Plan events addressed to listed recipients: every job given, one transaction."""
@@ -266,7 +270,7 @@ class Pipeline:
             ]
         all_users = {user for _, _, users in pairs for user in users}
         audience = await self._audience.load(conn, all_users, {e["tenant"] for e, _, _ in pairs})
-        books = await batch_books.load(conn, self._catalog, pairs, audience, now)
+        books = await batch_books.load(conn, self._counters, self._catalog, pairs, audience, now)
         collapser = await open_collapser(
             self._inbox,
             conn,
@@ -280,12 +284,15 @@ class Pipeline:
         rows = Rows()
         for event, ntype, users in pairs:
             for user in users:
+                mine = books.owned_by(ids.derived_id(event["id"], user))
                 self._plan_one(
-                    event, ntype, audience.recipient(user), audience, books, collapser, rows, now
+                    event, ntype, audience.recipient(user), audience, mine, collapser, rows, now
                 )
-        await self._record(conn, rows, books, now)
+        marks, hits = await self._record(conn, rows, books, now)
         due = {job.lane for job in rows.jobs if job.run_at is None or job.run_at <= now}
-        return await self._inbox.store(conn, collapser.rows), due
+        # Counters outside the database (Redis) do not roll back with this transaction.
+        async with undo_on_error(self._counters, marks, hits):
+            return await self._inbox.store(conn, collapser.rows), due
 
     def _plan_one(
         self,
@@ -422,24 +429,22 @@ class Pipeline:
 
     async def _record(
         self, conn: AsyncConnection, rows: Rows, books: batch_books.BatchBooks, now: dt.datetime
-    ) -> None:
+    ) -> tuple[list[NewMark], list[NewHit]]:
+        """Write the batch's rows, then its counters, last and while the recipients' locks
+        are held, so the next batch for them sees them; returns the counters written."""
         await rows.save(self._db, conn, self._queue, now)
         await digests.add_entries(self._db, conn, rows.digest_entries)
-        await rule_state.save_marks(
-            self._db,
-            conn,
-            [
-                (key, books.dedup_users[key], first, expires)
-                for key, first, expires in books.books.dedup.marked()
-            ],
-            now=now,
-        )
-        await rule_state.save_hits(
-            self._db,
-            conn,
-            books.books.throttle.admitted(),
-            forget_before=now - batch_books.throttle_horizon(self._catalog),
-        )
+        marks = [
+            NewMark(key, books.dedup_users[key], owner, first, expires)
+            for key, first, expires, owner in books.books.dedup.marked_by()
+        ]
+        hits = [NewHit(scope, owner, at) for scope, at, owner in books.books.throttle.admitted_by()]
+        async with undo_on_error(self._counters, marks, hits):
+            await self._counters.save_marks(conn, marks, now=now)
+            await self._counters.save_hits(
+                conn, hits, forget_before=now - batch_books.throttle_horizon(self._catalog)
+            )
+        return marks, hits
 
 
 def _planned_for(

@@ -281,14 +281,31 @@ class JetStreamQueue:
             if not rows:
                 return 0
             acks = []
+            unroutable = []
             for row in rows:
-                for subject, message_id, body in self._messages(row):
+                try:
+                    messages = self._messages(row)
+                except Exception as exc:
+                    # A row no stage takes (a kind this version does not know) would
+                    # block the outbox: it goes to the dead letters instead.
+                    log.error("outbox row %s cannot be routed: %s", row.id, exc)
+                    unroutable.append(
+                        dead_letter_row(
+                            Job(row.id, row.kind, row.payload, row.lane, 0),
+                            f"cannot be routed to a stream: {type(exc).__name__}: {exc}",
+                            now,
+                        )
+                    )
+                    continue
+                for subject, message_id, body in messages:
                     acks.append(
                         await self._js.publish_async(
                             subject, body, headers={"Nats-Msg-Id": message_id}
                         )
                     )
             await asyncio.gather(*acks)
+            if unroutable:
+                await conn.execute(self._db.insert_ignore(dead_letters), unroutable)
             await conn.execute(jobs.delete().where(c.id.in_([row.id for row in rows])))
         self.published += len(acks)
         assert self._nc is not None
@@ -497,14 +514,25 @@ class JetStreamQueue:
             total += info.state.messages
         return total
 
+    async def dead_letter_count(self) -> int:
+        """Messages in the dead-letter stream."""
+        info = await self._js.stream_info(self.topology.dead_stream)
+        return int(info.state.messages)
+
     async def close(self) -> None:
-        """Stop relaying and pulling; unacknowledged messages return after ``ack_wait``."""
+        """Stop relaying and pulling, and hand back the messages not yet run."""
         self._stopping = True
         self._relay_wakeups.call()
         if self._relay_task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._relay_task, 10)
             self._relay_task = None
+        # The worker stopped first and let its running batches finish: what is still in
+        # hand was never started. Hand it back now rather than after ``ack_wait``.
+        for msg in list(self._inflight.values()):
+            with contextlib.suppress(Exception):
+                await msg.nak()
+        self._inflight.clear()
         if self._doorbell is not None:
             await _unsubscribe(self._doorbell)
         for subscription in self._subscriptions.values():

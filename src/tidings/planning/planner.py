@@ -150,10 +150,16 @@ class Situation:
 
 @dataclass
 class Books:
-    """The mutable state of one planning batch: dedup marks and throttle counts."""
+    """The mutable state of one planning batch: dedup marks and throttle counts.
+
+    ``owner`` is the notification being planned with them, if the caller names it: the
+    marks and hits it sets carry it, so a batch planned again after a failure can tell
+    its own leftovers from everyone else's. Copies with another owner share the books.
+    """
 
     dedup: DedupBook = field(default_factory=lambda: DedupBook({}))
     throttle: ThrottleBook = field(default_factory=lambda: ThrottleBook({}))
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -227,7 +233,9 @@ def plan_notification(
     if (
         rules.dedup is not None
         and situation.dedup_key is not None
-        and books.dedup.check(situation.dedup_key, situation.now, rules.dedup.window)
+        and books.dedup.check(
+            situation.dedup_key, situation.now, rules.dedup.window, owner=books.owner
+        )
     ):
         for channel in live:
             plans[channel] = ChannelPlan(channel, Action.SUPPRESS, SuppressionReason.DEDUPLICATED)
@@ -256,7 +264,7 @@ def _throttle(
     for channel in live:
         category = situation.category if rule.per is ThrottleScope.CATEGORY else None
         scope = throttle_scope(recipient.id, channel, category)
-        if books.throttle.admit(scope, situation.now, rule.limit, rule.window):
+        if books.throttle.admit(scope, situation.now, rule.limit, rule.window, owner=books.owner):
             continue
         if rule.over is OverLimit.DIGEST:
             folded.append(channel)

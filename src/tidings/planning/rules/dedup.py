@@ -36,16 +36,25 @@ class DedupBook:
     def __init__(self, loaded: Mapping[str, dt.datetime]) -> None:
         """``loaded`` maps each key to the first_seen of its mark still live in storage."""
         self._first_seen = dict(loaded)
-        self._marked: dict[str, tuple[dt.datetime, dt.datetime]] = {}
+        self._marked: dict[str, tuple[dt.datetime, dt.datetime, str | None]] = {}
 
-    def check(self, key: str, now: dt.datetime, window: dt.timedelta) -> bool:
-        """True when the event is a duplicate; otherwise it opens a new window at ``now``."""
+    def check(
+        self, key: str, now: dt.datetime, window: dt.timedelta, *, owner: str | None = None
+    ) -> bool:
+        """True when the event is a duplicate; otherwise it opens a new window at ``now``.
+
+        ``owner`` names the notification that opens the window, stored with its mark.
+        """
         if is_duplicate(self._first_seen.get(key), now, window):
             return True
         self._first_seen[key] = now
-        self._marked[key] = (now, now + window)
+        self._marked[key] = (now, now + window, owner)
         return False
 
     def marked(self) -> list[tuple[str, dt.datetime, dt.datetime]]:
         """The (key, first_seen, expires_at) marks this batch set, one per key, to upsert."""
-        return [(key, first_seen, expires) for key, (first_seen, expires) in self._marked.items()]
+        return [(key, first, expires) for key, (first, expires, _) in self._marked.items()]
+
+    def marked_by(self) -> list[tuple[str, dt.datetime, dt.datetime, str | None]]:
+        """The marks this batch set, as ``marked()``, each with its owner last."""
+        return [(key, *mark) for key, mark in self._marked.items()]

@@ -57,17 +57,32 @@ class ThrottleBook:
         # Whole logs, not trimmed to one limit: types sharing a scope may declare different
         # limits and windows, and each needs every instant its own window covers.
         self._logs = {scope: list(instants) for scope, instants in loaded.items()}
-        self._admitted: list[tuple[str, dt.datetime]] = []
+        self._admitted: list[tuple[str, dt.datetime, str | None]] = []
 
-    def admit(self, scope: str, now: dt.datetime, limit: int, window: dt.timedelta) -> bool:
-        """Whether one more notification in ``scope`` fits at ``now``; records it if so."""
+    def admit(
+        self,
+        scope: str,
+        now: dt.datetime,
+        limit: int,
+        window: dt.timedelta,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        """Whether one more notification in ``scope`` fits at ``now``; records it if so.
+
+        ``owner`` names the notification admitted, stored with its hit.
+        """
         log = self._logs.setdefault(scope, [])
         if not admit(log, now, limit, window).allowed:
             return False
         log.append(now)
-        self._admitted.append((scope, now))
+        self._admitted.append((scope, now, owner))
         return True
 
     def admitted(self) -> list[tuple[str, dt.datetime]]:
         """What this batch admitted, in order, to write back."""
+        return [(scope, at) for scope, at, _ in self._admitted]
+
+    def admitted_by(self) -> list[tuple[str, dt.datetime, str | None]]:
+        """What this batch admitted, as ``admitted()``, each with its owner last."""
         return list(self._admitted)

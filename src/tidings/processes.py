@@ -1,0 +1,94 @@
+"""The scale-out processes beside the API: ``tidings worker`` and ``tidings scheduler``.
+
+Each builds the same runtime as ``tidings serve``, starts only its own part of it, and
+answers ``/healthz`` and ``/readyz`` on a port of its own, so an orchestrator can tell a
+process that runs from one that can work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+from fastapi import FastAPI
+
+from tidings import __version__
+from tidings.app import Runtime, add_health_routes, build_runtime
+from tidings.kit.jetstream import JetStreamQueue
+from tidings.kit.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WORKER_HEALTH_PORT = 8001
+SCHEDULER_HEALTH_PORT = 8002
+
+
+async def run_worker(settings: Settings) -> None:
+    """Lease jobs of the configured stages and lanes and run them, until SIGTERM/SIGINT."""
+    runtime = build_runtime(settings)
+    await runtime.start(consume=True)
+    log.info(
+        "worker %s running stages %s, lanes %s",
+        runtime.worker.worker_id,
+        ",".join(settings.stages),
+        ",".join(map(str, settings.lanes)),
+    )
+    await _run_until_stopped(runtime, settings.health_port or WORKER_HEALTH_PORT)
+
+
+async def run_scheduler(settings: Settings) -> None:
+    """Relay due timers (and any job a crashed process committed but did not relay) to
+    JetStream, until SIGTERM/SIGINT. Several may run: each due row goes out once.
+
+    Raises:
+        ValueError: the queue is the database's own, whose workers fire timers themselves.
+    """
+    runtime = build_runtime(settings)
+    if not isinstance(runtime.queue, JetStreamQueue):
+        await runtime.close()
+        raise ValueError(
+            "the database queue's workers fire timers themselves; "
+            "the scheduler runs with TIDINGS_QUEUE_BACKEND=jetstream"
+        )
+    await runtime.start(consume=False, relay_poll=settings.scheduler_poll_seconds)
+    log.info("scheduler relaying due jobs every %.1fs", settings.scheduler_poll_seconds)
+    await _run_until_stopped(runtime, settings.health_port or SCHEDULER_HEALTH_PORT)
+
+
+async def _run_until_stopped(runtime: Runtime, health_port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    health = _health_server(runtime, health_port)
+    serving = asyncio.create_task(health.serve(), name="tidings-health")
+    try:
+        await stop.wait()
+    finally:
+        health.should_exit = True
+        with contextlib.suppress(Exception):
+            await serving
+        # Running batches get their time to finish; unacknowledged messages return to
+        # their partitions for the next owner.
+        await runtime.close()
+
+
+def _health_server(runtime: Runtime, port: int) -> uvicorn.Server:
+    app = FastAPI(title="Tidings process health", version=__version__)
+    add_health_routes(app, runtime)
+    config = uvicorn.Config(
+        app, host=runtime.settings.host, port=port, log_level="warning", access_log=False
+    )
+    return _QuietServer(config)
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves the process's signals to the process."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

@@ -1,0 +1,232 @@
+"""The pipeline on the JetStream queue: the same guarantees as on the database queue.
+
+One process here runs API, relay and worker, on PostgreSQL and the machine's NATS (with
+streams of a prefix of their own, removed after each test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import eventually, fresh_database, service_missing
+from tests.integration.test_queue import NATS_URL
+from tidings.app import Runtime, build_runtime, create_app
+from tidings.kit import tables
+from tidings.kit.jetstream import JetStreamQueue
+from tidings.kit.queue import NewJob
+from tidings.kit.settings import Settings
+
+
+@dataclass
+class Running:
+    runtime: Runtime
+    client: httpx.AsyncClient
+    producer: dict[str, str]
+
+    @property
+    def queue(self) -> JetStreamQueue:
+        assert isinstance(self.runtime.queue, JetStreamQueue)
+        return self.runtime.queue
+
+
+@pytest.fixture
+async def tidings(make_settings: Callable[..., Settings], tmp_path: Path) -> AsyncIterator[Running]:
+    """A running Tidings on PostgreSQL and JetStream (three partitions)."""
+    async with fresh_database("postgres", tmp_path) as url:
+        settings = make_settings(
+            database_url=url,
+            queue_backend="jetstream",
+            nats_url=NATS_URL,
+            nats_prefix=f"t{uuid.uuid4().hex[:10]}",
+            nats_partitions=3,
+            nats_ack_wait_seconds=2,
+            job_max_attempts=3,
+            topic_page_size=100,
+            scheduler_poll_seconds=0.1,
+        )
+        runtime = build_runtime(settings)
+        application = create_app(runtime=runtime)
+        try:
+            async with application.router.lifespan_context(application):
+                _key, plaintext = await runtime.auth.create_key("tests", ["*"])
+                async with httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=application), base_url="http://t.test"
+                ) as client:
+                    yield Running(runtime, client, {"Authorization": f"Bearer {plaintext}"})
+        except OSError as exc:
+            service_missing(f"NATS JetStream at {NATS_URL}", exc)
+        finally:
+            await _delete_streams(settings)
+
+
+async def _delete_streams(settings: Settings) -> None:
+    with contextlib.suppress(Exception):
+        nc = await nats.connect(NATS_URL)
+        js = nc.jetstream()
+        for stage in ("plan", "deliver", "dead"):
+            with contextlib.suppress(Exception):
+                await js.delete_stream(f"{settings.nats_prefix}_{stage}".upper())
+        await nc.close()
+
+
+async def scalar(runtime: Runtime, query: sa.Select[Any]) -> Any:
+    async with runtime.db.reader() as conn:
+        return (await conn.execute(query)).scalar_one()
+
+
+async def inbox_pairs(runtime: Runtime) -> list[tuple[str, str]]:
+    async with runtime.db.reader() as conn:
+        rows = await conn.execute(
+            sa.select(tables.inbox_items.c.event_id, tables.inbox_items.c.user_id)
+        )
+        return [(row.event_id, row.user_id) for row in rows]
+
+
+def comment(n: int, recipients: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "comment.created",
+        "idempotency_key": f"k-{n}",
+        "actor": {"id": "u-ann", "name": "Ann"},
+        "recipients": recipients,
+        "data": {
+            "board": {"id": "b-1", "name": "Roadmap"},
+            "comment": {"id": f"c-{n}", "text": "Looks good"},
+        },
+        **extra,
+    }
+
+
+async def test_every_recipient_of_every_event_gets_one_item_across_partitions(
+    tidings: Running,
+) -> None:
+    events = [
+        comment(n, [{"id": f"u-{n}"}, {"id": f"u-{n + 1}"}, {"id": "u-all"}]) for n in range(60)
+    ]
+    response = await tidings.client.post(
+        "/v1/events/batch", json={"events": events}, headers=tidings.producer
+    )
+    assert response.status_code == 202, response.text
+    event_ids = [e["event_id"] for e in response.json()["events"]]
+    expected = sorted(
+        (event_id, user)
+        for n, event_id in enumerate(event_ids)
+        for user in (f"u-{n}", f"u-{n + 1}", "u-all")
+    )
+
+    async def delivered() -> bool:
+        return len(await inbox_pairs(tidings.runtime)) >= len(expected)
+
+    await eventually(delivered, timeout=30)
+    assert sorted(await inbox_pairs(tidings.runtime)) == expected
+    # The batch travelled as one planning message per recipient partition.
+    assert tidings.queue.published == tidings.runtime.settings.nats_partitions
+    assert await scalar(tidings.runtime, sa.select(sa.func.count()).select_from(tables.jobs)) == 0
+    unplanned = sa.select(sa.func.count()).where(tables.events.c.planned_at.is_(None))
+    assert await scalar(tidings.runtime, unplanned) == 0
+
+
+async def test_a_topic_fans_out_page_by_page_to_every_subscriber(tidings: Running) -> None:
+    subscribers = [f"s-{n:03d}" for n in range(250)]
+    response = await tidings.client.put(
+        "/v1/topics/board:7/subscribers",
+        json={"user_ids": subscribers},
+        headers=tidings.producer,
+    )
+    assert response.status_code in (200, 201), response.text
+    event = comment(1, [])
+    del event["recipients"]
+    event["topic"] = "board:7"
+    response = await tidings.client.post("/v1/events", json=event, headers=tidings.producer)
+    assert response.status_code == 202, response.text
+    event_id = response.json()["event_id"]
+
+    async def delivered() -> bool:
+        return len(await inbox_pairs(tidings.runtime)) >= len(subscribers)
+
+    await eventually(delivered, timeout=30)
+    assert sorted(await inbox_pairs(tidings.runtime)) == [(event_id, user) for user in subscribers]
+
+
+async def test_email_goes_through_the_deliver_stage(tidings: Running) -> None:
+    event = comment(2, [{"id": "u-bob", "email": "bob@example.com"}])
+    response = await tidings.client.post("/v1/events", json=event, headers=tidings.producer)
+    assert response.status_code == 202, response.text
+
+    async def mailed() -> bool:
+        box = await tidings.client.get("/v1/dev/mailbox", headers=tidings.producer)
+        return len(box.json()["messages"]) == 1
+
+    await eventually(mailed, timeout=30)
+    sent = sa.select(sa.func.count()).where(
+        tables.deliveries.c.channel == "email", tables.deliveries.c.state == "sent"
+    )
+    assert await scalar(tidings.runtime, sent) == 1
+
+
+async def test_a_timer_waits_in_the_database_until_its_time(tidings: Running) -> None:
+    due = tidings.runtime.clock.now() + dt.timedelta(seconds=1)
+    async with tidings.runtime.db.transaction() as conn:
+        await tidings.queue.enqueue(
+            conn,
+            [NewJob("plan:later", "plan", {"events": ["missing"]}, lane=2, run_at=due)],
+        )
+    tidings.queue.wake()
+    # Not relayed before its time: the row is still the timer.
+    jobs = sa.select(sa.func.count()).select_from(tables.jobs)
+    assert await scalar(tidings.runtime, jobs) == 1
+
+    async def fired() -> bool:
+        return await scalar(tidings.runtime, jobs) == 0
+
+    await eventually(fired, timeout=10)
+
+
+async def test_a_poison_job_is_retried_then_dead_lettered(tidings: Running) -> None:
+    async with tidings.runtime.db.transaction() as conn:
+        await tidings.queue.enqueue(
+            conn, [NewJob("plan:ghost", "plan", {"events": ["no-such-event"]})]
+        )
+    tidings.queue.wake()
+    dead = sa.select(sa.func.count()).select_from(tables.dead_letters)
+
+    async def buried() -> bool:
+        return await scalar(tidings.runtime, dead) == 1
+
+    await eventually(buried, timeout=30)
+    async with tidings.runtime.db.reader() as conn:
+        row = (await conn.execute(sa.select(tables.dead_letters))).one()
+    assert row.id == "plan:ghost"
+    assert row.attempts == 3
+    assert "no-such-event" in row.error
+    info = await tidings.queue.dead_letter_count()
+    assert info == 1
+
+
+async def test_an_outbox_row_no_stage_takes_goes_to_the_dead_letters(tidings: Running) -> None:
+    async with tidings.runtime.db.transaction() as conn:
+        await tidings.queue.enqueue(
+            conn,
+            [NewJob("mystery:1", "mystery", {}), NewJob("plan:ok", "plan", {"events": []})],
+        )
+    tidings.queue.wake()
+    jobs = sa.select(sa.func.count()).select_from(tables.jobs)
+
+    async def relayed() -> bool:
+        return await scalar(tidings.runtime, jobs) == 0
+
+    await eventually(relayed, timeout=10)
+    async with tidings.runtime.db.reader() as conn:
+        [row] = (await conn.execute(sa.select(tables.dead_letters))).all()
+    assert (row.id, row.kind) == ("mystery:1", "mystery")
+    assert "cannot be routed" in row.error
