@@ -609,3 +609,58 @@ def code_line() -> str:
     head = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = " + uncommitted changes in src/" if git("status", "--porcelain", "src") else ""
     return f"code: {head}{dirty}"
+
+
+# ---------------------------------------------------------------------------- without git
+
+
+def work_tree_line() -> str:
+    """The commit checked out and a fingerprint of ``src/`` and ``catalog/`` as measured.
+
+    Reads ``.git/HEAD`` as a file (git itself is not run), and hashes the files, so two
+    runs can tell whether they measured the same code while others edit the work tree.
+    """
+    import hashlib
+
+    head = "unknown"
+    with contextlib.suppress(OSError):
+        ref = (ROOT / ".git" / "HEAD").read_text().strip()
+        if ref.startswith("ref: "):
+            name = ref[5:]
+            path = ROOT / ".git" / name
+            if path.exists():
+                head = path.read_text().strip()
+            else:
+                packed = (ROOT / ".git" / "packed-refs").read_text().splitlines()
+                head = next((ln.split()[0] for ln in packed if ln.endswith(" " + name)), head)
+        else:
+            head = ref
+    digest = hashlib.sha256()
+    files = sorted(
+        p for folder in ("src", "catalog") for p in (ROOT / folder).rglob("*") if p.is_file()
+    )
+    for path in files:
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0")
+        with contextlib.suppress(OSError):
+            digest.update(path.read_bytes())
+    return (
+        f"code: work tree at commit {head[:7]} (read from .git/HEAD); "
+        f"src/ + catalog/ sha256 {digest.hexdigest()[:12]}"
+    )
+
+
+def pids_named(pattern: str) -> list[int]:
+    """Pids whose command line matches ``pattern`` (``pgrep -f``), this process excluded."""
+    done = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
+    return [int(p) for p in done.stdout.split() if p.strip() and int(p) != os.getpid()]
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line, or '' if it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""

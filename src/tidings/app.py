@@ -42,7 +42,7 @@ from tidings.kit.clock import Clock, SystemClock
 from tidings.kit.counters import Counters, RedisCounters, build_counters
 from tidings.kit.db import Database
 from tidings.kit.jetstream import JetStreamQueue, Topology
-from tidings.kit.live import LocalHub
+from tidings.kit.live import LiveHub, build_live_hub
 from tidings.kit.partitions import PartitionLeases
 from tidings.kit.queue import SqlQueue
 from tidings.kit.settings import Settings
@@ -73,7 +73,7 @@ class Runtime:
     catalog: catalog.Catalog
     queue: SqlQueue | JetStreamQueue
     counters: Counters
-    live: LocalHub
+    live: LiveHub
     auth: AuthService
     users: UsersService
     events: EventsService
@@ -93,6 +93,7 @@ class Runtime:
     async def start(self, *, consume: bool, relay_poll: float | None = None) -> None:
         """Connect the engines and start what this process runs in the background: the
         relay of committed jobs (JetStream), and with ``consume`` the worker."""
+        await self.live.start()
         if isinstance(self.queue, JetStreamQueue):
             await self.queue.open()
             # A process that works also fires due timers: the scheduler is then a spare,
@@ -144,6 +145,7 @@ class Runtime:
             await self.queue.close()
         await self.provider.close()
         await self.counters.close()
+        await self.live.close()
         await self.db.dispose()
 
 
@@ -158,7 +160,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     db = Database(settings.resolved_database_url)
     queue = build_queue(settings, db, clock)
     counters = build_counters(settings, db)
-    live = LocalHub()
+    live = build_live_hub(settings)
     users = UsersService(db, clock)
     events = EventsService(db, clock, types, queue, users)
     inbox = InboxService(db, clock, live)
