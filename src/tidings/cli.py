@@ -37,6 +37,11 @@ T = TypeVar("T")
 
 
 def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    if sys.platform != "win32":
+        import uvloop
+
+        # The same event loop as the API's: the worker spends a quarter of its time in it.
+        return uvloop.run(make())
     return asyncio.run(make())
 
 
