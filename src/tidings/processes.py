@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 
 import uvicorn
@@ -37,7 +38,7 @@ async def run_worker(settings: Settings) -> None:
         ",".join(settings.stages),
         ",".join(map(str, settings.lanes)),
     )
-    await _run_until_stopped(runtime, settings.health_port or WORKER_HEALTH_PORT)
+    await _run_until_stopped(runtime, settings.health_port, WORKER_HEALTH_PORT)
 
 
 async def run_scheduler(settings: Settings) -> None:
@@ -56,22 +57,30 @@ async def run_scheduler(settings: Settings) -> None:
         )
     await runtime.start(consume=False, relay_poll=settings.scheduler_poll_seconds)
     log.info("scheduler relaying due jobs every %.1fs", settings.scheduler_poll_seconds)
-    await _run_until_stopped(runtime, settings.health_port or SCHEDULER_HEALTH_PORT)
+    await _run_until_stopped(runtime, settings.health_port, SCHEDULER_HEALTH_PORT)
 
 
-async def _run_until_stopped(runtime: Runtime, health_port: int) -> None:
+async def _run_until_stopped(runtime: Runtime, chosen_port: int | None, default: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    health = _health_server(runtime, health_port)
-    serving = asyncio.create_task(health.serve(), name="tidings-health")
+    port = chosen_port or default
+    health: uvicorn.Server | None = None
+    serving: asyncio.Task[None] | None = None
+    if chosen_port is None and not _port_free(runtime.settings.host, port):
+        # Several processes on one host: only a port that was asked for is worth failing on.
+        log.warning("port %d is taken; no /healthz here (set --health-port)", port)
+    else:
+        health = _health_server(runtime, port)
+        serving = asyncio.create_task(health.serve(), name="tidings-health")
     try:
         await stop.wait()
     finally:
-        health.should_exit = True
-        with contextlib.suppress(Exception):
-            await serving
+        if health is not None and serving is not None:
+            health.should_exit = True
+            with contextlib.suppress(BaseException):
+                await serving
         # Running batches get their time to finish; unacknowledged messages return to
         # their partitions for the next owner.
         await runtime.close()
@@ -92,3 +101,12 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
