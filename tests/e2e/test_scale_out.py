@@ -240,13 +240,18 @@ async def test_nothing_acknowledged_is_lost_when_a_nats_node_and_a_worker_die(
             key = await create_key(deployed.env)
             publisher = Publisher(deployed.apis, key)
             total = 1500
+            dead_node = 0
             try:
                 for n in range(total):
                     if n == total // 3:
                         # In the middle of the stream: one NATS node and one worker die
                         # at once, wherever they were.
-                        cluster.kill(rng.randrange(3))
+                        dead_node = rng.randrange(3)
+                        cluster.kill(dead_node)
                         await deployed.workers[0].kill()
+                    if n == 2 * total // 3:
+                        # The orchestrator brings the node back, as it would.
+                        await asyncio.to_thread(cluster.start, dead_node)
                     recipients = rng.sample(USERS, rng.choice((1, 1, 2, 3)))
                     await publisher.send(n, recipients)
                     if n % 25 == 0:
