@@ -56,7 +56,6 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default TIDINGS_PORT or 8000).")] = None,
 ) -> None:
     """Run API, workers and timers in one process (the embedded default needs no servers)."""
-    import uvicorn
 
     from tidings.app import create_app
 
@@ -72,6 +71,13 @@ def serve(
     application = create_app(settings)
     where = "embedded SQLite in " + str(settings.data_dir) if settings.is_embedded else "PostgreSQL"
     out.print(f"Tidings {application.version} on {where}, catalog {settings.catalog}")
+    _listen(application, settings)
+
+
+def _listen(application: Any, settings: Settings) -> None:
+    """Serve ``application`` over HTTP until stopped, saying where."""
+    import uvicorn
+
     out.print(f"Listening on {settings.base_url}  (API docs: {settings.base_url}/docs)")
     uvicorn.run(
         application,
@@ -89,7 +95,6 @@ def api(
     port: Annotated[int | None, typer.Option(help="Port (default TIDINGS_PORT or 8000).")] = None,
 ) -> None:
     """Run only the HTTP API (scale-out: as many as needed, behind a load balancer)."""
-    import uvicorn
 
     from tidings.app import create_app
 
@@ -98,15 +103,7 @@ def api(
     settings = _process_settings(updates)
     application = create_app(settings)
     out.print(f"Tidings API {application.version}, queue {settings.queue_backend}")
-    out.print(f"Listening on {settings.base_url}  (API docs: {settings.base_url}/docs)")
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        log_level="warning",
-        access_log=False,
-    )
+    _listen(application, settings)
 
 
 @app.command()
