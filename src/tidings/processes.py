@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -65,25 +65,45 @@ async def _run_until_stopped(runtime: Runtime, chosen_port: int | None, default:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    port = chosen_port or default
-    health: uvicorn.Server | None = None
-    serving: asyncio.Task[None] | None = None
-    if chosen_port is None and not _port_free(runtime.settings.host, port):
-        # Several processes on one host: only a port that was asked for is worth failing on.
-        log.warning("port %d is taken; no /healthz here (set --health-port)", port)
-    else:
-        health = _health_server(runtime, port)
-        serving = asyncio.create_task(health.serve(), name="tidings-health")
     try:
-        await stop.wait()
+        async with serve_health(runtime, chosen_port, default):
+            await stop.wait()
     finally:
-        if health is not None and serving is not None:
-            health.should_exit = True
-            with contextlib.suppress(BaseException):
-                await serving
         # Running batches get their time to finish; unacknowledged messages return to
         # their partitions for the next owner.
         await runtime.close()
+
+
+@contextlib.asynccontextmanager
+async def serve_health(
+    runtime: Runtime, chosen_port: int | None, default: int
+) -> AsyncIterator[int | None]:
+    """Answer ``/healthz`` and ``/readyz`` for this process while the block runs; yields
+    the port, or None when the default port was taken by another process on the host.
+
+    Raises:
+        OSError: the port was chosen (``--health-port``) and is taken.
+    """
+    port = chosen_port or default
+    listening = _bind(runtime.settings.host, port)
+    if listening is None and chosen_port is not None:
+        raise OSError(f"health port {port} on {runtime.settings.host} is already in use")
+    if listening is None:
+        # Several processes on one host: only a port that was asked for is worth failing on.
+        log.warning("port %d is taken; no /healthz here (set --health-port)", port)
+        yield None
+        return
+    health = _health_server(runtime, port)
+    serving = asyncio.create_task(health.serve(sockets=[listening]), name="tidings-health")
+    try:
+        while not health.started and not serving.done():
+            await asyncio.sleep(0.01)
+        yield port
+    finally:
+        health.should_exit = True
+        with contextlib.suppress(BaseException):
+            await serving
+        listening.close()
 
 
 def _health_server(runtime: Runtime, port: int) -> uvicorn.Server:
@@ -103,10 +123,17 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
+def _bind(host: str, port: int) -> socket.socket | None:
+    """The health port, bound here rather than by uvicorn so that two processes starting
+    at once cannot both find it free: the loser learns at once and carries on without."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # Listening at once, the port is refused to every later bind (SO_REUSEADDR only
+    # forgets closed connections).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        return None
+    return sock
