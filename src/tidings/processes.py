@@ -96,8 +96,7 @@ async def serve_health(
     health = _health_server(runtime, port)
     serving = asyncio.create_task(health.serve(sockets=[listening]), name="tidings-health")
     try:
-        while not health.started and not serving.done():
-            await asyncio.sleep(0.01)
+        # The socket already listens: a probe that comes early waits in its backlog.
         yield port
     finally:
         health.should_exit = True
