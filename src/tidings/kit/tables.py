@@ -63,6 +63,7 @@ events = sa.Table(
     sa.Column("api_key_id", Id),
     _now_column(),
     sa.Column("planned_at", UTCDateTime()),
+    sa.Index(None, "created_at"),
 )
 
 idempotency_keys = sa.Table(
@@ -113,6 +114,7 @@ notifications = sa.Table(
     _now_column(),
     sa.Index(None, "event_id"),
     sa.Index(None, "user_id"),
+    sa.Index(None, "created_at"),
 )
 
 deliveries = sa.Table(
@@ -135,6 +137,8 @@ deliveries = sa.Table(
     sa.Index(None, "user_id"),
     sa.Index(None, "provider_message_id"),
     sa.Index(None, "message_id"),
+    sa.Index(None, "created_at"),
+    sa.Index(None, "user_id", "created_at"),
 )
 
 delivery_transitions = sa.Table(
@@ -146,6 +150,10 @@ delivery_transitions = sa.Table(
     sa.Column("reason", sa.String(64)),
     sa.Column("detail", sa.Text),
     sa.Column("at", UTCDateTime(), nullable=False),
+    # Which pipeline stage made the change (plan, deliver, feedback, api...) and, for a
+    # job that ran more than once, on which attempt.
+    sa.Column("stage", sa.String(32)),
+    sa.Column("attempt", sa.Integer),
     sa.Index(None, "delivery_id"),
 )
 
@@ -173,6 +181,7 @@ inbox_items = sa.Table(
     sa.Column("updated_at", UTCDateTime()),
     sa.Index(None, "user_id", "created_at", "id"),
     sa.Index(None, "user_id", "group_key"),
+    sa.Index(None, "created_at"),
 )
 
 api_keys = sa.Table(
@@ -199,6 +208,8 @@ jobs = sa.Table(
     sa.Column("lease_until", UTCDateTime()),
     sa.Column("leased_by", sa.String(100)),
     sa.Column("last_error", sa.Text),
+    # Trace context (W3C traceparent/tracestate) of the work that enqueued the job.
+    sa.Column("headers", JSON),
     _now_column(),
     sa.Index(None, "lane", "run_at"),
 )
@@ -212,8 +223,10 @@ dead_letters = sa.Table(
     sa.Column("lane", sa.SmallInteger, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("error", sa.Text, nullable=False),
+    sa.Column("headers", JSON),
     _now_column(),
     _now_column("failed_at"),
+    sa.Index(None, "kind"),
 )
 
 preference_sets = sa.Table(
