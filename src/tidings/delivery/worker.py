@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 from tidings import catalog
-from tidings.kit import ids
+from tidings.kit import ids, job_context
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.queue import Job, NewJob, Queue, backoff
@@ -176,7 +176,8 @@ class Worker:
                 await self._queue.bury(job, f"no handler for job kind {kind!r}")
             return
         try:
-            await task.handle(group)
+            with job_context.running(kind, max(job.attempts for job in group)):
+                await task.handle(group)
         except Exception as exc:
             if len(group) == 1:
                 await self._failed(task, group[0], exc)
@@ -189,7 +190,8 @@ class Worker:
             return
         for job in group:
             try:
-                await task.handle([job])
+                with job_context.running(kind, job.attempts):
+                    await task.handle([job])
             except Exception as exc:
                 await self._failed(task, job, exc)
             else:
