@@ -231,12 +231,6 @@ async def count(database: str, sql: str) -> int:
         await conn.close()
 
 
-@pytest.mark.xfail(
-    reason="known open problem: after a NATS node is SIGKILLed the R3 streams sometimes stop "
-    "answering the relay's publishes ('no response from stream') and the outbox does not drain "
-    "within the time allowed; nothing is lost (rows stay in PostgreSQL), see docs/deploy.md",
-    strict=False,
-)
 async def test_nothing_acknowledged_is_lost_when_a_nats_node_and_a_worker_die(
     processes: Processes, tmp_path: Path
 ) -> None:

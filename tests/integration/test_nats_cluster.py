@@ -8,6 +8,8 @@ way, and that ``start`` brings it back with its store.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import signal
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -16,9 +18,16 @@ import nats
 import nats.errors
 import nats.js.errors
 import pytest
+import sqlalchemy as sa
 from nats.js import JetStreamContext, api
 
+from tests.conftest import fresh_database
 from tests.nats_cluster import NatsCluster
+from tidings.kit import jetstream
+from tidings.kit.clock import FrozenClock
+from tidings.kit.db import Database
+from tidings.kit.queue import NewJob
+from tidings.kit.tables import jobs
 
 T = TypeVar("T")
 STREAM = "HARNESS"
@@ -131,3 +140,56 @@ async def test_an_r3_stream_keeps_every_message_when_its_leader_is_killed(
             await asyncio.sleep(0.2)
     finally:
         await nc.close()
+
+
+async def test_a_relay_whose_publishes_are_never_answered_gives_its_rows_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node a relay publishes through stops answering (SIGSTOP: its connection stays
+    open, so the client does not fail over). The relay gives up on the batch after its
+    bound, leaving the rows in the outbox; once the node answers again the next relay
+    publishes them, and the stream keeps one copy of each."""
+    monkeypatch.setattr(jetstream, "_PUBLISH_ACK_SECONDS", 1.0)
+    clock = FrozenClock(dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC))
+    with NatsCluster(size=1, base_dir=tmp_path / "nats") as single:
+        async with fresh_database("postgres", tmp_path) as url:
+            db = Database(url)
+            topology = jetstream.Topology(
+                prefix="stall",
+                stages={"plan": "plan"},
+                partitions=1,
+                replicas=1,
+                ack_wait=dt.timedelta(seconds=30),
+                max_deliver=5,
+            )
+            queue = jetstream.JetStreamQueue(db, clock, single.urls, topology, max_attempts=3)
+            await queue.open()
+            try:
+                async with db.transaction() as conn:
+                    await queue.enqueue(
+                        conn, [NewJob(f"job-{n}", "plan", {"user": "u-1"}) for n in range(20)]
+                    )
+                node = single.nodes[0].process
+                assert node is not None
+                node.send_signal(signal.SIGSTOP)
+                try:
+                    with pytest.raises(TimeoutError):
+                        await queue.relay_once()
+                finally:
+                    node.send_signal(signal.SIGCONT)
+                async with db.transaction() as conn:
+                    assert await conn.scalar(sa.select(sa.func.count()).select_from(jobs)) == 20
+                # The stopped node may still store what it was sent before it stopped
+                # answering: the second relay's copies are then dropped as duplicates.
+                assert await queue.relay_once() == 20
+                async with db.transaction() as conn:
+                    assert await conn.scalar(sa.select(sa.func.count()).select_from(jobs)) == 0
+                nc = await nats.connect(single.urls)
+                try:
+                    info = await nc.jetstream().stream_info(topology.stream("plan"))
+                    assert info.state.messages == 20
+                finally:
+                    await nc.close()
+            finally:
+                await queue.close()
+                await db.dispose()

@@ -53,6 +53,10 @@ LANES = (0, 1, 2, 3)
 DUPLICATE_WINDOW = dt.timedelta(minutes=2)
 DEAD_LETTER_AGE = dt.timedelta(days=30)
 _RELAY_BATCH = 500
+_PUBLISH_ACK_SECONDS = 10.0
+"""How long a relay waits for JetStream to confirm its publishes before it gives the rows
+back (to publish them again; the message ids make the second copy a no-op). A reply can
+be lost for good when the node that would send it dies."""
 _PULL_SECONDS = 5.0
 """How long a pull waits for the server's answer before giving up on it."""
 
@@ -303,7 +307,7 @@ class JetStreamQueue:
                             subject, body, headers={"Nats-Msg-Id": message_id}
                         )
                     )
-            await asyncio.gather(*acks)
+            await _acknowledged(acks)
             if unroutable:
                 await conn.execute(self._db.insert_ignore(dead_letters), unroutable)
             await conn.execute(jobs.delete().where(c.id.in_([row.id for row in rows])))
@@ -549,3 +553,20 @@ class JetStreamQueue:
 async def _unsubscribe(subscription: Subscription) -> None:
     with contextlib.suppress(Exception):
         await subscription.unsubscribe()
+
+async def _acknowledged(acks: Sequence[asyncio.Future[Any]]) -> None:
+    """Wait for every publish acknowledgement, at most ``_PUBLISH_ACK_SECONDS``.
+
+    Raises:
+        TimeoutError: some did not come.
+        nats.js.errors.Error: JetStream refused one (no stream leader yet, say).
+
+    Whatever happens, none is left waiting: an abandoned future would keep its slot in
+    the client's bounded count of pending publishes, and enough of them stall it.
+    """
+    try:
+        async with asyncio.timeout(_PUBLISH_ACK_SECONDS):
+            await asyncio.gather(*acks)
+    finally:
+        for ack in acks:
+            ack.cancel()
