@@ -1,0 +1,110 @@
+"""What the sync and async clients share: how requests are made, which answers are
+retried and after how long, and how answers become models or exceptions. The clients
+themselves only do the I/O and the waiting."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from tidings import __version__
+from tidings.client import errors
+from tidings.client.models import Event, Retry
+
+USER_AGENT = f"tidings-python/{__version__}"
+MAX_BATCH = 1000
+"""The most events one ``/v1/events/batch`` request carries (the server's default limit)."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One API request, as sent on every try."""
+
+    method: str
+    path: str
+    json: Any = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def segment(value: str) -> str:
+    """A path segment, escaped (user ids and topics may hold ``/`` or ``#``)."""
+    return quote(value, safe="")
+
+
+def headers(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
+
+
+def event_body(
+    type: str,
+    *,
+    data: Mapping[str, Any] | None,
+    recipients: Sequence[str | Mapping[str, Any]] | None,
+    topic: str | None,
+    actor: Mapping[str, Any] | None,
+    tenant: str | None,
+    idempotency_key: str | None,
+) -> Event:
+    values: dict[str, Any] = {
+        "type": type,
+        "data": dict(data or {}),
+        "recipients": None if recipients is None else [_recipient(r) for r in recipients],
+        "topic": topic,
+        "actor": None if actor is None else dict(actor),
+        "tenant": tenant,
+    }
+    if idempotency_key is not None:
+        values["idempotency_key"] = idempotency_key
+    return Event(**values)
+
+
+def _recipient(recipient: str | Mapping[str, Any]) -> str | dict[str, Any]:
+    return recipient if isinstance(recipient, str) else dict(recipient)
+
+
+def chunks(events: Sequence[Event], size: int = MAX_BATCH) -> Iterator[list[Event]]:
+    for start in range(0, len(events), size):
+        yield list(events[start : start + size])
+
+
+def retryable(response: httpx.Response) -> bool:
+    return response.status_code == 429 or response.status_code >= 500
+
+
+def delay(retry: Retry, tries: int, response: httpx.Response | None) -> float:
+    """Seconds to wait after try number ``tries`` (1-based): full jitter, capped, and no
+    less than the server's ``Retry-After``."""
+    wait = random.uniform(0, min(retry.cap, retry.base * 2 ** (tries - 1)))
+    asked = _retry_after(response) if response is not None else None
+    return max(wait, min(asked, retry.cap)) if asked is not None else wait
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def answer(response: httpx.Response) -> Any:
+    """The JSON of a successful answer (None for 204); raises the API's error otherwise."""
+    if response.status_code >= 400:
+        raise errors.from_response(response)
+    if response.status_code == 204 or not response.content:
+        return None
+    return response.json()

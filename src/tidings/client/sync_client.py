@@ -1,0 +1,198 @@
+"""The synchronous client: the same API as :class:`AsyncTidings`, blocking."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from tidings.client import _core, errors
+from tidings.client._core import Call, segment
+from tidings.client.models import (
+    Accepted,
+    Delivery,
+    Event,
+    EventView,
+    Profile,
+    Retry,
+    SubscribersChanged,
+)
+
+
+class Tidings:
+    """A producer's connection to Tidings (``with Tidings(url, key) as t``).
+
+    ``transport`` and the other httpx options pass through, for proxies and tests.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        retry: Retry | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.retry = retry or Retry()
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers=_core.headers(api_key),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def __enter__(self) -> Tidings:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- events ------------------------------------------------------------------------
+
+    def publish(
+        self,
+        type: str,
+        *,
+        data: Mapping[str, Any] | None = None,
+        recipients: Sequence[str | Mapping[str, Any]] | None = None,
+        topic: str | None = None,
+        actor: Mapping[str, Any] | None = None,
+        tenant: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Accepted:
+        """Publish one event to ``recipients`` (ids or profiles) or a ``topic``."""
+        event = _core.event_body(
+            type,
+            data=data,
+            recipients=recipients,
+            topic=topic,
+            actor=actor,
+            tenant=tenant,
+            idempotency_key=idempotency_key,
+        )
+        return self.publish_event(event)
+
+    def publish_event(self, event: Event) -> Accepted:
+        found = self._call(Call("POST", "/v1/events", json=event.body()))
+        return Accepted.model_validate(found)
+
+    def publish_many(self, events: Sequence[Event]) -> list[Accepted]:
+        """Publish events in batches of up to 1,000; each batch is stored whole or not at
+        all, and a failed batch raises before the next is sent."""
+        accepted: list[Accepted] = []
+        for chunk in _core.chunks(events):
+            body = {"events": [event.body() for event in chunk]}
+            found = self._call(Call("POST", "/v1/events/batch", json=body))
+            accepted.extend(Accepted.model_validate(a) for a in found["events"])
+        return accepted
+
+    def batcher(self, size: int = 100) -> Batcher:
+        """Collect events and publish them ``size`` at a time (and the rest on exit)."""
+        return Batcher(self, size)
+
+    def event(
+        self, event_id: str, *, cursor: str | None = None, limit: int | None = None
+    ) -> EventView:
+        """The event and each recipient's delivery, with every transition."""
+        params = {k: v for k, v in (("cursor", cursor), ("limit", limit)) if v is not None}
+        path = f"/v1/events/{segment(event_id)}"
+        return EventView.model_validate(self._call(Call("GET", path, params=params)))
+
+    def delivery(self, delivery_id: str) -> Delivery:
+        """One delivery and its timeline."""
+        path = f"/v1/deliveries/{segment(delivery_id)}"
+        return Delivery.model_validate(self._call(Call("GET", path)))
+
+    # -- recipients and topics -------------------------------------------------------
+
+    def put_user(self, user_id: str, **profile: str | None) -> Profile:
+        """Create or replace a recipient's profile (email, name, locale, timezone)."""
+        path = f"/v1/users/{segment(user_id)}"
+        return Profile.model_validate(self._call(Call("PUT", path, json=profile)))
+
+    def user(self, user_id: str) -> Profile:
+        path = f"/v1/users/{segment(user_id)}"
+        return Profile.model_validate(self._call(Call("GET", path)))
+
+    def delete_user(self, user_id: str) -> None:
+        """Erase a recipient and everything Tidings holds about them."""
+        self._call(Call("DELETE", f"/v1/users/{segment(user_id)}"))
+
+    def subscribe(self, topic: str, user_ids: Sequence[str]) -> SubscribersChanged:
+        path = f"/v1/topics/{segment(topic)}/subscribers"
+        found = self._call(Call("PUT", path, json={"user_ids": list(user_ids)}))
+        return SubscribersChanged.model_validate(found)
+
+    def unsubscribe(self, topic: str, user_ids: Sequence[str]) -> SubscribersChanged:
+        path = f"/v1/topics/{segment(topic)}/subscribers"
+        found = self._call(Call("DELETE", path, json={"user_ids": list(user_ids)}))
+        return SubscribersChanged.model_validate(found)
+
+    # -- the wire ----------------------------------------------------------------------
+
+    def _call(self, call: Call) -> Any:
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                response = self._http.request(
+                    call.method, call.path, json=call.json, params=dict(call.params)
+                )
+            except httpx.TransportError as exc:
+                if tries >= self.retry.attempts:
+                    raise errors.unreachable(exc) from exc
+                time.sleep(_core.delay(self.retry, tries, None))
+                continue
+            if _core.retryable(response) and tries < self.retry.attempts:
+                time.sleep(_core.delay(self.retry, tries, response))
+                continue
+            return _core.answer(response)
+
+
+class Batcher:
+    """``with client.batcher(100) as batch: batch.add(...)``; what it
+    accepted is in ``accepted``, in the order added."""
+
+    def __init__(self, client: Tidings, size: int) -> None:
+        if not 1 <= size <= _core.MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {_core.MAX_BATCH} events, not {size}")
+        self._client = client
+        self._size = size
+        self._pending: list[Event] = []
+        self.accepted: list[Accepted] = []
+
+    def __enter__(self) -> Batcher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.flush()
+
+    def add(self, event: Event) -> None:
+        self._pending.append(event)
+        if len(self._pending) >= self._size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Publish what is pending. On failure it stays pending (with its idempotency
+        keys), so calling ``flush`` again cannot publish anything twice."""
+        if self._pending:
+            self.accepted.extend(self._client.publish_many(self._pending))
+            self._pending = []

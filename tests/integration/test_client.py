@@ -1,0 +1,275 @@
+"""The Python SDK against a real Tidings server on a loopback port.
+
+Faults are injected by a wrapper in front of the real application, at the HTTP level: it
+answers 503 or 429 instead of letting a request through, or lets a request do its work
+and then loses the answer (a 500 the client cannot tell from a crash after commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from fastapi import FastAPI
+
+from tidings.app import Runtime
+from tidings.client import (
+    AsyncTidings,
+    Conflict,
+    Event,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Retry,
+    ServerError,
+    Tidings,
+    Unauthenticated,
+    Unreachable,
+)
+from tidings.kit.tables import events
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+QUICK = Retry(attempts=6, base=0.01, cap=0.05)
+
+
+@dataclass
+class Faults:
+    """The real application, with the next requests' faults queued up in ``plan``:
+    ``"503"``, ``"429"`` (with ``Retry-After: 0``) or ``"lose"``."""
+
+    app: FastAPI
+    plan: list[str] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.seen.append(f"{scope['method']} {scope['path']}")
+        fault = self.plan.pop(0) if self.plan else None
+        if fault in ("503", "429"):
+            await _answer(send, int(fault), b'{"error":{"code":"busy","message":"try later"}}')
+        elif fault == "lose":
+
+            async def swallow(message: MutableMapping[str, Any]) -> None:
+                pass
+
+            await self.app(scope, receive, swallow)
+            await _answer(send, 500, b"Internal Server Error")
+        else:
+            await self.app(scope, receive, send)
+
+
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"retry-after", b"0")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, port: int) -> AsyncIterator[str]:
+    """``app`` on a loopback port (its lifespan is the caller's), for the block."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="error")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def faults(app: FastAPI) -> Faults:
+    return Faults(app)
+
+
+@pytest.fixture
+async def base_url(faults: Faults) -> AsyncIterator[str]:
+    async with serving(faults, _free_port()) as url:
+        yield url
+
+
+def comment(n: int) -> dict[str, Any]:
+    return {
+        "board": {"id": "b-1", "name": "Roadmap"},
+        "comment": {"id": f"c-{n}", "text": f"comment {n}"},
+    }
+
+
+async def stored_events(runtime: Runtime) -> int:
+    async with runtime.db.transaction() as conn:
+        return int(await conn.scalar(sa.select(sa.func.count()).select_from(events)) or 0)
+
+
+async def test_publish_and_follow_an_event(base_url: str, api_key: str, runtime: Runtime) -> None:
+    async with AsyncTidings(base_url, api_key) as tidings:
+        accepted = await tidings.publish(
+            "comment.created",
+            recipients=["u-bob", {"id": "u-cy", "email": "cy@example.com", "name": "Cy"}],
+            actor={"id": "u-ann", "name": "Ann"},
+            data=comment(1),
+        )
+        assert not accepted.replayed
+        for _ in range(500):
+            view = await tidings.event(accepted.event_id)
+            if view.status == "planned" and len(view.deliveries) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert view.id == accepted.event_id
+        assert view.recipients == ["u-bob", "u-cy"]
+        assert {d.user_id for d in view.deliveries} >= {"u-bob", "u-cy"}
+        assert all(d.transitions for d in view.deliveries)
+        # The profile given with the event was recorded.
+        assert (await tidings.user("u-cy")).email == "cy@example.com"
+
+
+async def test_a_lost_answer_is_retried_with_the_same_key_and_publishes_once(
+    base_url: str, api_key: str, faults: Faults, runtime: Runtime
+) -> None:
+    faults.plan = ["lose", "503", "429"]
+    async with AsyncTidings(base_url, api_key, retry=QUICK) as tidings:
+        accepted = await tidings.publish("comment.created", recipients=["u-bob"], data=comment(2))
+    # The first try was stored, its answer lost; the fourth got the original back.
+    assert accepted.replayed
+    assert faults.seen == ["POST /v1/events"] * 4
+    assert faults.plan == []
+    assert await stored_events(runtime) == 1
+
+
+async def test_errors_carry_the_api_code_and_field_and_4xx_is_not_retried(
+    base_url: str, api_key: str, faults: Faults, runtime: Runtime
+) -> None:
+    async with AsyncTidings(base_url, api_key, retry=QUICK) as tidings:
+        with pytest.raises(Invalid) as invalid:
+            await tidings.publish("comment.created", recipients=["u-bob"], data={"board": 1})
+        assert invalid.value.status == 422
+        assert invalid.value.code == "invalid"
+        assert (invalid.value.field or "").startswith("data")
+        assert len(faults.seen) == 1
+
+        await tidings.publish(
+            "comment.created", recipients=["u-bob"], data=comment(3), idempotency_key="k-3"
+        )
+        with pytest.raises(Conflict) as conflict:
+            await tidings.publish(
+                "comment.created", recipients=["u-bob"], data=comment(4), idempotency_key="k-3"
+            )
+        assert conflict.value.code == "conflict"
+
+        with pytest.raises(NotFound):
+            await tidings.event("no-such-event")
+
+    _key, narrow = await runtime.auth.create_key("narrow", ["invoice.*"])
+    async with AsyncTidings(base_url, narrow, retry=QUICK) as tidings:
+        with pytest.raises(Forbidden):
+            await tidings.publish("comment.created", recipients=["u-bob"], data=comment(5))
+    async with AsyncTidings(base_url, "tdk_not_a_key", retry=QUICK) as tidings:
+        with pytest.raises(Unauthenticated):
+            await tidings.publish("comment.created", recipients=["u-bob"], data=comment(6))
+    # Five requests refused, each sent once.
+    assert len(faults.seen) == 6
+
+
+async def test_server_errors_give_up_after_the_last_try(
+    base_url: str, api_key: str, faults: Faults
+) -> None:
+    faults.plan = ["503"] * 10
+    async with AsyncTidings(base_url, api_key, retry=Retry(attempts=3, base=0.01)) as tidings:
+        with pytest.raises(ServerError) as failed:
+            await tidings.publish("comment.created", recipients=["u-bob"], data=comment(7))
+    assert failed.value.status == 503
+    assert failed.value.code == "busy"
+    assert len(faults.seen) == 3
+
+
+async def test_a_server_that_is_not_up_yet_is_waited_for(
+    app: FastAPI, api_key: str, runtime: Runtime
+) -> None:
+    port = _free_port()
+    patient = Retry(attempts=40, base=0.05, cap=0.1)
+    async with AsyncTidings(f"http://127.0.0.1:{port}", api_key, retry=patient) as tidings:
+        publishing = asyncio.create_task(
+            tidings.publish("comment.created", recipients=["u-bob"], data=comment(8))
+        )
+        await asyncio.sleep(0.3)
+        assert not publishing.done()
+        async with serving(app, port):
+            accepted = await publishing
+    assert not accepted.replayed
+    assert await stored_events(runtime) == 1
+
+    async with AsyncTidings(f"http://127.0.0.1:{port}", api_key, retry=QUICK) as tidings:
+        with pytest.raises(Unreachable) as unreachable:
+            await tidings.publish("comment.created", recipients=["u-bob"], data=comment(9))
+    assert unreachable.value.status is None
+
+
+async def test_batching_publishes_in_whole_batches(
+    base_url: str, api_key: str, faults: Faults, runtime: Runtime
+) -> None:
+    async with AsyncTidings(base_url, api_key) as tidings:
+        async with tidings.batcher(100) as batch:
+            for n in range(250):
+                await batch.add(
+                    Event(type="comment.created", recipients=["u-bob"], data=comment(n))
+                )
+        assert len(batch.accepted) == 250
+        assert len({a.event_id for a in batch.accepted}) == 250
+        assert faults.seen == ["POST /v1/events/batch"] * 3
+
+        # A batch whose answer is lost goes again, whole, with the same keys.
+        faults.seen.clear()
+        faults.plan = ["lose"]
+        again = [
+            Event(type="comment.created", recipients=["u-cy"], data=comment(n)) for n in range(3)
+        ]
+        accepted = await tidings.publish_many(again)
+        assert [a.replayed for a in accepted] == [True, True, True]
+        assert faults.seen == ["POST /v1/events/batch"] * 2
+    assert await stored_events(runtime) == 253
+
+
+async def test_the_sync_client_does_the_same(
+    base_url: str, api_key: str, faults: Faults, runtime: Runtime
+) -> None:
+    def work() -> tuple[str, int, int]:
+        with Tidings(base_url, api_key, retry=QUICK) as tidings:
+            tidings.put_user("u-dee", email="dee@example.com", name="Dee")
+            changed = tidings.subscribe("board:b-1", ["u-bob", "u-dee"])
+            faults.plan = ["lose"]
+            accepted = tidings.publish("comment.created", topic="board:b-1", data=comment(10))
+            assert accepted.replayed
+            with tidings.batcher(2) as batch:
+                for n in range(3):
+                    batch.add(Event(type="comment.created", recipients=["u-dee"], data=comment(n)))
+            tidings.delete_user("u-dee")
+            with pytest.raises(NotFound):
+                tidings.user("u-dee")
+            return accepted.event_id, changed.changed, len(batch.accepted)
+
+    event_id, subscribed, batched = await asyncio.to_thread(work)
+    assert subscribed == 2
+    assert batched == 3
+    assert await stored_events(runtime) == 4
+    assert event_id
