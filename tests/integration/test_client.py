@@ -76,7 +76,7 @@ async def _answer(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -106,7 +106,7 @@ async def faults(app: FastAPI) -> Faults:
 
 @pytest.fixture
 async def base_url(faults: Faults) -> AsyncIterator[str]:
-    async with serving(faults, _free_port()) as url:
+    async with serving(faults, free_port()) as url:
         yield url
 
 
@@ -206,7 +206,7 @@ async def test_server_errors_give_up_after_the_last_try(
 async def test_a_server_that_is_not_up_yet_is_waited_for(
     app: FastAPI, api_key: str, runtime: Runtime
 ) -> None:
-    port = _free_port()
+    port = free_port()
     patient = Retry(attempts=40, base=0.05, cap=0.1)
     async with AsyncTidings(f"http://127.0.0.1:{port}", api_key, retry=patient) as tidings:
         publishing = asyncio.create_task(

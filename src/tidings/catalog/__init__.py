@@ -10,7 +10,7 @@ from __future__ import annotations
 from tidings.catalog.categories import Category
 from tidings.catalog.html_text import html_to_text
 from tidings.catalog.loader import Catalog, check, load
-from tidings.catalog.notification_type import NotificationType
+from tidings.catalog.notification_type import Deprecation, NotificationType, deprecation_headers
 from tidings.catalog.payload import PayloadError
 from tidings.catalog.priority import Priority
 from tidings.catalog.problems import CatalogInvalid, CatalogProblem
@@ -34,6 +34,7 @@ __all__ = [
     "Category",
     "CollapseRule",
     "DedupRule",
+    "Deprecation",
     "DigestRule",
     "InAppContent",
     "NotificationType",
@@ -45,6 +46,7 @@ __all__ = [
     "ThrottleRule",
     "ThrottleScope",
     "check",
+    "deprecation_headers",
     "html_to_text",
     "load",
 ]

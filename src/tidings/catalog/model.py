@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -140,10 +140,31 @@ class RulesFile(_FileModel):
     max_age: Duration | None = None
 
 
+class DeprecatedFile(_FileModel):
+    """``deprecated``: the type is on its way out. Publishing it still works, and each
+    answer carries a ``Deprecation`` header; once deprecated it may leave the catalog."""
+
+    since: date
+    # When publishing it will stop working (the ``Sunset`` header), if decided.
+    sunset: date | None = None
+    # What producers should do instead ("publish comment.added").
+    note: Text | None = None
+
+    @model_validator(mode="after")
+    def _sunset_after_since(self) -> DeprecatedFile:
+        if self.sunset is not None and self.sunset < self.since:
+            raise ValueError("sunset comes before since")
+        return self
+
+
 class NotificationTypeFile(_FileModel):
     """A whole catalog file: one notification type."""
 
     key: TypeKey
+    # Raised with every change of the payload schema; ``catalog check --against`` holds
+    # producers' compatibility across versions.
+    version: Annotated[StrictInt, Field(ge=1)] = 1
+    deprecated: DeprecatedFile | None = None
     category: CategoryName
     priority: Priority = Priority.NORMAL
     description: Text

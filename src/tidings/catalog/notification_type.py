@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,6 +18,51 @@ from tidings.catalog.priority import Priority
 from tidings.catalog.rules import CollapseRule, DigestRule, Rules, key_templates, storable_key
 from tidings.catalog.templates import TITLE_MAX, InAppContent, InAppTemplates, RenderError, render
 from tidings.email.message import RenderedEmail
+
+
+@dataclass(frozen=True)
+class Deprecation:
+    """A type's deprecation: since when, until when it is published, and what instead."""
+
+    since: dt.date
+    sunset: dt.date | None = None
+    note: str | None = None
+
+    def headers(self, key: str) -> dict[str, str]:
+        """The answer headers of a publish of type ``key``: ``Deprecation`` (RFC 9745),
+        ``Sunset`` (RFC 8594) when decided, and a ``Warning`` a person can read."""
+        since = dt.datetime.combine(self.since, dt.time(), dt.UTC)
+        text = self.warning(key).encode("ascii", "replace").decode("ascii")
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+        found = {"Deprecation": f"@{int(since.timestamp())}", "Warning": f'299 tidings "{text}"'}
+        if self.sunset is not None:
+            sunset = dt.datetime.combine(self.sunset, dt.time(), dt.UTC)
+            found["Sunset"] = sunset.strftime("%a, %d %b %Y %H:%M:%S GMT")
+        return found
+
+    def warning(self, key: str) -> str:
+        text = f"{key} is deprecated since {self.since.isoformat()}"
+        if self.sunset is not None:
+            text += f" and is to be removed on {self.sunset.isoformat()}"
+        return text + (f": {self.note}" if self.note else "")
+
+
+def deprecation_headers(types: Iterable[NotificationType]) -> dict[str, str]:
+    """The headers of an answer that published ``types``: empty when none is deprecated;
+    else the earliest deprecation and sunset, and one warning per deprecated type."""
+    deprecated = sorted(
+        {t.key: t.deprecated for t in types if t.deprecated is not None}.items(),
+        key=lambda item: (item[1].since, item[0]),
+    )
+    if not deprecated:
+        return {}
+    headers = deprecated[0][1].headers(deprecated[0][0])
+    sunsets = [d for _, d in deprecated if d.sunset is not None]
+    if sunsets:
+        first = min(sunsets, key=lambda d: d.sunset or dt.date.max)
+        headers["Sunset"] = first.headers("")["Sunset"]
+    headers["Warning"] = ", ".join(d.headers(key)["Warning"] for key, d in deprecated)
+    return headers
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +84,8 @@ class NotificationType:
     _in_app: InAppTemplates | None = field(repr=False)
     _email: EmailTemplates | None = field(default=None, repr=False)
     rules: Rules = field(default_factory=Rules)
+    version: int = 1
+    deprecated: Deprecation | None = None
 
     @property
     def email_locales(self) -> frozenset[str]:

@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 
 from tidings.catalog import payload
 from tidings.catalog.model import InAppChannelFile, NotificationTypeFile
-from tidings.catalog.notification_type import NotificationType
+from tidings.catalog.notification_type import Deprecation, NotificationType
 from tidings.catalog.parse_email import CompiledEmail, check_example, compile_email
 from tidings.catalog.problems import CatalogProblem
 from tidings.catalog.report import Report
@@ -125,6 +125,10 @@ def _build(
         _in_app=in_app,
         _email=None if email is None else email.templates,
         rules=rules,
+        version=model.version,
+        deprecated=None
+        if model.deprecated is None
+        else Deprecation(model.deprecated.since, model.deprecated.sunset, model.deprecated.note),
     )
     if context is not None:
         _check_rules_example(report, notification_type, context)

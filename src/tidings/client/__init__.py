@@ -19,6 +19,7 @@ never on another 4xx. Errors raise :class:`TidingsError` subclasses carrying the
 error code, message and offending field.
 """
 
+from tidings.client._core import DeprecatedType
 from tidings.client.async_client import AsyncBatcher, AsyncTidings
 from tidings.client.errors import (
     Conflict,
@@ -50,6 +51,7 @@ __all__ = [
     "Batcher",
     "Conflict",
     "Delivery",
+    "DeprecatedType",
     "Event",
     "EventView",
     "Forbidden",

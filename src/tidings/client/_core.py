@@ -7,6 +7,7 @@ from __future__ import annotations
 import email.utils
 import random
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,11 @@ from tidings.client.models import Event, Retry
 USER_AGENT = f"tidings-python/{__version__}"
 MAX_BATCH = 1000
 """The most events one ``/v1/events/batch`` request carries (the server's default limit)."""
+
+
+class DeprecatedType(DeprecationWarning):
+    """Tidings accepted an event of a deprecated type; the message says since when, until
+    when, and what to publish instead."""
 
 
 @dataclass(frozen=True)
@@ -102,9 +108,13 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def answer(response: httpx.Response) -> Any:
-    """The JSON of a successful answer (None for 204); raises the API's error otherwise."""
+    """The JSON of a successful answer (None for 204); raises the API's error otherwise.
+    An answer about a deprecated type warns with :class:`DeprecatedType`."""
     if response.status_code >= 400:
         raise errors.from_response(response)
+    if "Deprecation" in response.headers:
+        warning = response.headers.get("Warning", "a deprecated notification type")
+        warnings.warn(DeprecatedType(warning), stacklevel=4)
     if response.status_code == 204 or not response.content:
         return None
     return response.json()
