@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from tidings import __version__, catalog
 from tidings.auth.service import AuthService
+from tidings.console import endpoints as console_endpoints
 from tidings.delivery import feedback_endpoints
 from tidings.delivery.audience import AudienceLoader
 from tidings.delivery.digester import Digester
@@ -37,7 +38,8 @@ from tidings.events.group_commit import GroupCommitter
 from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
 from tidings.inbox import endpoints as inbox_endpoints
 from tidings.inbox.service import InboxService
-from tidings.kit import http
+from tidings.ingest.broker import BrokerIngest, IngestTopology
+from tidings.kit import http, metrics, tracing
 from tidings.kit.clock import Clock, SystemClock
 from tidings.kit.counters import Counters, RedisCounters, build_counters
 from tidings.kit.db import Database
@@ -46,10 +48,16 @@ from tidings.kit.live import LiveHub, build_live_hub
 from tidings.kit.partitions import PartitionLeases
 from tidings.kit.queue import SqlQueue
 from tidings.kit.settings import Settings
+from tidings.operations import endpoints as operations_endpoints
+from tidings.operations.dead_letters import DeadLetters
+from tidings.operations.retention import Policy, Retention
+from tidings.operations.timeline import Timelines
 from tidings.preferences import endpoints as preferences_endpoints
 from tidings.preferences.service import PreferencesService
 from tidings.users import endpoints as users_endpoints
 from tidings.users.service import UsersService
+from tidings.web import cors as web_cors
+from tidings.web import pages as web_pages
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +97,18 @@ class Runtime:
     mail_catcher: MailCatcher | None
     feedback: FeedbackRecorder
     feedback_config: FeedbackConfig
+    metrics: metrics.Metrics
+    timelines: Timelines
+    dead_letters: DeadLetters
+    retention: Retention
+    ingest: BrokerIngest | None = None
 
     async def start(self, *, consume: bool, relay_poll: float | None = None) -> None:
         """Connect the engines and start what this process runs in the background: the
         relay of committed jobs (JetStream), and with ``consume`` the worker."""
         await self.live.start()
+        if self.ingest is not None:
+            await self.ingest.start()
         if isinstance(self.queue, JetStreamQueue):
             await self.queue.open()
             # A process that works also fires due timers: the scheduler is then a spare,
@@ -119,6 +134,7 @@ class Runtime:
             await self.queue.release_all()
         if consume:
             self.worker.start()
+            self.retention.start()
 
     async def readiness(self) -> dict[str, str]:
         """Each engine this process depends on, and whether it answers ("ok" or why not)."""
@@ -137,9 +153,14 @@ class Runtime:
                 checks["redis"] = "ok"
             except Exception as exc:
                 checks["redis"] = f"{type(exc).__name__}: {exc}"[:200]
+        if self.ingest is not None:
+            checks["ingest"] = "ok" if self.ingest.connected else "not connected"
         return checks
 
     async def close(self) -> None:
+        if self.ingest is not None:
+            await self.ingest.close()
+        await self.retention.stop()
         await self.worker.stop()
         if isinstance(self.queue, JetStreamQueue):
             await self.queue.close()
@@ -158,6 +179,9 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     clock = clock or SystemClock()
     types = catalog.load(settings.catalog)
     db = Database(settings.resolved_database_url)
+    tracing.configure()
+    measured = metrics.Metrics()
+    metrics.attach(db, measured)
     queue = build_queue(settings, db, clock)
     counters = build_counters(settings, db)
     live = build_live_hub(settings)
@@ -229,7 +253,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         poll_seconds=settings.worker_poll_seconds,
         retry=retry,
     )
-    return Runtime(
+    runtime = Runtime(
         settings=settings,
         clock=clock,
         db=db,
@@ -257,7 +281,26 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         mail_catcher=provider if isinstance(provider, MailCatcher) else None,
         feedback=FeedbackRecorder(db, clock, suppressions),
         feedback_config=FeedbackConfig.from_settings(settings),
+        metrics=measured,
+        timelines=Timelines(db),
+        dead_letters=DeadLetters(db, clock, queue),
+        retention=Retention(
+            db,
+            clock,
+            Policy.from_settings(settings),
+            interval=settings.retention_interval_seconds,
+        ),
     )
+    if settings.ingest_enabled:
+        runtime.ingest = BrokerIngest(
+            settings.nats_servers,
+            IngestTopology(settings.nats_prefix, replicas=settings.nats_replicas),
+            runtime.auth,
+            events,
+            clock,
+            name=f"tidings-ingest {socket.gethostname()}:{os.getpid()}",
+        )
+    return runtime
 
 
 def build_queue(settings: Settings, db: Database, clock: Clock) -> SqlQueue | JetStreamQueue:
@@ -324,25 +367,53 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         "mail_catcher",
         "feedback",
         "feedback_config",
+        "timelines",
+        "dead_letters",
     ):
         setattr(app.state, name, getattr(runtime, name))
     app.state.runtime = runtime
     http.install_error_handlers(app)
     app.add_middleware(http.BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(tracing.RequestSpans)
     app.include_router(events_endpoints.router)
     app.include_router(users_endpoints.router)
     app.include_router(preferences_endpoints.router)
     app.include_router(inbox_endpoints.router)
     app.include_router(email_endpoints.router)
     app.include_router(feedback_endpoints.router)
+    app.include_router(operations_endpoints.router)
+    app.include_router(console_endpoints.router)
+    app.include_router(web_pages.widget_router)
+    if settings.demo_enabled:
+        app.include_router(web_pages.demo_router)
+    if settings.cors_origins:
+        app.add_middleware(web_cors.EndUserCors, origins=settings.cors_origins)
 
     add_health_routes(app, runtime)
 
     return app
 
 
+async def observe_queues(runtime: Runtime) -> None:
+    """Read the queue gauges now: the ``jobs`` table, and JetStream's streams if used.
+    An engine that does not answer leaves its gauges as they were; the scrape goes on."""
+    try:
+        await runtime.metrics.observe_queue(runtime.db, runtime.clock.now())
+        if isinstance(runtime.queue, JetStreamQueue) and runtime.queue.connected:
+            runtime.metrics.observe_streams(await runtime.queue.pending())
+    except Exception:
+        log.warning("reading queue depths for /metrics failed", exc_info=True)
+
+
 def add_health_routes(app: FastAPI, runtime: Runtime) -> None:
-    """``/healthz`` (the process answers) and ``/readyz`` (its engines answer too)."""
+    """``/healthz`` (the process answers), ``/readyz`` (its engines answer too) and
+    ``/metrics`` (Prometheus)."""
+
+    @app.get("/metrics", tags=["operations"], response_model=None)
+    async def metrics_page() -> Response:
+        """The process's metrics in Prometheus' text format; queue depths are read now."""
+        await observe_queues(runtime)
+        return Response(runtime.metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

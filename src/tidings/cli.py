@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -16,10 +15,12 @@ from rich.table import Table
 
 from tidings import catalog
 from tidings.auth.service import AuthService
-from tidings.kit import errors, migrate
+from tidings.catalog import evolution
+from tidings.kit import errors, logs, migrate
 from tidings.kit.clock import SystemClock
 from tidings.kit.db import Database
 from tidings.kit.settings import Settings
+from tidings.operations import commands
 
 app = typer.Typer(help="Tidings: events in; in-app inbox and email out.", no_args_is_help=True)
 keys_app = typer.Typer(help="Producers' API keys.", no_args_is_help=True)
@@ -30,6 +31,9 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(email_app, name="email")
+app.add_typer(commands.dlq_app, name="dlq")
+app.add_typer(commands.retention_app, name="retention")
+app.command()(commands.doctor)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -61,9 +65,7 @@ def serve(
 
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = Settings().model_copy(update=updates)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(logs.wants_json(settings.log_format), level=settings.log_level)
     _require_valid_catalog(settings)
     if settings.is_embedded:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +73,8 @@ def serve(
     application = create_app(settings)
     where = "embedded SQLite in " + str(settings.data_dir) if settings.is_embedded else "PostgreSQL"
     out.print(f"Tidings {application.version} on {where}, catalog {settings.catalog}")
+    if settings.demo_enabled:
+        out.print(f"Demo: {settings.base_url}/demo  (example users, events and mailbox)")
     _listen(application, settings)
 
 
@@ -85,6 +89,7 @@ def _listen(application: Any, settings: Settings) -> None:
         port=settings.port,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through Tidings' own log set-up
         access_log=False,
     )
 
@@ -157,9 +162,7 @@ def _process_settings(updates: dict[str, Any]) -> Settings:
         settings = Settings.model_validate({**Settings().model_dump(), **updates})
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(logs.wants_json(settings.log_format), level=settings.log_level)
     _require_valid_catalog(settings)
     _ensure_schema(settings)
     return settings
@@ -178,8 +181,13 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 @catalog_app.command("check")
 def catalog_check(
     directory: Annotated[Path | None, typer.Argument(help="Catalog folder.")] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(help="The catalog in production: refuse changes that break its producers."),
+    ] = None,
 ) -> None:
-    """Validate every notification type: schema, templates, unknown fields."""
+    """Validate every notification type: schema, templates, unknown fields; with
+    ``--against``, also that producers of the older catalog keep working."""
     folder = directory or Settings().catalog
     problems = catalog.check(folder)
     for problem in problems:
@@ -187,6 +195,15 @@ def catalog_check(
     if problems:
         raise _fail(f"{len(problems)} error(s) in {folder}")
     types = catalog.load(folder)
+    if against is not None:
+        if catalog.check(against):
+            raise _fail(f"{against} is not a valid catalog itself; check it first")
+        breaks = evolution.compare(catalog.load(against), types)
+        for found in breaks:
+            out.print(str(found), highlight=False)
+        if breaks:
+            raise _fail(f"{len(breaks)} breaking change(s) from {against} to {folder}")
+        out.print(f"{folder}: compatible with {against}")
     out.print(f"{folder}: {len(types)} notification types, no errors")
 
 
@@ -194,7 +211,12 @@ def catalog_check(
 def keys_create(
     name: Annotated[str, typer.Option(help="Who the key is for, e.g. a team.")],
     types: Annotated[
-        list[str], typer.Option("--types", help="Type patterns it may publish, e.g. 'comment.*'.")
+        list[str],
+        typer.Option(
+            "--types",
+            "--scope",
+            help="Type patterns it may publish, e.g. 'comment.*'; 'admin' for an operator.",
+        ),
     ],
 ) -> None:
     """Create an API key; the key itself is printed alone on the last line, once."""

@@ -109,7 +109,12 @@ def _health_server(runtime: Runtime, port: int) -> uvicorn.Server:
     app = FastAPI(title="Tidings process health", version=__version__)
     add_health_routes(app, runtime)
     config = uvicorn.Config(
-        app, host=runtime.settings.host, port=port, log_level="warning", access_log=False
+        app,
+        host=runtime.settings.host,
+        port=port,
+        log_level="warning",
+        log_config=None,
+        access_log=False,
     )
     return _QuietServer(config)
 

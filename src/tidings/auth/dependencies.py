@@ -8,6 +8,7 @@ from fastapi import Depends, Header, Query, Request
 
 from tidings.auth.keys import ApiKey
 from tidings.auth.service import AuthService
+from tidings.kit import errors
 
 
 # Dependencies are coroutines: FastAPI would run plain functions in a thread pool, which
@@ -34,5 +35,18 @@ async def end_user(
     return service.authenticate_user(authorization, token)
 
 
+async def operator(key: Annotated[ApiKey, Depends(producer)]) -> ApiKey:
+    """An operator's API key, one with the ``admin`` scope (401 without a key, 403 with
+    another)."""
+    if not key.is_operator:
+        raise errors.Forbidden(
+            "This needs an operator's key: one created with the 'admin' scope "
+            "(tidings keys create --name ops --types admin).",
+            field="authorization",
+        )
+    return key
+
+
 Producer = Annotated[ApiKey, Depends(producer)]
+Operator = Annotated[ApiKey, Depends(operator)]
 EndUser = Annotated[str, Depends(end_user)]

@@ -10,6 +10,8 @@ import secrets
 from dataclasses import dataclass
 
 KEY_PREFIX = "tdg"
+OPERATOR_SCOPE = "admin"
+"""The scope of an operator's key: any user's deliveries, any event, dead letters."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,15 @@ class ApiKey:
     def may_publish(self, type_key: str) -> bool:
         """Whether this key's scopes cover the notification type ``type_key``."""
         return any(fnmatch.fnmatchcase(type_key, pattern) for pattern in self.scopes)
+
+    @property
+    def is_operator(self) -> bool:
+        """Whether this is an operator's key: its scopes include the literal ``admin``."""
+        return OPERATOR_SCOPE in self.scopes
+
+    def may_read(self, type_key: str) -> bool:
+        """Whether this key may see events of ``type_key`` and their deliveries."""
+        return self.is_operator or self.may_publish(type_key)
 
 
 @dataclass(frozen=True)

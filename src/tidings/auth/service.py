@@ -81,6 +81,21 @@ class AuthService:
         self._cache[plaintext] = (time.monotonic() + _CACHE_SECONDS, found[0])
         return found[0]
 
+    async def key_by_prefix(self, prefix: str) -> keys.ApiKey:
+        """The active key whose public prefix is ``prefix`` (the token a broker subject
+        names it by).
+
+        Raises:
+            errors.Unauthenticated: no such key, or it was revoked.
+        """
+        async with self._db.reader() as conn:
+            found = await repository.by_prefix(conn, prefix)
+        if found is None or found[0].revoked_at:
+            raise errors.Unauthenticated(
+                f"No active API key has the prefix {prefix!r}.", field="subject"
+            )
+        return found[0]
+
     def issue_user_token(self, user_id: str, ttl: dt.timedelta | None = None) -> str:
         """A signed token for one end user's inbox."""
         if not user_id:

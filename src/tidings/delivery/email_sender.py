@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
@@ -36,6 +37,7 @@ from tidings.email.providers.base import (
 from tidings.email.suppressions import Suppressions, normalise_address
 from tidings.events.service import EventsService
 from tidings.inbox.service import InboxService
+from tidings.kit import metrics, tracing
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.queue import Job, Queue, backoff
@@ -153,6 +155,7 @@ class EmailSender:
             sends.append(_Send(job, delivery, email))
 
         outcomes = await asyncio.gather(*(self._hand_over(s.email) for s in sends))
+        self._observe(sends, outcomes, events)
         retries: list[tuple[Job, str]] = []
         buried: list[tuple[Job, str]] = []
         for item, outcome in zip(sends, outcomes, strict=True):
@@ -212,6 +215,35 @@ class EmailSender:
         for job, error in buried:
             await self._queue.bury(job, error)
 
+    def _observe(
+        self,
+        sends: Sequence[_Send],
+        outcomes: Sequence[Accepted | SendError],
+        events: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """Count the provider's refusals, and time each accepted email from its event."""
+        measured = metrics.of(self._db)
+        now = self._clock.now()
+        for item, outcome in zip(sends, outcomes, strict=True):
+            if isinstance(outcome, Accepted):
+                event = events.get(item.delivery["event_id"])
+                if event is not None:
+                    measured.delivered("email", event["created_at"], now)
+                log.info(
+                    "email accepted by %s",
+                    outcome.provider,
+                    extra={
+                        "event_id": item.delivery["event_id"],
+                        "notification_id": item.delivery["notification_id"],
+                        "delivery_id": item.delivery["id"],
+                        "message_id": item.email.message_id,
+                    },
+                )
+                log.debug("email %s went to %s", item.email.message_id, item.email.recipient)
+            else:
+                permanent = isinstance(outcome, PermanentSendError)
+                measured.provider_error(outcome.provider, permanent=permanent)
+
     def _stale(self, event: Mapping[str, Any], now: dt.datetime) -> bool:
         """Too old to be worth sending: "your meeting starts in 5 minutes", an hour late."""
         ntype = self._catalog.get(event["type"])
@@ -265,6 +297,21 @@ class EmailSender:
         )
 
     async def _hand_over(self, email: OutgoingEmail) -> Accepted | SendError:
+        with tracing.span(
+            "provider send",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "tidings.message_id": email.message_id,
+                "tidings.delivery_id": email.delivery_id,
+            },
+        ) as span:
+            outcome = await self._provider_send(email)
+            span.set_attribute("tidings.provider", outcome.provider)
+            if isinstance(outcome, SendError):
+                span.set_status(StatusCode.ERROR, type(outcome).__name__)
+            return outcome
+
+    async def _provider_send(self, email: OutgoingEmail) -> Accepted | SendError:
         try:
             return await self._provider.send(email)
         except SendError as exc:

@@ -102,7 +102,11 @@ class FeedbackRecorder:
                     continue
                 state, reason = target
                 change = repository.StateChange(
-                    delivery_id=row["id"], target=state, reason=reason, detail=item.detail
+                    delivery_id=row["id"],
+                    target=state,
+                    reason=reason,
+                    detail=item.detail,
+                    stage="feedback",
                 )
                 if await repository.advance(self._db, conn, [change], now):
                     bounced += state is DeliveryState.BOUNCED

@@ -22,7 +22,7 @@ from tidings import catalog
 from tidings.delivery import batch_books, digests, repository, rule_state
 from tidings.delivery.audience import Audience, AudienceLoader
 from tidings.delivery.collapse import Collapser, open_collapser
-from tidings.delivery.plan_rows import COLLAPSED_INTO, PlanningError, Rows, until
+from tidings.delivery.plan_rows import COLLAPSED_INTO, PlanningError, Rows, event_context, until
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
 from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
@@ -391,6 +391,8 @@ class Pipeline:
             and in_app_item != delivery_id
         ):
             detail = f"{COLLAPSED_INTO}{in_app_item}"
+        if plan.reason == planner.SuppressionReason.DEDUPLICATED:
+            detail = _dedup_detail(event, ntype, recipient)
         rows.delivery(
             delivery_id=delivery_id,
             notification_id=notification_id,
@@ -462,6 +464,17 @@ def _planned_for(
         )
         for event_id in payload["events"]
     ]
+
+
+def _dedup_detail(
+    event: Mapping[str, Any], ntype: catalog.NotificationType, recipient: planner.Recipient
+) -> str | None:
+    """What a deduplicated delivery repeated: the rendered dedup key, and its window."""
+    rule = ntype.rules.dedup
+    if rule is None:
+        return None
+    context = {**event_context(event), "recipient": recipient.as_context()}
+    return f"dedup key {ntype.rule_key(rule.key, context)!r} already seen within {rule.window}"
 
 
 def _page_plan_job(event_id: str, after: str | None, page: Sequence[str], lane: int) -> NewJob:

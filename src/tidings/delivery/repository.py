@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.delivery.states import ALLOWED, STATE_ORDER, DeliveryState
-from tidings.kit import ids
+from tidings.kit import ids, job_context, metrics
 from tidings.kit.db import Database
 from tidings.kit.tables import deliveries, delivery_transitions, notifications
 
@@ -24,14 +24,21 @@ async def record(
     delivery_rows: Sequence[Mapping[str, Any]],
     transition_rows: Sequence[Mapping[str, Any]],
 ) -> None:
-    """Write the plan's rows. Every id is derived, so writing them twice changes nothing."""
+    """Write the plan's rows. Every id is derived, so writing them twice changes nothing.
+
+    Transitions that do not say which stage and attempt made them are stamped with the
+    running job's.
+    """
+    stage, attempt = origin()
+    stamped = [{"stage": stage, "attempt": attempt, **row} for row in transition_rows]
     for table, rows in (
         (notifications, notification_rows),
         (deliveries, delivery_rows),
-        (delivery_transitions, transition_rows),
+        (delivery_transitions, stamped),
     ):
         if rows:
             await conn.execute(db.insert_ignore(table), list(rows))
+    metrics.of(db).deliveries_recorded(delivery_rows)
 
 
 async def for_event(
@@ -46,27 +53,46 @@ async def for_event(
     ]
     if not rows:
         return []
+    transitions = await transitions_of(conn, [r["id"] for r in rows])
+    return [{**row, "transitions": transitions.get(row["id"], [])} for row in rows]
+
+
+async def transitions_of(
+    conn: AsyncConnection, delivery_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each delivery's transitions in the order they happened, with who made them."""
     transitions: dict[str, list[dict[str, Any]]] = {}
     t = delivery_transitions.c
     found = await conn.execute(
-        sa.select(t.delivery_id, t.state, t.reason, t.detail, t.at)
-        .where(t.delivery_id.in_([r["id"] for r in rows]))
+        sa.select(t.delivery_id, t.state, t.reason, t.detail, t.at, t.stage, t.attempt)
+        .where(t.delivery_id.in_(list(delivery_ids)))
         .order_by(t.at, t.id)
     )
     for tr in found:
         transitions.setdefault(tr.delivery_id, []).append(
-            {"state": tr.state, "reason": tr.reason, "detail": tr.detail, "at": tr.at}
+            {
+                "state": tr.state,
+                "reason": tr.reason,
+                "detail": tr.detail,
+                "at": tr.at,
+                "stage": tr.stage,
+                "attempt": tr.attempt,
+            }
         )
-    return [
-        {
-            **row,
-            "transitions": sorted(
-                transitions.get(row["id"], []),
-                key=lambda tr: (tr["at"], STATE_ORDER.get(tr["state"], len(STATE_ORDER))),
-            ),
-        }
-        for row in rows
-    ]
+    for steps in transitions.values():
+        steps.sort(key=lambda tr: (tr["at"], STATE_ORDER.get(tr["state"], len(STATE_ORDER))))
+    return transitions
+
+
+def origin(stage: str | None = None) -> tuple[str, int | None]:
+    """Which stage and attempt a change is made by: ``stage`` when the caller names one
+    (``feedback``, ``replay``), else the running job's kind and attempt, else ``api``."""
+    run = job_context.current()
+    if stage is not None:
+        return stage, None if run is None else run.attempt
+    if run is not None:
+        return run.stage, run.attempt
+    return "api", None
 
 
 @dataclass(frozen=True)
@@ -79,6 +105,10 @@ class StateChange:
     detail: str | None = None
     attempt: int = 1
     fields: Mapping[str, Any] = field(default_factory=dict)
+    stage: str | None = None
+    """Who made the change when it is not the running job (``feedback``, ``replay``)."""
+    key: str | None = None
+    """Names this transition apart from others to the same state and attempt."""
 
 
 async def advance(
@@ -102,19 +132,25 @@ async def advance(
                 updated_at=now,
                 **change.fields,
             )
-            .returning(deliveries.c.id)
+            .returning(deliveries.c.channel)
         )
-        if result.first() is None:
+        if (row := result.first()) is None:
             continue
         moved.append(change.delivery_id)
+        metrics.of(db).delivery_state(row.channel, change.target, change.reason)
+        stage, attempt = origin(change.stage)
         await conn.execute(
             db.insert_ignore(delivery_transitions).values(
-                id=ids.derived_id(change.delivery_id, change.target.value, str(change.attempt)),
+                id=ids.derived_id(
+                    change.delivery_id, change.target.value, change.key or str(change.attempt)
+                ),
                 delivery_id=change.delivery_id,
                 state=change.target.value,
                 reason=change.reason,
                 detail=change.detail,
                 at=now,
+                stage=stage,
+                attempt=attempt,
             )
         )
     return moved

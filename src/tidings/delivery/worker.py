@@ -7,6 +7,7 @@ of low-priority work never stands between a critical job and the loop that runs 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 from tidings import catalog
-from tidings.kit import ids, job_context
+from tidings.kit import ids, job_context, logs, tracing
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.queue import Job, NewJob, Queue, backoff
@@ -176,7 +177,10 @@ class Worker:
                 await self._queue.bury(job, f"no handler for job kind {kind!r}")
             return
         try:
-            with job_context.running(kind, max(job.attempts for job in group)):
+            with (
+                job_context.running(kind, max(job.attempts for job in group)),
+                _traced(kind, group),
+            ):
                 await task.handle(group)
         except Exception as exc:
             if len(group) == 1:
@@ -190,7 +194,7 @@ class Worker:
             return
         for job in group:
             try:
-                with job_context.running(kind, job.attempts):
+                with job_context.running(kind, job.attempts), _traced(kind, [job]):
                     await task.handle([job])
             except Exception as exc:
                 await self._failed(task, job, exc)
@@ -229,6 +233,28 @@ def _weigh(task: Task | None, job: Job) -> int:
     except Exception:
         log.warning("cannot weigh job %s; counting it as one", job.id, exc_info=True)
         return 1
+
+
+@contextlib.contextmanager
+def _traced(kind: str, group: Sequence[Job]) -> Iterator[None]:
+    """A span around one handler call, continuing the jobs' traces, and the ids that
+    the lines it logs carry when it runs one job."""
+    attributes: dict[str, str | int] = {
+        "tidings.job.kind": kind,
+        "tidings.job.count": len(group),
+        "tidings.job.attempt": max(job.attempts for job in group),
+    }
+    found: dict[str, str | None] = {}
+    if len(group) == 1:
+        job = group[0]
+        attributes["messaging.message.id"] = job.id
+        events = job.payload.get("events") or [job.payload.get("event")]
+        found = {
+            "event_id": events[0] if len(events) == 1 else None,
+            "delivery_id": job.payload.get("delivery"),
+        }
+    with tracing.job_span(kind, [job.headers for job in group], attributes), logs.bound(**found):
+        yield
 
 
 async def _make_way() -> None:

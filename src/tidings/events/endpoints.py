@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from tidings.auth.dependencies import Producer
 from tidings.delivery.service import DeliveryService
@@ -40,18 +40,21 @@ async def publish(
     key: Producer,
     events: Events,
     committer: Annotated[GroupCommitter, Depends(group_committer)],
+    response: Response,
 ) -> schemas.Accepted:
     """Publish one event. The same idempotency key with the same body replays the original
-    event id; with a different body it is a 409."""
+    event id; with a different body it is a 409. A deprecated type is still published,
+    and the answer says so in its ``Deprecation`` and ``Warning`` headers."""
     outcome = await committer.submit(events.prepare(key, body))
     if outcome.conflict is not None:
         raise outcome.conflict
+    response.headers.update(events.deprecation_headers([body.type]))
     return schemas.Accepted(event_id=outcome.event_id, replayed=outcome.replayed)
 
 
 @router.post("/events/batch", status_code=202, response_model=schemas.BatchAccepted)
 async def publish_batch(
-    request: Request, body: schemas.BatchIn, key: Producer, events: Events
+    request: Request, body: schemas.BatchIn, key: Producer, events: Events, response: Response
 ) -> schemas.BatchAccepted:
     """Publish up to 1,000 events at once: all are accepted, or none is."""
     limit: int = request.app.state.settings.max_batch_events
@@ -62,6 +65,7 @@ async def publish_batch(
         )
     prepared = [events.prepare(key, event, f"events.{i}.") for i, event in enumerate(body.events)]
     outcomes = await events.publish(prepared)
+    response.headers.update(events.deprecation_headers(event.type for event in body.events))
     return schemas.BatchAccepted(
         events=[schemas.Accepted(event_id=o.event_id, replayed=o.replayed) for o in outcomes]
     )
@@ -70,7 +74,7 @@ async def publish_batch(
 @router.get("/events/{event_id}", response_model=schemas.EventView)
 async def get_event(
     event_id: str,
-    _key: Producer,
+    key: Producer,
     events: Events,
     delivery: Annotated[DeliveryService, Depends(delivery_service)],
     cursor: str | None = None,
@@ -78,6 +82,10 @@ async def get_event(
 ) -> schemas.EventView:
     """The event and each recipient's delivery state, with every transition."""
     row = await events.get(event_id)
+    if not key.may_read(row["type"]):
+        raise errors.Forbidden(
+            f"This key may not read events of type {row['type']!r}.", field="authorization"
+        )
     page, next_cursor = await delivery.for_event(event_id, cursor, limit)
     return schemas.EventView(
         id=row["id"],

@@ -72,6 +72,12 @@ class Transition(BaseModel):
     reason: str | None
     detail: str | None = Field(description="e.g. the mail server's reply")
     at: dt.datetime
+    stage: str | None = Field(
+        default=None,
+        description="what made the change: a job kind (plan, email, in_app...), feedback, "
+        "replay or api",
+    )
+    attempt: int | None = Field(default=None, description="the job's attempt that made it")
 
 
 class DeliveryView(BaseModel):

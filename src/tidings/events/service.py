@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings import catalog
 from tidings.auth.keys import ApiKey
 from tidings.events import repository, schemas
-from tidings.kit import errors, ids
+from tidings.kit import errors, ids, metrics, tracing
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.queue import NewJob, Queue
@@ -37,6 +37,8 @@ class Prepared:
     lane: int
     row: dict[str, Any]
     profiles: list[dict[str, Any]] = field(default_factory=list)
+    trace: dict[str, str] | None = None
+    """The trace context of the request that published it, for its planning job."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,12 @@ class EventsService:
         self._queue = queue
         self._users = users
 
+    def deprecation_headers(self, type_keys: Iterable[str]) -> dict[str, str]:
+        """``Deprecation``, ``Sunset`` and ``Warning`` for an answer that published
+        ``type_keys``; empty when none of them is deprecated."""
+        found = (self._catalog.get(key) for key in set(type_keys))
+        return catalog.deprecation_headers(t for t in found if t is not None)
+
     def prepare(self, key: ApiKey, event: schemas.EventIn, field_prefix: str = "") -> Prepared:
         """Check one event against its type and the key's scopes.
 
@@ -70,6 +78,14 @@ class EventsService:
             errors.Forbidden: the key may not publish this type.
             errors.Invalid: unknown type, no audience, or a payload that breaks the schema.
         """
+        try:
+            return self._prepare(key, event, field_prefix)
+        except errors.TidingsError as exc:
+            known = event.type if self._catalog.get(event.type) is not None else None
+            metrics.of(self._db).event_rejected(known or metrics.UNKNOWN_TYPE, exc.code)
+            raise
+
+    def _prepare(self, key: ApiKey, event: schemas.EventIn, field_prefix: str) -> Prepared:
         ntype = self._catalog.get(event.type)
         if ntype is None:
             raise errors.Invalid(
@@ -118,6 +134,7 @@ class EventsService:
             profiles=[
                 r.model_dump(exclude_unset=True) for r in recipients if r.model_fields_set - {"id"}
             ],
+            trace=tracing.current_headers(),
         )
 
     async def publish(self, prepared: Sequence[Prepared]) -> list[Outcome]:
@@ -157,6 +174,12 @@ class EventsService:
         }
         if lanes:
             self._queue.wake(lanes)
+        measured = metrics.of(self._db)
+        for item, outcome in zip(prepared, outcomes, strict=True):
+            if outcome.conflict is not None:
+                measured.event_rejected(item.row["type"], outcome.conflict.code)
+            else:
+                measured.event_accepted(item.row["type"], replayed=outcome.replayed)
         return outcomes
 
     async def _write(
@@ -228,6 +251,7 @@ class EventsService:
 def _planning_jobs(fresh: Sequence[Prepared]) -> list[NewJob]:
     """One planning job per lane for direct events; one fan-out job per topic event."""
     by_lane: dict[int, dict[str, list[str]]] = {}
+    traces: dict[int, list[dict[str, str] | None]] = {}
     new_jobs: list[NewJob] = []
     for item in fresh:
         if item.row["topic"] is not None:
@@ -237,10 +261,12 @@ def _planning_jobs(fresh: Sequence[Prepared]) -> list[NewJob]:
                     kind=FANOUT_JOB,
                     payload={"event": item.event_id, "after": None},
                     lane=item.lane,
+                    headers=item.trace,
                 )
             )
         else:
             by_lane.setdefault(item.lane, {})[item.event_id] = item.row["recipients"]
+            traces.setdefault(item.lane, []).append(item.trace)
     for lane, recipients in sorted(by_lane.items()):
         event_ids = list(recipients)
         new_jobs.append(
@@ -251,6 +277,7 @@ def _planning_jobs(fresh: Sequence[Prepared]) -> list[NewJob]:
                 # without reading the events back.
                 payload={"events": event_ids, "recipients": recipients},
                 lane=lane,
+                headers=tracing.merged_headers(traces[lane]),
             )
         )
     return new_jobs

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.inbox import repository, schemas
-from tidings.kit import errors
+from tidings.kit import errors, metrics, tracing
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.live import LiveHub
@@ -110,6 +110,16 @@ class InboxService:
         under its own id instead, so nothing is lost. Inserting an id that exists (a job
         run again) changes nothing.
         """
+        if not items:
+            return []
+        with tracing.span("in_app write", attributes={"tidings.items": len(items)}):
+            written = await self._store(conn, items)
+        metrics.of(self._db).in_app_written(written, self._clock.now())
+        return written
+
+    async def _store(
+        self, conn: AsyncConnection, items: Sequence[Mapping[str, Any]]
+    ) -> list[Mapping[str, Any]]:
         fresh: list[tuple[int, Mapping[str, Any]]] = []
         merges: dict[str, tuple[int, Mapping[str, Any]]] = {}
         for position, item in enumerate(items):

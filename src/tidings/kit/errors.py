@@ -51,6 +51,11 @@ class Conflict(TidingsError):
     code = "conflict"
 
 
+class Unavailable(TidingsError):
+    status = 503
+    code = "unavailable"
+
+
 class TooLarge(TidingsError):
     status = 413
     code = "too_large"

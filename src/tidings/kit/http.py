@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,12 +26,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [_problem(error) for error in exc.errors()]
-        first = problems[0]
-        body = errors.Invalid(first["message"], field=first["field"], problems=problems).body()
-        if any(p["code"] == "malformed_json" for p in problems):
-            body["error"]["code"] = "malformed_json"
-        return JSONResponse(body, status_code=422)
+        return JSONResponse(invalid(exc.errors()).body(), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -52,6 +48,17 @@ def install_error_handlers(app: FastAPI) -> None:
             },
             status_code=500,
         )
+
+
+def invalid(problems_of: Sequence[Any]) -> errors.Invalid:
+    """The ``Invalid`` error for pydantic's list of errors (``ValidationError.errors()``),
+    with the same codes, fields and messages as an HTTP request's."""
+    problems = [_problem(error) for error in problems_of]
+    first = problems[0]
+    error = errors.Invalid(first["message"], field=first["field"], problems=problems)
+    if any(p["code"] == "malformed_json" for p in problems):
+        error.code = "malformed_json"
+    return error
 
 
 def _problem(error: Any) -> dict[str, Any]:

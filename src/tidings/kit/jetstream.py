@@ -41,6 +41,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings.kit import metrics
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.partitions import PartitionLeases
@@ -273,7 +274,7 @@ class JetStreamQueue:
         now = self._clock.now()
         c = jobs.c
         due = (
-            sa.select(c.id, c.kind, c.payload, c.lane, c.created_at)
+            sa.select(c.id, c.kind, c.payload, c.lane, c.created_at, c.headers)
             .where(c.run_at <= now, sa.or_(c.lease_until.is_(None), c.lease_until < now))
             .order_by(c.lane, c.run_at)
             .limit(limit)
@@ -304,12 +305,16 @@ class JetStreamQueue:
                 for subject, message_id, body in messages:
                     acks.append(
                         await self._js.publish_async(
-                            subject, body, headers={"Nats-Msg-Id": message_id}
+                            subject,
+                            body,
+                            headers={**(row.headers or {}), "Nats-Msg-Id": message_id},
                         )
                     )
             await _acknowledged(acks)
             if unroutable:
                 await conn.execute(self._db.insert_ignore(dead_letters), unroutable)
+                for dead in unroutable:
+                    metrics.of(self._db).job_buried(dead["kind"])
             await conn.execute(jobs.delete().where(c.id.in_([row.id for row in rows])))
         self.published += len(acks)
         assert self._nc is not None
@@ -454,6 +459,8 @@ class JetStreamQueue:
             lane=key[1],
             attempts=attempts,
             receipt=f"{key[0]}:{msg.metadata.sequence.stream}",
+            headers={k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")}
+            or None,
         )
         self._inflight[job.receipt] = msg
         if attempts > self._max_attempts:
@@ -478,6 +485,7 @@ class JetStreamQueue:
             return
         delay = max(0.0, (run_at - self._clock.now()).total_seconds())
         await msg.nak(delay=delay)
+        metrics.of(self._db).job_retried(job.kind)
 
     async def bury(self, job: Job, error: str) -> None:
         """Record the job as a dead letter, copy it to the dead-letter stream, and stop
@@ -496,6 +504,7 @@ class JetStreamQueue:
         msg = self._inflight.pop(job.receipt, None)
         if msg is not None:
             await msg.term()
+        metrics.of(self._db).job_buried(job.kind)
 
     # -- waiting and stopping --------------------------------------------------------
 
@@ -517,6 +526,22 @@ class JetStreamQueue:
             info = await self._js.stream_info(self.topology.stream(stage))
             total += info.state.messages
         return total
+
+    async def pending(self) -> dict[tuple[str, int], int]:
+        """Messages waiting in the stage streams, per (stage, lane): one stream info call
+        per stage, its subjects counted by the server."""
+        found: dict[tuple[str, int], int] = {}
+        for stage in self.topology.stage_names:
+            info = await self._js.stream_info(
+                self.topology.stream(stage), subjects_filter=f"{self.topology.prefix}.{stage}.>"
+            )
+            for lane in LANES:
+                found[(stage, lane)] = 0
+            for subject, count in (info.state.subjects or {}).items():
+                lane_part = subject.split(".")[-2]
+                if lane_part.isdigit():
+                    found[(stage, int(lane_part))] = found.get((stage, int(lane_part)), 0) + count
+        return found
 
     async def dead_letter_count(self) -> int:
         """Messages in the dead-letter stream."""
@@ -553,6 +578,7 @@ class JetStreamQueue:
 async def _unsubscribe(subscription: Subscription) -> None:
     with contextlib.suppress(Exception):
         await subscription.unsubscribe()
+
 
 async def _acknowledged(acks: Sequence[asyncio.Future[Any]]) -> None:
     """Wait for every publish acknowledgement, at most ``_PUBLISH_ACK_SECONDS``.

@@ -14,13 +14,14 @@ import collections
 import contextlib
 import datetime as dt
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings.kit import metrics, tracing
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.tables import dead_letters, jobs
@@ -35,6 +36,8 @@ class NewJob:
     payload: dict[str, Any]
     lane: int = 2
     run_at: dt.datetime | None = None
+    headers: Mapping[str, str] | None = None
+    """Trace context to carry to the job's handler; by default the enqueuer's current one."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class Job:
     leased_by: str = field(default="")
     receipt: str = field(default="", compare=False)
     """What the queue knows this delivery of the job by (a broker's message), if anything."""
+    headers: Mapping[str, str] | None = field(default=None, compare=False)
+    """The trace context the job was enqueued in (W3C ``traceparent``…), if any."""
 
 
 class Queue(Protocol):
@@ -154,6 +159,7 @@ class SqlQueue:
         if not new_jobs:
             return
         now = self._clock.now()
+        context = tracing.current_headers()
         await conn.execute(
             self._db.insert_ignore(jobs),
             [
@@ -165,6 +171,7 @@ class SqlQueue:
                     "run_at": job.run_at or now,
                     "attempts": 0,
                     "created_at": now,
+                    "headers": dict(job.headers) if job.headers else context,
                 }
                 for job in new_jobs
             ],
@@ -198,14 +205,23 @@ class SqlQueue:
             .where(jobs.c.id.in_(due.scalar_subquery()))
             .values(lease_until=now + lease, leased_by=worker_id, attempts=jobs.c.attempts + 1)
             .returning(
-                jobs.c.id, jobs.c.kind, jobs.c.payload, jobs.c.lane, jobs.c.attempts, jobs.c.run_at
+                jobs.c.id,
+                jobs.c.kind,
+                jobs.c.payload,
+                jobs.c.lane,
+                jobs.c.attempts,
+                jobs.c.run_at,
+                jobs.c.headers,
             )
         )
         async with self._db.transaction() as conn:
             rows = (await conn.execute(stmt)).all()
         # RETURNING comes in no particular order; hand the jobs out as they were chosen.
         chosen = sorted(rows, key=lambda r: (r.lane, r.run_at))
-        return [Job(r.id, r.kind, r.payload, r.lane, r.attempts, worker_id) for r in chosen]
+        return [
+            Job(r.id, r.kind, r.payload, r.lane, r.attempts, worker_id, headers=r.headers)
+            for r in chosen
+        ]
 
     async def complete(self, conn: AsyncConnection, done: Sequence[Job]) -> None:
         """Remove finished jobs, inside the transaction that recorded their effects."""
@@ -223,6 +239,7 @@ class SqlQueue:
                 .where(jobs.c.id == job.id)
                 .values(run_at=run_at, lease_until=None, leased_by=None, last_error=error[:4000])
             )
+        metrics.of(self._db).job_retried(job.kind)
 
     async def bury(self, job: Job, error: str) -> None:
         """Move a job that keeps failing to the dead letters."""
@@ -232,6 +249,7 @@ class SqlQueue:
                 self._db.insert_ignore(dead_letters).values(**dead_letter_row(job, error, now))
             )
             await conn.execute(jobs.delete().where(jobs.c.id == job.id))
+        metrics.of(self._db).job_buried(job.kind)
 
     async def release_all(self) -> int:
         """Drop every lease: only for the embedded default, whose one process is the only
@@ -280,6 +298,7 @@ def dead_letter_row(job: Job, error: str, now: dt.datetime) -> dict[str, Any]:
         "error": error[:4000],
         "created_at": now,
         "failed_at": now,
+        "headers": dict(job.headers) if job.headers else None,
     }
 
 
@@ -338,7 +357,15 @@ class InMemoryQueue:
             entry["lease_until"] = now + lease
             new: NewJob = entry["job"]
             claimed.append(
-                Job(new.id, new.kind, new.payload, new.lane, entry["attempts"], worker_id)
+                Job(
+                    new.id,
+                    new.kind,
+                    new.payload,
+                    new.lane,
+                    entry["attempts"],
+                    worker_id,
+                    headers=new.headers,
+                )
             )
         return claimed
 

@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     catalog: Path = Path("catalog")
     secret: str | None = Field(default=None, repr=False)
     public_url: str | None = None
+    # The demo page mints tokens for its example users: on by default only where nothing
+    # is at stake (see ``demo_enabled``).
+    demo: bool | None = None
+    # Origins whose pages may call the end-user API (the inbox widget), e.g.
+    # ``["https://app.example.com"]``; empty: the same origin only.
+    cors_origins: list[str] = Field(default_factory=list)
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch_events: int = Field(default=1000, ge=1, le=10_000)
@@ -46,6 +52,8 @@ class Settings(BaseSettings):
     queue_backend: Literal["database", "jetstream"] = "database"
     counters_backend: Literal["database", "redis"] = "database"
     live_backend: Literal["local", "nats", "redis"] = "local"
+    # Take events in from NATS JetStream too (``<nats_prefix>.ingest.<key prefix>``).
+    ingest_enabled: bool = False
     nats_url: str = "nats://127.0.0.1:4222"
     nats_prefix: str = Field(default="tidings", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     nats_replicas: int = Field(default=1, ge=1, le=5)
@@ -60,7 +68,18 @@ class Settings(BaseSettings):
     worker_lanes: str = Field(default="0,1,2,3", pattern=r"^[0-3](,[0-3])*$")
     scheduler_poll_seconds: float = Field(default=1.0, gt=0)
 
+    # Retention: how long what was sent is kept (0 keeps it forever), removed in the
+    # background by every process that runs the worker, a small batch at a time.
+    retention_events_days: int = Field(default=90, ge=0)
+    retention_deliveries_days: int = Field(default=90, ge=0)
+    retention_inbox_days: int = Field(default=180, ge=0)
+    inbox_max_items_per_user: int = Field(default=1000, ge=0)
+    retention_batch_size: int = Field(default=500, ge=1, le=10_000)
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
+
     log_level: str = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """``auto``: JSON lines unless standard error is a terminal."""
 
     # Email: who it comes from, how it is signed, and which provider hands it over.
     email_provider: Literal["catcher", "smtp", "ses"] = "catcher"
@@ -123,6 +142,20 @@ class Settings(BaseSettings):
     def is_embedded(self) -> bool:
         """True when running on the embedded SQLite default."""
         return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def demo_enabled(self) -> bool:
+        """Whether ``/demo`` is served. ``TIDINGS_DEMO`` wins; by default it is on only for
+        the embedded default left as it comes: SQLite, no ``TIDINGS_SECRET``, the mail
+        catcher, and listening on loopback."""
+        if self.demo is not None:
+            return self.demo
+        return (
+            self.is_embedded
+            and self.secret is None
+            and self.email_provider == "catcher"
+            and self.host in ("127.0.0.1", "localhost", "::1")
+        )
 
     @cached_property
     def signing_secret(self) -> str:

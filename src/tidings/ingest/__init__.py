@@ -1,0 +1,1 @@
+"""Events that arrive some other way than HTTP: from a NATS JetStream subject."""

@@ -1,0 +1,115 @@
+"""Delivery timelines: one delivery with every transition, and a user's recent ones."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from tidings.auth.keys import ApiKey
+from tidings.delivery import repository as deliveries_repository
+from tidings.kit import errors
+from tidings.kit.db import Database
+from tidings.kit.tables import deliveries, notifications
+
+
+@dataclass(frozen=True)
+class DeliveryFilter:
+    """Which of a user's deliveries to list; ``None`` leaves a field open."""
+
+    channel: str | None = None
+    state: str | None = None
+    type: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+class Timelines:
+    """Reads deliveries back with their transitions, for producers and operators."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def delivery(self, delivery_id: str, key: ApiKey) -> dict[str, Any]:
+        """One delivery, its type and every transition.
+
+        Raises:
+            errors.NotFound: no such delivery.
+            errors.Forbidden: the key covers neither its type nor operators' work.
+        """
+        query = (
+            sa.select(deliveries, notifications.c.type)
+            .join(notifications, notifications.c.id == deliveries.c.notification_id)
+            .where(deliveries.c.id == delivery_id)
+        )
+        async with self._db.reader() as conn:
+            row = (await conn.execute(query)).first()
+            if row is None:
+                raise errors.NotFound(f"No delivery with id {delivery_id!r}.", field="delivery_id")
+            found = dict(row._mapping)
+            if not key.may_read(found["type"]):
+                raise errors.Forbidden(
+                    f"This key may not read deliveries of type {found['type']!r}.",
+                    field="authorization",
+                )
+            steps = await deliveries_repository.transitions_of(conn, [delivery_id])
+        return {**found, "transitions": steps.get(delivery_id, [])}
+
+    async def for_user(
+        self, user_id: str, where: DeliveryFilter, cursor: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the user's deliveries, newest first, each with its transitions; and
+        the cursor of the next page."""
+        d = deliveries.c
+        query = (
+            sa.select(deliveries, notifications.c.type)
+            .join(notifications, notifications.c.id == d.notification_id)
+            .where(d.user_id == user_id)
+        )
+        for column, value in ((d.channel, where.channel), (d.state, where.state)):
+            if value is not None:
+                query = query.where(column == value)
+        if where.type is not None:
+            query = query.where(notifications.c.type == where.type)
+        if where.since is not None:
+            query = query.where(d.created_at >= where.since)
+        if where.until is not None:
+            query = query.where(d.created_at < where.until)
+        before = _decode_cursor(cursor)
+        if before is not None:
+            at, last_id = before
+            query = query.where(
+                sa.or_(d.created_at < at, sa.and_(d.created_at == at, d.id < last_id))
+            )
+        query = query.order_by(d.created_at.desc(), d.id.desc()).limit(limit + 1)
+        async with self._db.reader() as conn:
+            rows = [dict(r._mapping) for r in await conn.execute(query)]
+            steps = await deliveries_repository.transitions_of(conn, [r["id"] for r in rows])
+        page = [{**row, "transitions": steps.get(row["id"], [])} for row in rows[:limit]]
+        return page, (_encode_cursor(page[-1]) if len(rows) > limit else None)
+
+
+def _encode_cursor(row: Mapping[str, Any]) -> str:
+    raw = f"{row['created_at'].isoformat()}|{row['id']}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> tuple[dt.datetime, str] | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, delivery_id = raw.split("|", 1)
+        when = dt.datetime.fromisoformat(at)
+    except (ValueError, UnicodeDecodeError):
+        when = None
+    if when is None or when.tzinfo is None:
+        raise errors.Invalid(
+            "The cursor is not one this API gave out; pass next_cursor back unchanged.",
+            field="cursor",
+        )
+    return when, delivery_id
