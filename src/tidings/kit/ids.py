@@ -26,4 +26,8 @@ def bounded(key: str, limit: int) -> str:
     if len(key) <= limit:
         return key
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{key[: limit - len(digest) - 1]}#{digest}"
+    room = limit - len(digest) - 1
+    if room < 0:
+        # Too small a limit for a readable prefix: the hash alone, as much as fits.
+        return digest[:limit]
+    return f"{key[:room]}#{digest}"

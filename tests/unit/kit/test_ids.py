@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,8 +29,14 @@ def test_a_derived_id_is_pinned() -> None:
     )
 
 
-@given(st.text(max_size=60), st.text(max_size=60))
-def test_bounded_keys_fit_and_stay_distinct(a: str, b: str) -> None:
-    limit = 40
+@given(st.text(max_size=120), st.text(max_size=120), st.sampled_from([8, 40, 64, 65, 66, 100]))
+def test_bounded_keys_fit_and_stay_distinct(a: str, b: str, limit: int) -> None:
     assert len(ids.bounded(a, limit)) <= limit
     assert (ids.bounded(a, limit) == ids.bounded(b, limit)) == (a == b)
+
+
+@pytest.mark.parametrize("limit", [8, 40, 64, 65, 66, 100])
+def test_a_long_key_is_cut_to_its_limit(limit: int) -> None:
+    long_key = "k" * 200
+    assert len(ids.bounded(long_key, limit)) == limit
+    assert ids.bounded(long_key, limit) != ids.bounded(long_key + "x", limit)
