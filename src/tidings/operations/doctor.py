@@ -54,7 +54,11 @@ async def diagnose(settings: Settings) -> list[Check]:
     """Check each dependency the settings point at; none of them is changed."""
     checks = [_data_dir(settings.data_dir), _catalog(settings.catalog)]
     checks.extend(await _database(settings))
-    if settings.queue_backend == "jetstream" or settings.live_backend == "nats":
+    if (
+        settings.queue_backend == "jetstream"
+        or settings.live_backend == "nats"
+        or settings.ingest_enabled
+    ):
         checks.append(await _nats(settings))
     if settings.counters_backend == "redis" or settings.live_backend == "redis":
         checks.append(await _redis(settings))
