@@ -1,10 +1,11 @@
 """Sends email deliveries: compose, hand to the provider, record what happened.
 
 A batch of jobs is read in one go, its messages are sent concurrently (the provider
-bounds the concurrency), and the outcomes are recorded with the jobs' completion in one
-transaction. A crash after the provider accepted a message but before that commit sends
-it again when the job's lease runs out — at most one duplicate, with the same Message-ID,
-which receiving systems may use to drop it. Nothing else repeats or vanishes.
+bounds the concurrency), and the outcomes are recorded with the jobs' completion as they
+come, ``COMMIT_EVERY`` at a time. A crash after the provider accepted a message but
+before the commit that records it sends it again when the job runs again — once, with
+the same Message-ID, which receiving systems may use to drop it; and only for the few
+messages between two commits, not for the whole batch. Nothing else repeats or vanishes.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ from tidings.planning.rules import staleness
 from tidings.users.service import UsersService
 
 log = logging.getLogger(__name__)
+
+COMMIT_EVERY = 8
+"""Outcomes recorded per commit while a batch's messages are handed over: a worker that
+dies mid-batch sends again at most this many accepted messages, plus those in flight."""
 
 
 @dataclass
@@ -154,59 +159,22 @@ class EmailSender:
                 continue
             sends.append(_Send(job, delivery, email))
 
-        outcomes = await asyncio.gather(*(self._hand_over(s.email) for s in sends))
-        self._observe(sends, outcomes, events)
         retries: list[tuple[Job, str]] = []
         buried: list[tuple[Job, str]] = []
-        for item, outcome in zip(sends, outcomes, strict=True):
-            delivery_id = item.delivery["id"]
-            if isinstance(outcome, Accepted):
-                changes.append(
-                    StateChange(
-                        delivery_id,
-                        DeliveryState.SENT,
-                        detail=outcome.reply or None,
-                        fields={
-                            "message_id": item.email.message_id,
-                            "provider": outcome.provider,
-                            "provider_message_id": outcome.provider_id,
-                        },
-                    )
-                )
-                finished.append(item.job)
-            elif isinstance(outcome, PermanentSendError):
-                changes.append(
-                    StateChange(
-                        delivery_id,
-                        DeliveryState.FAILED,
-                        "rejected",
-                        outcome.reply,
-                        fields={"provider": outcome.provider},
-                    )
-                )
-                finished.append(item.job)
-            elif item.job.attempts >= self._retry.max_attempts:
-                changes.append(
-                    StateChange(
-                        delivery_id, DeliveryState.FAILED, "retries_exhausted", outcome.reply
-                    )
-                )
-                buried.append((item.job, f"{outcome.provider}: {outcome.reply}"))
-            else:
-                changes.append(
-                    StateChange(
-                        delivery_id,
-                        DeliveryState.SCHEDULED,
-                        "retry",
-                        outcome.reply,
-                        attempt=item.job.attempts + 1,
-                    )
-                )
-                retries.append((item.job, f"{outcome.provider}: {outcome.reply}"))
-
-        async with self._db.transaction() as conn:
-            await repository.advance(self._db, conn, changes, self._clock.now())
-            await self._queue.complete(conn, finished)
+        handing = [asyncio.ensure_future(self._outcome_of(item)) for item in sends]
+        try:
+            for next_done in asyncio.as_completed(handing):
+                item, outcome = await next_done
+                self._observe([item], [outcome], events)
+                self._record(item, outcome, changes, finished, retries, buried)
+                if len(changes) >= COMMIT_EVERY:
+                    await self._commit(changes, finished)
+            await self._commit(changes, finished)
+        finally:
+            # A failed commit (the database went away) stops the batch; the messages
+            # not handed over yet are not sent, and the job runs again.
+            for pending in handing:
+                pending.cancel()
         for job, error in retries:
             delay = backoff(
                 job.attempts, base=self._retry.base_seconds, cap=self._retry.cap_seconds
@@ -214,6 +182,73 @@ class EmailSender:
             await self._queue.retry(job, error, self._clock.now() + dt.timedelta(seconds=delay))
         for job, error in buried:
             await self._queue.bury(job, error)
+
+    async def _outcome_of(self, item: _Send) -> tuple[_Send, Accepted | SendError]:
+        return item, await self._hand_over(item.email)
+
+    async def _commit(self, changes: list[StateChange], finished: list[Job]) -> None:
+        """Record the outcomes so far, and empty the lists: what is committed is never
+        sent again, even if the worker dies a moment later."""
+        if not changes and not finished:
+            return
+        async with self._db.transaction() as conn:
+            await repository.advance(self._db, conn, changes, self._clock.now())
+            await self._queue.complete(conn, finished)
+        changes.clear()
+        finished.clear()
+
+    def _record(
+        self,
+        item: _Send,
+        outcome: Accepted | SendError,
+        changes: list[StateChange],
+        finished: list[Job],
+        retries: list[tuple[Job, str]],
+        buried: list[tuple[Job, str]],
+    ) -> None:
+        """The state change one provider answer makes, and what becomes of its job."""
+        delivery_id = item.delivery["id"]
+        if isinstance(outcome, Accepted):
+            changes.append(
+                StateChange(
+                    delivery_id,
+                    DeliveryState.SENT,
+                    detail=outcome.reply or None,
+                    fields={
+                        "message_id": item.email.message_id,
+                        "provider": outcome.provider,
+                        "provider_message_id": outcome.provider_id,
+                    },
+                )
+            )
+            finished.append(item.job)
+        elif isinstance(outcome, PermanentSendError):
+            changes.append(
+                StateChange(
+                    delivery_id,
+                    DeliveryState.FAILED,
+                    "rejected",
+                    outcome.reply,
+                    fields={"provider": outcome.provider},
+                )
+            )
+            finished.append(item.job)
+        elif item.job.attempts >= self._retry.max_attempts:
+            changes.append(
+                StateChange(delivery_id, DeliveryState.FAILED, "retries_exhausted", outcome.reply)
+            )
+            buried.append((item.job, f"{outcome.provider}: {outcome.reply}"))
+        else:
+            changes.append(
+                StateChange(
+                    delivery_id,
+                    DeliveryState.SCHEDULED,
+                    "retry",
+                    outcome.reply,
+                    attempt=item.job.attempts + 1,
+                )
+            )
+            retries.append((item.job, f"{outcome.provider}: {outcome.reply}"))
 
     def _observe(
         self,
