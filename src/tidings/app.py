@@ -12,18 +12,28 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from tidings import __version__, catalog
+from tidings.auth.rate_limit import RateLimits
 from tidings.auth.service import AuthService
+from tidings.channels import runtime as channel_runtime
+from tidings.channels.interface import Channel
 from tidings.console import endpoints as console_endpoints
 from tidings.delivery import feedback_endpoints
 from tidings.delivery.audience import AudienceLoader
+from tidings.delivery.channel_sender import ChannelSender
 from tidings.delivery.digester import Digester
 from tidings.delivery.digests import DIGEST_JOB
 from tidings.delivery.email_sender import EmailSender
 from tidings.delivery.feedback import FeedbackConfig, FeedbackRecorder
-from tidings.delivery.pipeline import EMAIL_JOB, IN_APP_JOB, Pipeline
+from tidings.delivery.pipeline import (
+    AVAILABLE_CHANNELS,
+    CHANNEL_JOB,
+    EMAIL_JOB,
+    IN_APP_JOB,
+    Pipeline,
+)
 from tidings.delivery.service import DeliveryService
 from tidings.delivery.worker import RetryPolicy, Task, Worker
 from tidings.email import endpoints as email_endpoints
@@ -58,6 +68,10 @@ from tidings.users import endpoints as users_endpoints
 from tidings.users.service import UsersService
 from tidings.web import cors as web_cors
 from tidings.web import pages as web_pages
+from tidings.webhooks import endpoints as webhooks_endpoints
+from tidings.webhooks import outbox as webhook_outbox
+from tidings.webhooks.sender import SendPolicy, WebhookSender
+from tidings.webhooks.service import WebhooksService
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +81,8 @@ JOB_STAGES = {
     EMAIL_JOB: "deliver",
     IN_APP_JOB: "deliver",
     DIGEST_JOB: "deliver",
+    CHANNEL_JOB: "deliver",
+    webhook_outbox.WEBHOOK_JOB: "deliver",
 }
 """Which stage (JetStream stream, ``tidings worker --stage``) runs each kind of job."""
 
@@ -101,6 +117,9 @@ class Runtime:
     timelines: Timelines
     dead_letters: DeadLetters
     retention: Retention
+    webhooks: WebhooksService
+    channels: dict[str, Channel]
+    """The plugin channels this process runs, by name."""
     ingest: BrokerIngest | None = None
 
     async def start(self, *, consume: bool, relay_poll: float | None = None) -> None:
@@ -165,6 +184,7 @@ class Runtime:
         if isinstance(self.queue, JetStreamQueue):
             await self.queue.close()
         await self.provider.close()
+        await channel_runtime.close(self.channels)
         await self.counters.close()
         await self.live.close()
         await self.db.dispose()
@@ -185,10 +205,14 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     queue = build_queue(settings, db, clock)
     counters = build_counters(settings, db)
     live = build_live_hub(settings)
+    plugins = channel_runtime.configure(settings, db, clock)
+    available = AVAILABLE_CHANNELS | frozenset(plugins)
+    outbox = webhook_outbox.Outbox(queue, cache_seconds=settings.webhooks_cache_seconds)
+    webhook_outbox.attach(db, outbox)
     users = UsersService(db, clock)
     events = EventsService(db, clock, types, queue, users)
     inbox = InboxService(db, clock, live)
-    preferences = PreferencesService(db, clock, types)
+    preferences = PreferencesService(db, clock, types, channel_runtime.switchable(types))
     suppressions = Suppressions(db, clock)
     audience = AudienceLoader(users, preferences, suppressions)
     pipeline = Pipeline(
@@ -203,10 +227,11 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         page_size=settings.topic_page_size,
         fanout_to_plan_jobs=isinstance(queue, JetStreamQueue),
         counters=counters,
+        channels=available,
     )
     if isinstance(queue, JetStreamQueue):
         queue.add_splitter(PLAN_JOB, pipeline.partition)
-    digester = Digester(db, clock, types, queue, inbox, audience)
+    digester = Digester(db, clock, types, queue, inbox, audience, channels=available)
     composer = EmailComposer(
         sender=Sender(settings.email_from, settings.email_from_name, settings.sender_domain),
         signer=DkimSigner(
@@ -247,6 +272,23 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             EMAIL_JOB: Task(sender.send),
             IN_APP_JOB: Task(pipeline.deliver_in_app),
             DIGEST_JOB: Task(digester.fire),
+            CHANNEL_JOB: Task(
+                ChannelSender(db, clock, types, queue, events, users, plugins, retry).send
+            ),
+            webhook_outbox.WEBHOOK_JOB: Task(
+                WebhookSender(
+                    db,
+                    clock,
+                    queue,
+                    outbox,
+                    SendPolicy(
+                        retry_seconds=tuple(settings.webhooks_retry_seconds),
+                        disable_after=settings.webhooks_disable_after,
+                        timeout_seconds=settings.webhooks_timeout_seconds,
+                        allow_private=settings.webhooks_allow_private,
+                    ),
+                ).send
+            ),
         },
         batch_size=settings.worker_batch_size,
         lease=dt.timedelta(seconds=settings.worker_lease_seconds),
@@ -284,11 +326,15 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         metrics=measured,
         timelines=Timelines(db),
         dead_letters=DeadLetters(db, clock, queue),
+        channels=plugins,
         retention=Retention(
             db,
             clock,
             Policy.from_settings(settings),
             interval=settings.retention_interval_seconds,
+        ),
+        webhooks=WebhooksService(
+            db, clock, queue, outbox, allow_private=settings.webhooks_allow_private
         ),
     )
     if settings.ingest_enabled:
@@ -369,10 +415,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         "feedback_config",
         "timelines",
         "dead_letters",
+        "webhooks",
     ):
         setattr(app.state, name, getattr(runtime, name))
     app.state.runtime = runtime
+    app.state.rate_limits = RateLimits(settings.rate_limit_per_second, settings.rate_limit_burst)
     http.install_error_handlers(app)
+    http.document_errors(app)
     app.add_middleware(http.BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(tracing.RequestSpans)
     app.include_router(events_endpoints.router)
@@ -382,7 +431,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(email_endpoints.router)
     app.include_router(feedback_endpoints.router)
     app.include_router(operations_endpoints.router)
+    app.include_router(webhooks_endpoints.router)
     app.include_router(console_endpoints.router)
+    for router in channel_runtime.routers(runtime.channels):
+        app.include_router(router)
     app.include_router(web_pages.widget_router)
     if settings.demo_enabled:
         app.include_router(web_pages.demo_router)
@@ -409,7 +461,7 @@ def add_health_routes(app: FastAPI, runtime: Runtime) -> None:
     """``/healthz`` (the process answers), ``/readyz`` (its engines answer too) and
     ``/metrics`` (Prometheus)."""
 
-    @app.get("/metrics", tags=["operations"], response_model=None)
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics_page() -> Response:
         """The process's metrics in Prometheus' text format; queue depths are read now."""
         await observe_queues(runtime)

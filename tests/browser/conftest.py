@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,6 @@ class Tidings:
     env: dict[str, str]
     server: Server
     api_key: str = ""
-    published: int = field(default=0)
 
     @property
     def base_url(self) -> str:
@@ -196,7 +195,8 @@ async def tidings(processes: Processes, tmp_path: Path) -> Tidings:
 
 def embed_page(api: str, token: str, *, attributes: str = "") -> str:
     """A product's page embedding the widget with one script tag. Opening an item only
-    records it (``window.opened``), so the test stays on the page."""
+    records it (``window.opened``), so the test stays on the page; refused tokens are
+    counted in ``window.refusals``."""
     return f"""<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>Product</title>
@@ -207,20 +207,29 @@ def embed_page(api: str, token: str, *, attributes: str = "") -> str:
 </header>
 <script>
   window.opened = [];
-  document.querySelector("tidings-inbox").addEventListener("tidings-open", (event) => {{
+  window.refusals = 0;
+  const inbox = document.querySelector("tidings-inbox");
+  inbox.addEventListener("tidings-open", (event) => {{
     window.opened.push({{id: event.detail.item.id, url: event.detail.url}});
     event.preventDefault();
   }});
+  inbox.addEventListener("tidings-unauthorized", () => {{ window.refusals += 1; }});
 </script>
 </body>
 </html>"""
 
 
 async def open_embedded(
-    page: Page, origin: str, api: str, token: str, *, attributes: str = ""
+    page: Page,
+    origin: str,
+    api: str,
+    token: str,
+    *,
+    attributes: str = "",
+    state: str | None = "open",
 ) -> None:
     """Serve the product page at ``origin``/product (intercepted, not from Tidings) and
-    open it; wait until the widget's live stream is open."""
+    open it; wait until the widget's live stream reaches ``state`` (unless None)."""
     html = embed_page(api, token, attributes=attributes)
 
     async def fulfil(route: Route) -> None:
@@ -228,7 +237,8 @@ async def open_embedded(
 
     await page.route(f"{origin}/product", fulfil)
     await page.goto(f"{origin}/product")
-    await wait_connection(page, "open")
+    if state is not None:
+        await wait_connection(page, state)
 
 
 async def wait_connection(page: Page, state: str) -> None:

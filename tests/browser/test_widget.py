@@ -18,6 +18,7 @@ from tests.browser.conftest import (
     start_tidings,
     wait_connection,
 )
+from tests.conftest import eventually
 from tests.e2e.procs import Processes
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -122,6 +123,12 @@ async def test_read_unread_archive_and_mark_all(page: Page, tidings: Tidings) ->
 async def test_scrolling_loads_every_page_of_fifty_items(page: Page, tidings: Tidings) -> None:
     expected = {f"Ann commented on Board {n}" for n in range(50)}
     await tidings.publish(*(comment(f"c-{n}", board=f"Board {n}") for n in range(50)))
+
+    async def all_delivered() -> bool:
+        return len(await tidings.inbox(BOB)) == 50
+
+    # Delivered before the page opens: the list comes from pages, not from the stream.
+    await eventually(all_delivered, timeout=TIMEOUT_MS / 1000)
     await embed(page, tidings)
     await expect(page.locator(f"{WIDGET} .badge")).to_have_text("50")
     await open_panel(page)
@@ -150,9 +157,23 @@ async def test_stream_recovers_after_the_server_is_killed(page: Page, tidings: T
     await tidings.publish(comment("c-1", board="Before"))
     await expect(badge).to_have_text("1")
 
+    failed_tries: list[str] = []
+    page.on(
+        "requestfailed",
+        lambda request: failed_tries.append(request.url) if "/counts" in request.url else None,
+    )
     await tidings.kill()
     await wait_connection(page, "reconnecting")
     await expect(page.locator(f"{WIDGET} .status")).to_have_attribute("data-state", "reconnecting")
+
+    async def tried_twice() -> bool:
+        return len(failed_tries) >= 2
+
+    # A failed try leads to another one, later: the widget never gives up on a network error.
+    await eventually(tried_twice, timeout=TIMEOUT_MS / 1000)
+    assert await page.locator(WIDGET).evaluate("element => element.connectionState") == (
+        "reconnecting"
+    )
     await tidings.start_again()
     await wait_connection(page, "open")
 
@@ -160,6 +181,23 @@ async def test_stream_recovers_after_the_server_is_killed(page: Page, tidings: T
     await expect(badge).to_have_text("2")
     items = page.locator(f"{WIDGET} .item .title")
     await expect(items).to_have_text(["Ann commented on After", "Ann commented on Before"])
+
+
+async def test_a_refused_token_stops_the_retries_until_a_new_one(
+    page: Page, tidings: Tidings
+) -> None:
+    await open_embedded(page, tidings.base_url, tidings.base_url, "not-a-token", state=None)
+    await wait_connection(page, "unauthorized")
+    await expect(page.locator(f"{WIDGET} .status")).to_have_attribute("data-state", "unauthorized")
+    await expect(page.locator(f"{WIDGET} .badge")).to_be_hidden()
+    assert await page.evaluate("window.refusals") == 1
+
+    await page.locator(WIDGET).evaluate(
+        "(element, token) => element.setAttribute('token', token)", tidings.token(BOB)
+    )
+    await wait_connection(page, "open")
+    await tidings.publish(comment("c-1"))
+    await expect(page.locator(f"{WIDGET} .badge")).to_have_text("1")
 
 
 async def test_server_text_is_shown_as_text_never_run(page: Page, tidings: Tidings) -> None:

@@ -167,7 +167,7 @@ async def test_user_endpoints_need_a_valid_user_token(
 ) -> None:
     assert (await client.get("/v1/me/inbox")).status_code == 401
     # A producer's API key is not a user token.
-    assert (await client.get("/v1/me/inbox", headers=producer)).status_code == 401
+    assert (await client.get("/v1/me/inbox", headers=producer)).status_code == 403
     forged = runtime.auth.issue_user_token("u-bob") + "x"
     response = await client.get("/v1/me/inbox", headers={"Authorization": f"Bearer {forged}"})
     assert response.status_code == 401

@@ -362,9 +362,9 @@ async def test_keys_and_user_tokens_are_not_interchangeable(
     me_as_producer = await client.get("/v1/me/preferences", headers=producer)
 
     assert [as_user.status_code, tenant_as_user.status_code, me_as_producer.status_code] == [
-        401,
-        401,
-        401,
+        403,
+        403,
+        403,
     ]
 
 

@@ -121,6 +121,44 @@ async def test_each_inbox_keeps_its_newest_items_up_to_the_cap(noise: Rig) -> No
     assert (await noise.runtime.retention.run_once()).total == 0
 
 
+async def test_answered_webhook_messages_go_with_their_log_and_waiting_ones_stay(
+    noise: Rig,
+) -> None:
+    old = START - dt.timedelta(days=40)
+    rows = [
+        {"id": f"m-{state}-{n}", "state": state}
+        for state in ("succeeded", "failed", "pending")
+        for n in range(3)
+    ]
+    async with noise.runtime.db.transaction() as conn:
+        await conn.execute(
+            sa.insert(tables.webhook_messages),
+            [
+                {
+                    **row,
+                    "endpoint_id": "e-1",
+                    "msg_id": f"msg_{row['id']}",
+                    "type": "delivery.updated",
+                    "payload": {},
+                    "attempts": 1,
+                    "created_at": old,
+                    "updated_at": old,
+                }
+                for row in rows
+            ],
+        )
+        await conn.execute(
+            sa.insert(tables.webhook_attempts),
+            [{"id": f"a-{row['id']}", "message_id": row["id"], "at": old} for row in rows],
+        )
+    removed = await noise.runtime.retention.run_once()
+    pending = {row["id"] for row in rows if row["state"] == "pending"}
+    assert await ids(noise, tables.webhook_messages) == pending
+    assert await ids(noise, tables.webhook_attempts, "message_id") == pending
+    assert removed.webhook_messages == 6
+    assert removed.webhook_attempts == 6
+
+
 def test_zero_keeps_forever(make_settings: Callable[..., Settings]) -> None:
     policy = Policy.from_settings(
         make_settings(

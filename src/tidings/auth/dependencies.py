@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Query, Request
 
 from tidings.auth.keys import ApiKey
+from tidings.auth.rate_limit import RateLimits
 from tidings.auth.service import AuthService
 from tidings.kit import errors
 
@@ -18,21 +19,66 @@ async def auth_service(request: Request) -> AuthService:
     return service
 
 
+async def rate_limits(request: Request) -> RateLimits:
+    limits: RateLimits = request.app.state.rate_limits
+    return limits
+
+
 async def producer(
     service: Annotated[AuthService, Depends(auth_service)],
+    limits: Annotated[RateLimits, Depends(rate_limits)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> ApiKey:
-    """The API key of a producer's request (401 without a valid one)."""
-    return await service.authenticate_key(authorization)
+    """The API key of a producer's request (401 without a valid one, 403 for a user
+    token, 429 over its rate)."""
+    try:
+        key = await service.authenticate_key(authorization)
+    except errors.Unauthenticated:
+        if _is_user_token(service, authorization):
+            raise errors.Forbidden(
+                "This needs a producer's API key; a user token opens only /v1/me.",
+                field="authorization",
+            ) from None
+        raise
+    limits.take(f"key:{key.id}")
+    return key
 
 
 async def end_user(
     service: Annotated[AuthService, Depends(auth_service)],
+    limits: Annotated[RateLimits, Depends(rate_limits)],
     authorization: Annotated[str | None, Header()] = None,
     token: Annotated[str | None, Query(description="User token, for EventSource")] = None,
 ) -> str:
-    """The user id behind a user token (401 without a valid one)."""
-    return service.authenticate_user(authorization, token)
+    """The user id behind a user token (401 without a valid one, 403 for an API key,
+    429 over its rate)."""
+    try:
+        user_id = service.authenticate_user(authorization, token)
+    except errors.Unauthenticated:
+        if not token and await _is_api_key(service, authorization):
+            raise errors.Forbidden(
+                "This needs an end user's token; an API key does not open /v1/me.",
+                field="authorization",
+            ) from None
+        raise
+    limits.take(f"user:{user_id}")
+    return user_id
+
+
+def _is_user_token(service: AuthService, authorization: str | None) -> bool:
+    try:
+        service.authenticate_user(authorization, None)
+    except errors.Unauthenticated:
+        return False
+    return True
+
+
+async def _is_api_key(service: AuthService, authorization: str | None) -> bool:
+    try:
+        await service.authenticate_key(authorization)
+    except errors.Unauthenticated:
+        return False
+    return True
 
 
 async def operator(key: Annotated[ApiKey, Depends(producer)]) -> ApiKey:

@@ -7,7 +7,7 @@ ordinary one (not mandatory, no description, no defaults).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -53,8 +53,13 @@ def undeclared(name: str) -> Category:
     return Category(name=name, description="", mandatory=False)
 
 
-def parse_categories(path: Path, display: str) -> tuple[dict[str, Category], list[CatalogProblem]]:
-    """Read ``categories.yaml``: the categories by name, or the problems that prevent it."""
+def parse_categories(
+    path: Path, display: str, channels: Collection[str] = ("in_app", "email")
+) -> tuple[dict[str, Category], list[CatalogProblem]]:
+    """Read ``categories.yaml``: the categories by name, or the problems that prevent it.
+
+    ``channels`` are the channel names default switches may name.
+    """
     report = Report(display)
     try:
         report.document = parse_yaml(path.read_text(encoding="utf-8"))
@@ -79,7 +84,10 @@ def parse_categories(path: Path, display: str) -> tuple[dict[str, Category], lis
         if not re.fullmatch(CATEGORY_PATTERN, name) or len(name) > 100:
             report.add(("categories", name), f"{name!r} should match pattern {CATEGORY_PATTERN!r}")
         for channel, enabled in entry.channels.items():
-            if entry.mandatory and not enabled:
+            if channel not in channels:
+                message = f"unknown channel {channel!r}: channels here are {', '.join(channels)}"
+                report.add(("categories", name, "channels", channel), message)
+            elif entry.mandatory and not enabled:
                 message = "a mandatory category cannot be off, not even by default"
                 report.add(("categories", name, "channels", channel), message)
     if report.problems:

@@ -15,6 +15,8 @@ from tidings.catalog.categories import FILE_NAMES, Category, parse_categories, u
 from tidings.catalog.notification_type import NotificationType
 from tidings.catalog.parse import parse_file
 from tidings.catalog.problems import CatalogInvalid, CatalogProblem
+from tidings.channels import registry
+from tidings.channels.interface import Channel
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -48,18 +50,21 @@ class Catalog:
         return iter(self.types.values())
 
 
-def check(path: str | Path) -> list[CatalogProblem]:
-    """Every problem in the catalog folder at ``path``; empty when it would load."""
-    return _scan(Path(path)).problems
+def check(path: str | Path, channels: Mapping[str, Channel] | None = None) -> list[CatalogProblem]:
+    """Every problem in the catalog folder at ``path``; empty when it would load.
+
+    ``channels`` are the plugin channels types may use: the installed ones by default.
+    """
+    return _scan(Path(path), _plugins(channels)).problems
 
 
-def load(path: str | Path) -> Catalog:
-    """Load the catalog folder at ``path``.
+def load(path: str | Path, channels: Mapping[str, Channel] | None = None) -> Catalog:
+    """Load the catalog folder at ``path``, with the plugin ``channels`` (as for ``check``).
 
     Raises ``CatalogInvalid`` carrying the problems ``check`` reports.
     """
     source_dir = Path(path)
-    scanned = _scan(source_dir)
+    scanned = _scan(source_dir, _plugins(channels))
     if scanned.problems:
         raise CatalogInvalid(scanned.problems)
     by_key = {notification_type.key: notification_type for notification_type in scanned.types}
@@ -77,7 +82,11 @@ class _Scan:
     problems: list[CatalogProblem] = field(default_factory=list)
 
 
-def _scan(root: Path) -> _Scan:
+def _plugins(channels: Mapping[str, Channel] | None) -> Mapping[str, Channel]:
+    return registry.installed() if channels is None else channels
+
+
+def _scan(root: Path, plugins: Mapping[str, Channel]) -> _Scan:
     scan = _Scan()
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
@@ -89,7 +98,9 @@ def _scan(root: Path) -> _Scan:
         scan.problems.append(CatalogProblem(str(file), "", message))
     categories_readable = False
     if categories_files:
-        scan.categories, problems = parse_categories(categories_files[0], str(categories_files[0]))
+        scan.categories, problems = parse_categories(
+            categories_files[0], str(categories_files[0]), registry.names(plugins)
+        )
         scan.problems.extend(problems)
         categories_readable = not problems
     files = [file for file in _catalog_files(root) if file not in categories_files]
@@ -101,7 +112,7 @@ def _scan(root: Path) -> _Scan:
     problems = scan.problems
     types = scan.types
     for file in files:
-        parsed = parse_file(file, str(file), root)
+        parsed = parse_file(file, str(file), root, plugins)
         problems.extend(parsed.problems)
         if parsed.key is not None:
             first = declared_in.setdefault(parsed.key, str(file))

@@ -78,7 +78,12 @@ class EmailChannelFile(EmailContentFile):
 
 
 class ChannelsFile(_FileModel):
-    """``channels``: one entry per channel the type is delivered on."""
+    """``channels``: one entry per channel the type is delivered on.
+
+    Any other key names a plugin channel; its section is checked by that plugin's model.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     in_app: InAppChannelFile | None = None
     email: EmailChannelFile | None = None
@@ -196,7 +201,8 @@ class CategoryFile(_FileModel):
     # Mandatory categories (security, billing) cannot be turned off by a recipient.
     mandatory: StrictBool = False
     # Defaults under tenants' and recipients' own choices.
-    channels: dict[Literal["in_app", "email"], StrictBool] = Field(default_factory=dict)
+    # Channel names are checked against the built-in and installed plugin channels.
+    channels: dict[str, StrictBool] = Field(default_factory=dict)
     digest: CategoryDigestFile | None = None
 
 

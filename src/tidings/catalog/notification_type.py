@@ -11,6 +11,7 @@ from jinja2 import Template
 from jsonschema import Draft202012Validator
 
 from tidings.catalog import payload
+from tidings.catalog.channel_section import ChannelSection
 from tidings.catalog.digest_email import render_digest_email
 from tidings.catalog.email_templates import EmailTemplates
 from tidings.catalog.payload import PayloadError
@@ -84,6 +85,7 @@ class NotificationType:
     _in_app: InAppTemplates | None = field(repr=False)
     _email: EmailTemplates | None = field(default=None, repr=False)
     rules: Rules = field(default_factory=Rules)
+    _sections: Mapping[str, ChannelSection] = field(default_factory=dict, repr=False)
     version: int = 1
     deprecated: Deprecation | None = None
 
@@ -118,6 +120,31 @@ class NotificationType:
         if self._email is None:
             raise RenderError("channels.email", f"{self.key} has no email channel")
         return self._email.render(context, locale)
+
+    def channel_section(self, channel: str) -> ChannelSection:
+        """The compiled section of plugin channel ``channel``.
+
+        Raises ``RenderError`` when the type does not declare that channel.
+        """
+        section = self._sections.get(channel)
+        if section is None:
+            raise RenderError(f"channels.{channel}", f"{self.key} has no {channel} channel")
+        return section
+
+    def summary(self, context: Mapping[str, Any], locale: str | None) -> InAppContent:
+        """The notification as one line and a body, for a digest that lists it: the in-app
+        item, else the email's subject, else a plugin channel's ``title`` and ``body``.
+
+        ``context`` is as for ``render_in_app``. Raises ``RenderError``.
+        """
+        if self._in_app is not None:
+            return self._in_app.render(context)
+        if self._email is not None:
+            return InAppContent(self._email.render(context, locale).subject, "", None)
+        for section in self._sections.values():
+            title = section.render("title", context) or ""
+            return InAppContent(title, section.render("body", context) or "", None)
+        raise RenderError("channels", f"{self.key} has no channel")
 
     def rule_key(self, template: Template, context: Mapping[str, Any]) -> str:
         """Render a key template of this type's rules (dedup, collapse, digest), stripped.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -15,12 +15,15 @@ from jsonschema import Draft202012Validator
 from tidings.catalog import payload
 from tidings.catalog.model import InAppChannelFile, NotificationTypeFile
 from tidings.catalog.notification_type import Deprecation, NotificationType
+from tidings.catalog.parse_channels import compile_sections, render_example
 from tidings.catalog.parse_email import CompiledEmail, check_example, compile_email
 from tidings.catalog.problems import CatalogProblem
 from tidings.catalog.report import Report
 from tidings.catalog.rules import DigestRule, compile_field, compile_rules, key_templates
 from tidings.catalog.templates import InAppTemplates, RenderError, render
 from tidings.catalog.yaml_source import FieldPath, YamlSyntaxError, parse_yaml
+from tidings.channels import registry
+from tidings.channels.interface import Channel
 
 EXAMPLE_ACTOR = {"id": "u-example", "name": "Example"}
 EXAMPLE_RECIPIENT = {
@@ -47,11 +50,17 @@ class ParsedFile:
     key_line: int | None = None
 
 
-def parse_file(path: Path, display: str, root: Path | None = None) -> ParsedFile:
+def parse_file(
+    path: Path,
+    display: str,
+    root: Path | None = None,
+    plugins: Mapping[str, Channel] | None = None,
+) -> ParsedFile:
     """Read, validate and compile the catalog file at ``path``; ``display`` names it.
 
     Template files it names must lie inside ``root``, the catalog folder (by default
-    the file's own folder).
+    the file's own folder). ``plugins`` are the plugin channels it may use (by default
+    the installed ones).
     """
     report = Report(display)
     try:
@@ -76,14 +85,20 @@ def parse_file(path: Path, display: str, root: Path | None = None) -> ParsedFile
     except pydantic.ValidationError as exc:
         report.add_model_errors(exc)
         return ParsedFile(None, report.problems, key, key_line)
-    notification_type = _build(model, report, path.parent, root or path.parent)
+    if plugins is None:
+        plugins = registry.installed()
+    notification_type = _build(model, report, path.parent, root or path.parent, plugins)
     if report.problems:
         return ParsedFile(None, report.problems, key, key_line)
     return ParsedFile(notification_type, [], key, key_line)
 
 
 def _build(
-    model: NotificationTypeFile, report: Report, base_dir: Path, root: Path
+    model: NotificationTypeFile,
+    report: Report,
+    base_dir: Path,
+    root: Path,
+    plugins: Mapping[str, Channel],
 ) -> NotificationType | None:
     validator = _compile_schema(report, model.payload_schema)
     example_ok = _check_json(report, ("example",), model.example)
@@ -92,13 +107,15 @@ def _build(
     email = None
     if channels.email is not None:
         email = compile_email(report, channels.email, base_dir, root)
-    if channels.in_app is None and channels.email is None:
-        report.add(("channels",), "declares no channel (in_app, email)")
+    extra = channels.model_extra or {}
+    sections = compile_sections(report, extra, plugins)
+    if channels.in_app is None and channels.email is None and not extra:
+        report.add(("channels",), f"declares no channel ({', '.join(registry.names(plugins))})")
     declared = frozenset(
         name
         for name, channel in (("in_app", channels.in_app), ("email", channels.email))
         if channel is not None
-    )
+    ) | frozenset(sections)
     rules = compile_rules(report, model.rules, declared)
     context = None
     if validator is not None and model.example is not None and example_ok:
@@ -108,6 +125,8 @@ def _build(
         if not errors:
             context = _example_context(model.key, model.example)
             _render_example(report, context, in_app, email)
+            for failure in render_example(report, sections, plugins, context):
+                _report_render_error(report, failure)
     if report.problems or validator is None or rules is None:
         return None
     notification_type = NotificationType(
@@ -119,12 +138,14 @@ def _build(
         example=model.example,
         channels=frozenset(
             name for name, present in (("in_app", in_app), ("email", email)) if present
-        ),
+        )
+        | frozenset(sections),
         source=report.file,
         _validator=validator,
         _in_app=in_app,
         _email=None if email is None else email.templates,
         rules=rules,
+        _sections=sections,
         version=model.version,
         deprecated=None
         if model.deprecated is None
@@ -252,12 +273,8 @@ def _example_digest(
     notification_type: NotificationType, context: dict[str, Any], rule: DigestRule
 ) -> dict[str, Any]:
     """A digest of two notifications made from the example, as the planner gathers them."""
-    if "in_app" in notification_type.channels:
-        content = notification_type.render_in_app(context)
-        title, body, action_url = content.title, content.body, content.action_url
-    else:
-        title = notification_type.render_email(context, None).subject
-        body, action_url = "", None
+    content = notification_type.summary(context, None)
+    title, body, action_url = content.title, content.body, content.action_url
     items = [
         {
             "title": title,

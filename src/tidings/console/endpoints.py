@@ -8,11 +8,13 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from tidings import catalog
-from tidings.console import preview, repository, sessions, stats
+from tidings import catalog, channels
+from tidings.console import dead_letter_pages, preview, repository, sessions, stats
 from tidings.console.rendering import (
     Operator,
     asset,
+    csrf_error,
+    csrf_ok,
     failed,
     form,
     page,
@@ -39,12 +41,7 @@ DELIVERY_STATES = (
     "suppressed",
     "digested",
 )
-CHANNELS = ("in_app", "email")
-NOTICES = {
-    "replayed": "The dead letter's job was enqueued again.",
-    "discarded": "The dead letter was discarded.",
-    "replayed-kind": "Every dead letter of that kind was enqueued again.",
-}
+CHANNELS = channels.names()
 Search = Annotated[str | None, Query(max_length=255)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 
@@ -108,8 +105,8 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     """End the session."""
     operator = await signed_in(request)
-    if operator is not None and not _csrf_ok(request, operator, (await form(request)).get("csrf")):
-        return failed(request, operator, _csrf_error())
+    if operator is not None and not csrf_ok(request, operator, (await form(request)).get("csrf")):
+        return failed(request, operator, csrf_error())
     response = RedirectResponse("/console/login", 303)
     response.delete_cookie(sessions.COOKIE, path="/console")
     return response
@@ -295,8 +292,8 @@ async def preview_json(
     operator = await signed_in(request)
     if operator is None:
         return _unauthenticated()
-    if not _csrf_ok(request, operator, x_csrf_token):
-        return _error_json(_csrf_error())
+    if not csrf_ok(request, operator, x_csrf_token):
+        return _error_json(csrf_error())
     found = runtime(request)
     ntype = found.catalog.get(type_key)
     if ntype is None:
@@ -306,68 +303,6 @@ async def preview_json(
     except catalog.RenderError as exc:
         return _error_json(errors.Invalid(exc.message, field=exc.field))
     return JSONResponse(shown)
-
-
-@router.get("/dead-letters")
-async def dead_letters_page(
-    request: Request,
-    kind: Annotated[str | None, Query(max_length=64)] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    done: Annotated[str | None, Query(max_length=32)] = None,
-) -> Response:
-    """Jobs given up on after their retries, with replay and discard."""
-    operator = await signed_in(request)
-    if operator is None:
-        return to_login(request)
-    service = runtime(request).dead_letters
-    rows, more = await service.page(text(kind), text(cursor), PAGE_SIZE)
-    return page(
-        request,
-        "dead_letters.html",
-        operator,
-        rows=rows,
-        more=more,
-        kind=text(kind) or "",
-        kinds=await service.count(),
-        notice=NOTICES.get(done or ""),
-    )
-
-
-@router.get("/dead-letters/{dead_letter_id:path}")
-async def dead_letter_page(
-    request: Request, dead_letter_id: Annotated[str, Path(max_length=200)]
-) -> Response:
-    """One dead letter: its job's payload, attempts and last error."""
-    operator = await signed_in(request)
-    if operator is None:
-        return to_login(request)
-    try:
-        row = await runtime(request).dead_letters.get(dead_letter_id)
-    except errors.TidingsError as exc:
-        return failed(request, operator, exc)
-    return page(request, "dead_letter.html", operator, row=row)
-
-
-@router.post("/dead-letters/{dead_letter_id:path}/replay")
-async def replay(
-    request: Request, dead_letter_id: Annotated[str, Path(max_length=200)]
-) -> Response:
-    """Enqueue a dead letter's job again."""
-    return await _act(request, "replayed", dead_letter_id)
-
-
-@router.post("/dead-letters/{dead_letter_id:path}/discard")
-async def discard(
-    request: Request, dead_letter_id: Annotated[str, Path(max_length=200)]
-) -> Response:
-    """Forget a dead letter without running its job."""
-    return await _act(request, "discarded", dead_letter_id)
-
-
-@router.post("/dead-letters-replay")
-async def replay_kind(request: Request) -> Response:
-    """Enqueue every dead letter of one kind again."""
-    return await _act(request, "replayed-kind", None)
 
 
 @router.get("/mailbox")
@@ -401,29 +336,6 @@ async def message_page(
     return page(request, "message.html", operator, row=row, parts=preview.parts_of(row["raw"]))
 
 
-async def _act(request: Request, action: str, dead_letter_id: str | None) -> Response:
-    operator = await signed_in(request)
-    if operator is None:
-        return to_login(request)
-    fields = await form(request)
-    if not _csrf_ok(request, operator, fields.get("csrf")):
-        return failed(request, operator, _csrf_error())
-    service = runtime(request).dead_letters
-    try:
-        if action == "replayed" and dead_letter_id is not None:
-            await service.replay(dead_letter_id)
-        elif action == "discarded" and dead_letter_id is not None:
-            await service.discard(dead_letter_id)
-        else:
-            kind = text(fields.get("kind"))
-            if kind is None:
-                raise errors.Invalid("Say which kind of dead letters to replay.", field="kind")
-            await service.replay_kind(kind)
-    except errors.TidingsError as exc:
-        return failed(request, operator, exc)
-    return RedirectResponse(f"/console/dead-letters?done={action}", 303)
-
-
 def _search_failed(
     request: Request,
     operator: Operator,
@@ -450,17 +362,6 @@ def _limit(limit: int) -> int | None:
     return None if limit == PAGE_SIZE else limit
 
 
-def _csrf_ok(request: Request, operator: Operator, presented: str | None) -> bool:
-    return sessions.csrf_ok(secret(request), operator.session, presented)
-
-
-def _csrf_error() -> errors.Forbidden:
-    return errors.Forbidden(
-        "This form is stale or came from another site: reload the page and try again.",
-        field="csrf",
-    )
-
-
 def _no_type(type_key: str) -> errors.NotFound:
     return errors.NotFound(f"No notification type {type_key!r}.", field="type")
 
@@ -478,3 +379,6 @@ def _unauthenticated() -> JSONResponse:
 
 def _error_json(exc: errors.TidingsError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
+
+
+router.include_router(dead_letter_pages.router)

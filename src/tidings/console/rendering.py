@@ -72,8 +72,11 @@ async def signed_in(request: Request) -> Operator | None:
 
 
 def to_login(request: Request) -> RedirectResponse:
-    """Send the browser to the sign-in page, to come back here afterwards."""
+    """Send the browser to the sign-in page, to come back here afterwards (to the
+    overview after a form: its action is not a page)."""
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method != "GET":
+        target = "/console"
     return RedirectResponse(f"{LOGIN}?{urllib.parse.urlencode({'next': target})}", 303)
 
 
@@ -104,6 +107,18 @@ def page(
         )
     )
     return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+
+def csrf_ok(request: Request, operator: Operator, presented: str | None) -> bool:
+    """Whether ``presented`` is the CSRF token of the operator's session."""
+    return sessions.csrf_ok(secret(request), operator.session, presented)
+
+
+def csrf_error() -> errors.Forbidden:
+    return errors.Forbidden(
+        "This form is stale or came from another site: reload the page and try again.",
+        field="csrf",
+    )
 
 
 def failed(request: Request, operator: Operator, exc: errors.TidingsError) -> HTMLResponse:
@@ -151,7 +166,8 @@ def asset(name: str) -> tuple[bytes, str]:
 def _shown_time(at: dt.datetime | None) -> str:
     if at is None:
         return ""
-    return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    # Milliseconds: a timeline's steps are often within the same second.
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def _pretty(value: Any) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings import catalog
 from tidings.delivery import digests, rule_state
 from tidings.delivery.audience import Audience, AudienceLoader
-from tidings.delivery.pipeline import AVAILABLE_CHANNELS, EMAIL_JOB
+from tidings.delivery.pipeline import AVAILABLE_CHANNELS, CHANNEL_JOB, EMAIL_JOB
 from tidings.delivery.plan_rows import PlanningError, Rows, until
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
@@ -33,8 +33,10 @@ class Digester:
         queue: Queue,
         inbox: InboxService,
         audience: AudienceLoader,
+        channels: Collection[str] = AVAILABLE_CHANNELS,
     ) -> None:
         self._db = db
+        self._channels = frozenset(channels)
         self._clock = clock
         self._catalog = types
         self._queue = queue
@@ -154,7 +156,7 @@ class Digester:
         facts = audience.facts(recipient, digest["tenant"], category, channels)
         quiet = audience.preferences_of(user_id, digest["tenant"]).quiet_hours.value
         critical = ntype.priority is catalog.Priority.CRITICAL
-        for decision in planner.plan_recipient(channels, AVAILABLE_CHANNELS, recipient, facts):
+        for decision in planner.plan_recipient(channels, self._channels, recipient, facts):
             delivery_id = ids.derived_id(digest_id, decision.channel)
             common = {
                 "delivery_id": delivery_id,
@@ -186,11 +188,15 @@ class Digester:
                 detail=until(later),
                 **common,
             )
+            kind = EMAIL_JOB if decision.channel == planner.EMAIL else CHANNEL_JOB
+            payload = {"delivery": delivery_id, "digest": digest_id}
+            if kind == CHANNEL_JOB:
+                payload.update(user=user_id, channel=decision.channel)
             rows.jobs.append(
                 NewJob(
-                    id=f"{EMAIL_JOB}:{delivery_id}",
-                    kind=EMAIL_JOB,
-                    payload={"delivery": delivery_id, "digest": digest_id},
+                    id=f"{kind}:{delivery_id}",
+                    kind=kind,
+                    payload=payload,
                     lane=ntype.priority.lane,
                     run_at=later,
                 )

@@ -51,12 +51,8 @@ def entry(
     if rule is not None and rule.key is not None:
         grouping = ntype.rule_key(rule.key, context)
     key = ids.bounded(f"{event['tenant']}|{ntype.key}|{plan.kind}|{grouping}", KEY_LENGTH)
-    if planner.IN_APP in ntype.channels:
-        content = ntype.render_in_app(context)
-        title, body, action_url = content.title, content.body, content.action_url
-    else:
-        title = ntype.render_email(context, recipient.locale).subject
-        body, action_url = "", None
+    content = ntype.summary(context, recipient.locale)
+    title, body, action_url = content.title, content.body, content.action_url
     row = {
         "id": ids.derived_id(event["id"], recipient.id, DIGEST_JOB, plan.kind),
         "user_id": recipient.id,

@@ -13,7 +13,7 @@ database, which fires after a restart as it would have before.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -41,6 +41,8 @@ from tidings.users.service import UsersService
 AVAILABLE_CHANNELS = frozenset({planner.IN_APP, planner.EMAIL})
 EMAIL_JOB = "email"
 IN_APP_JOB = "in_app"
+CHANNEL_JOB = "channel"
+"""A delivery on a plugin channel; its payload names the channel."""
 
 
 class Pipeline:
@@ -60,10 +62,13 @@ class Pipeline:
         page_size: int,
         fanout_to_plan_jobs: bool = False,
         counters: Counters | None = None,
+        channels: Collection[str] = AVAILABLE_CHANNELS,
     ) -> None:
         """With ``fanout_to_plan_jobs`` a topic's pages become planning jobs (on a
         partitioned queue); otherwise each page is planned where it is read. Dedup marks
-        and throttle hits live in ``counters``, the database's own by default."""
+        and throttle hits live in ``counters``, the database's own by default.
+        ``channels`` are those this deployment delivers: the built-in ones and the
+        plugin channels it runs."""
         self._db = db
         self._clock = clock
         self._catalog = types
@@ -75,6 +80,7 @@ class Pipeline:
         self._page_size = page_size
         self._fanout_to_plan_jobs = fanout_to_plan_jobs
         self._counters = counters or SqlCounters(db)
+        self._channels = frozenset(channels)
 
     async def plan(self, jobs: Sequence[Job]) -> None:
         """Plan events addressed to listed recipients: every job given, one transaction."""
@@ -323,7 +329,7 @@ class Pipeline:
         )
         plan = planner.plan_notification(
             ntype.channels,
-            AVAILABLE_CHANNELS,
+            self._channels,
             recipient,
             audience.facts(recipient, event["tenant"], category, ntype.channels),
             situation,
@@ -414,6 +420,20 @@ class Pipeline:
                     id=f"{EMAIL_JOB}:{delivery_id}",
                     kind=EMAIL_JOB,
                     payload=payload,
+                    lane=lane,
+                    run_at=plan.not_before,
+                )
+            )
+        elif plan.channel != planner.IN_APP and plan.action in (Action.DELIVER, Action.HOLD):
+            rows.jobs.append(
+                NewJob(
+                    id=f"{CHANNEL_JOB}:{delivery_id}",
+                    kind=CHANNEL_JOB,
+                    payload={
+                        "delivery": delivery_id,
+                        "user": recipient.id,
+                        "channel": plan.channel,
+                    },
                     lane=lane,
                     run_at=plan.not_before,
                 )

@@ -14,6 +14,7 @@ from tidings.delivery.states import ALLOWED, STATE_ORDER, DeliveryState
 from tidings.kit import ids, job_context, metrics
 from tidings.kit.db import Database
 from tidings.kit.tables import deliveries, delivery_transitions, notifications
+from tidings.webhooks import outbox as webhook_outbox
 
 
 async def record(
@@ -39,6 +40,7 @@ async def record(
         if rows:
             await conn.execute(db.insert_ignore(table), list(rows))
     metrics.of(db).deliveries_recorded(delivery_rows)
+    await webhook_outbox.changed(db, conn, stamped)
 
 
 async def for_event(
@@ -120,6 +122,7 @@ async def advance(
     after a "bounced", a replayed job) changes nothing.
     """
     moved: list[str] = []
+    written: list[dict[str, Any]] = []
     for change in changes:
         sources = [state.value for state, nxt in ALLOWED.items() if change.target in nxt]
         result = await conn.execute(
@@ -139,20 +142,23 @@ async def advance(
         moved.append(change.delivery_id)
         metrics.of(db).delivery_state(row.channel, change.target, change.reason)
         stage, attempt = origin(change.stage)
+        transition = {
+            "id": ids.derived_id(
+                change.delivery_id, change.target.value, change.key or str(change.attempt)
+            ),
+            "delivery_id": change.delivery_id,
+            "state": change.target.value,
+            "reason": change.reason,
+            "detail": change.detail,
+            "at": now,
+        }
+        written.append(transition)
         await conn.execute(
             db.insert_ignore(delivery_transitions).values(
-                id=ids.derived_id(
-                    change.delivery_id, change.target.value, change.key or str(change.attempt)
-                ),
-                delivery_id=change.delivery_id,
-                state=change.target.value,
-                reason=change.reason,
-                detail=change.detail,
-                at=now,
-                stage=stage,
-                attempt=attempt,
+                **transition, stage=stage, attempt=attempt
             )
         )
+    await webhook_outbox.changed(db, conn, written)
     return moved
 
 

@@ -26,6 +26,16 @@ async def inbox_service(request: Request) -> InboxService:
 
 Inbox = Annotated[InboxService, Depends(inbox_service)]
 
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "description": "counts, item, …"},
+        "data": {"type": "string", "description": "The event's JSON"},
+    },
+}
+"""One Server-Sent Event of the live stream."""
+
 
 @router.get("/inbox", response_model=schemas.Page)
 async def list_items(
@@ -54,7 +64,11 @@ async def mark_many(body: schemas.MarkMany, user: EndUser, inbox: Inbox) -> sche
     return await inbox.mark(user, body.ids, body)
 
 
-@router.get("/inbox/stream")
+@router.get(
+    "/inbox/stream",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}}}},
+)
 async def stream(request: Request, user: EndUser, inbox: Inbox) -> EventSourceResponse:
     """Server-Sent Events: ``counts`` at once, then ``item`` and ``counts`` as they change."""
     hub: LiveHub = request.app.state.live

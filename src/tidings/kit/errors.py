@@ -25,6 +25,10 @@ class TidingsError(Exception):
         error.update(self.details)
         return {"error": error}
 
+    def headers(self) -> dict[str, str] | None:
+        """HTTP headers the answer carries besides the body, if any."""
+        return None
+
 
 class Invalid(TidingsError):
     status = 422
@@ -59,3 +63,15 @@ class Unavailable(TidingsError):
 class TooLarge(TidingsError):
     status = 413
     code = "too_large"
+
+
+class RateLimited(TidingsError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, field: str | None = None) -> None:
+        super().__init__(message, field=field, retry_after=retry_after)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after)}

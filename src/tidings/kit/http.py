@@ -22,7 +22,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(errors.TidingsError)
     async def _tidings_error(_request: Request, exc: errors.TidingsError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -48,6 +48,61 @@ def install_error_handlers(app: FastAPI) -> None:
             },
             status_code=500,
         )
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "Stable, machine-readable code"},
+                "message": {"type": "string", "description": "What went wrong and what to do"},
+                "field": {"type": ["string", "null"], "description": "The offending field"},
+                "problems": {
+                    "type": "array",
+                    "items": {"type": "object"},
+                    "description": "Every problem found, for a request with several",
+                },
+            },
+        }
+    },
+}
+"""The JSON schema of every error body."""
+
+
+def document_errors(app: FastAPI) -> None:
+    """Make the OpenAPI document say what Tidings answers when a request fails: every
+    operation may answer a 4xx with the ``Error`` body (422 included, which FastAPI
+    would otherwise describe with its own body)."""
+    render = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = render()
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        components["Error"] = ERROR_SCHEMA
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for status, response in responses.items():
+                    if status.startswith("4"):
+                        response["content"] = error
+                responses.setdefault(
+                    "4XX",
+                    {"description": "The request was refused; the body says why", "content": error},
+                )
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def invalid(problems_of: Sequence[Any]) -> errors.Invalid:

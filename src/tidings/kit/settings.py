@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch_events: int = Field(default=1000, ge=1, le=10_000)
     user_token_ttl_seconds: int = Field(default=3600, ge=60)
+    # Requests a second each API key and each end user may send, and the burst above
+    # that; 0 turns the limit off. Counted in each API process on its own.
+    rate_limit_per_second: float = Field(default=200.0, ge=0)
+    rate_limit_burst: int = Field(default=400, ge=1)
 
     worker_enabled: bool = True
     worker_batch_size: int = Field(default=500, ge=1, le=5000)
@@ -77,6 +81,18 @@ class Settings(BaseSettings):
     retention_batch_size: int = Field(default=500, ge=1, le=10_000)
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
 
+    # Status webhooks: the delays between attempts at one message (its attempts are one
+    # more than the delays), how many failed attempts in a row disable an endpoint,
+    # whether endpoints may point at loopback or private addresses, and how often each
+    # process reads the list of endpoints again.
+    webhooks_retry_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 3600.0, 10800.0, 21600.0]
+    )
+    webhooks_disable_after: int = Field(default=20, ge=1)
+    webhooks_allow_private: bool = False
+    webhooks_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhooks_cache_seconds: float = Field(default=5.0, ge=0)
+
     log_level: str = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     """``auto``: JSON lines unless standard error is a terminal."""
@@ -115,6 +131,22 @@ class Settings(BaseSettings):
     ses_secret_access_key: SecretStr | None = None
     ses_configuration_set: str | None = None
     ses_max_per_second: float | None = Field(default=None, gt=0)
+
+    # Plugin channels' settings, by channel and setting name, over their own
+    # ``TIDINGS_<CHANNEL>_*`` variables (see ``channel_settings_of``).
+    channel_settings: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    def channel_settings_of(self, channel: str) -> dict[str, str]:
+        """The settings of plugin channel ``channel``: its ``TIDINGS_<CHANNEL>_*`` variables
+        by the rest of their name in lower case, under ``channel_settings[channel]``."""
+        prefix = f"TIDINGS_{channel.upper()}_"
+        found = {
+            name[len(prefix) :].lower(): value
+            for name, value in os.environ.items()
+            if name.upper().startswith(prefix)
+        }
+        found.update(self.channel_settings.get(channel, {}))
+        return found
 
     @property
     def resolved_database_url(self) -> str:

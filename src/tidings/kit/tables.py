@@ -316,3 +316,80 @@ mailbox = sa.Table(
     _now_column(),
     sa.Index(None, "created_at"),
 )
+
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    # The producer key that registered the endpoint and owns it.
+    sa.Column("api_key_id", Id, nullable=False),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("description", sa.String(500)),
+    # The signing secret, ``whsec_...``: kept because every message is signed with it.
+    sa.Column("secret", sa.String(200), nullable=False),
+    # Notification-type patterns and delivery states to send; null means all.
+    sa.Column("types", JSON),
+    sa.Column("states", JSON),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("disabled_at", UTCDateTime()),
+    sa.Column("disabled_reason", sa.Text),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
+    _now_column(),
+    _now_column("updated_at"),
+    sa.Index(None, "api_key_id"),
+)
+
+webhook_messages = sa.Table(
+    "webhook_messages",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("endpoint_id", Id, nullable=False),
+    # The ``webhook-id`` the receiver sees: the same for every retry of the message.
+    sa.Column("msg_id", sa.String(200), nullable=False),
+    sa.Column("delivery_id", Id),
+    sa.Column("event_id", Id),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("payload", JSON, nullable=False),
+    # pending | succeeded | failed
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime()),
+    sa.Column("last_status", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    _now_column(),
+    _now_column("updated_at"),
+    sa.UniqueConstraint("endpoint_id", "msg_id"),
+    sa.Index(None, "endpoint_id", "created_at"),
+    sa.Index(None, "delivery_id"),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("message_id", Id, nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("status", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("duration_ms", sa.Integer),
+    # The start of the receiver's answer, for the log.
+    sa.Column("response", sa.Text),
+    sa.Index(None, "message_id"),
+)
+
+channel_addresses = sa.Table(
+    "channel_addresses",
+    metadata,
+    # Derived from (channel, user, address): registering an address again finds its row.
+    sa.Column("id", Id, primary_key=True),
+    # The plugin channel the address is for (``webpush``).
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.String(255), nullable=False),
+    # What identifies the address on its channel: a push endpoint URL.
+    sa.Column("address", sa.String(2000), nullable=False),
+    # What sending to it needs besides: a push subscription's keys.
+    sa.Column("secrets", JSON, nullable=False),
+    _now_column(),
+    _now_column("updated_at"),
+    sa.Index(None, "channel", "user_id"),
+)

@@ -28,7 +28,7 @@ REPLAYED = "replayed"
 REPLAY_STAGE = "replay"
 """The stage a replay's own transitions are recorded under."""
 # Jobs that carry one delivery, which they act on only while it is scheduled.
-_DELIVERY_JOBS = frozenset({"email", "in_app"})
+_DELIVERY_JOBS = frozenset({"email", "in_app", "channel"})
 
 
 class DeadLetters:

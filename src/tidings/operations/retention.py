@@ -31,6 +31,8 @@ from tidings.kit.tables import (
     idempotency_keys,
     inbox_items,
     notifications,
+    webhook_attempts,
+    webhook_messages,
 )
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ class Removed:
     digest_entries: int = 0
     inbox_items: int = 0
     inbox_over_cap: int = 0
+    webhook_messages: int = 0
+    webhook_attempts: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -103,6 +107,7 @@ class Retention:
         policy = self.policy
         if policy.deliveries is not None:
             await self._expire_deliveries(now - policy.deliveries, removed)
+            await self._expire_webhook_messages(now - policy.deliveries, removed)
         if policy.events is not None:
             await self._expire_events(now - policy.events, removed)
             removed.idempotency_keys += await self._delete_batches(
@@ -167,6 +172,25 @@ class Retention:
                 orphans = [row.id for row in await conn.execute(emptied)]
                 removed.notifications += await _delete_in(conn, notifications.c.id, orphans)
             if len(rows) < self.policy.batch_size:
+                return
+
+    async def _expire_webhook_messages(self, cutoff: dt.datetime, removed: Removed) -> None:
+        """Status webhook messages that were answered or gave up, with their attempt log;
+        those still waiting for an endpoint are kept."""
+        m = webhook_messages.c
+        expired = (
+            sa.select(m.id)
+            .where(m.created_at < cutoff, m.state != "pending")
+            .limit(self.policy.batch_size)
+        )
+        while True:
+            async with self._db.transaction() as conn:
+                ids = [row.id for row in await conn.execute(expired)]
+                removed.webhook_attempts += await _delete_in(
+                    conn, webhook_attempts.c.message_id, ids
+                )
+                removed.webhook_messages += await _delete_in(conn, m.id, ids)
+            if len(ids) < self.policy.batch_size:
                 return
 
     async def _expire_events(self, cutoff: dt.datetime, removed: Removed) -> None:

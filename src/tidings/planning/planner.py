@@ -280,19 +280,20 @@ def _digest(
     """Which channels wait for a digest, which digest, and when it is due.
 
     A type with a digest rule digests every live channel over its window; a recipient
-    who chose an hourly or daily cadence for the category gets email in a digest at that
-    cadence (the inbox stays on the type's own terms); throttled channels the type folds
-    go to the next digest of their channel. Each distinct (kind, due time) is a digest.
+    who chose an hourly or daily cadence for the category gets email, and every channel
+    but the inbox, in a digest at that cadence (the inbox stays on the type's own terms);
+    throttled channels the type folds go to the next digest of their channel. Each
+    distinct (kind, due time) is a digest.
     """
     rule = situation.rules.digest
     cadence = situation.digest_cadence
     slower = cadence.kind is not CadenceKind.INSTANT
     now = situation.now
     live = [c for c, p in plans.items() if p.action is Action.DELIVER]
-    chosen = live if rule is not None else [EMAIL] if slower and EMAIL in live else []
+    chosen = live if rule is not None else [c for c in live if c != IN_APP] if slower else []
     by_digest: dict[tuple[str, dt.datetime], list[str]] = {}
     for channel in sorted({*chosen, *folded}):
-        if channel == EMAIL and slower:
+        if channel != IN_APP and slower:
             kind = "cadence"
             due = digest_schedule.due_at(now, cadence, recipient.timezone)
         else:
@@ -316,8 +317,9 @@ def _timing(
     channel: str, recipient: Recipient, situation: Situation, plans: Mapping[str, ChannelPlan]
 ) -> ChannelPlan:
     """When a live channel delivers: after the type's delay, after the unseen wait for an
-    email that depends on the in-app item, and outside quiet hours for non-critical email.
-    In-app items are never held by quiet hours: they are written without a live push."""
+    email that depends on the in-app item, and outside quiet hours for non-critical email
+    and plugin channels. In-app items are never held by quiet hours: they are written
+    without a live push."""
     rules = situation.rules
     now = situation.now
     at = now + rules.delay if rules.delay else now
@@ -330,7 +332,7 @@ def _timing(
     quiet = situation.quiet_hours
     silent = False
     if quiet is not None and not situation.critical:
-        if channel == EMAIL:
+        if channel != IN_APP:
             until = quiet_hours.quiet_until(at, quiet, recipient.timezone)
             if until is not None:
                 at, reason = until, HoldReason.QUIET_HOURS

@@ -15,6 +15,7 @@ from pydantic import (
     StrictInt,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from tidings.kit.timezones import Timezone
@@ -39,10 +40,20 @@ class _In(BaseModel):
 
 
 class ChannelSwitches(_In):
-    """On or off per channel; a channel left out is not chosen here."""
+    """On or off per channel; a channel left out is not chosen here. Plugin channels
+    (``webpush``) are switched by their names like the built-in ones."""
+
+    model_config = ConfigDict(extra="allow")
 
     in_app: StrictBool | None = None
     email: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _switches_are_booleans(self) -> ChannelSwitches:
+        for name, value in (self.model_extra or {}).items():
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}: expected true or false, got {value!r}")
+        return self
 
 
 class DigestIn(_In):

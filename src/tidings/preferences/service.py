@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -66,10 +66,18 @@ class PlanningPreferences:
 class PreferencesService:
     """Preferences: users' and tenants' choices, checked against the catalog."""
 
-    def __init__(self, db: Database, clock: Clock, types: catalog.Catalog) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        types: catalog.Catalog,
+        channels: Sequence[str] = rules.CHANNELS,
+    ) -> None:
+        """``channels`` are those preferences can switch: built-in and installed plugins."""
         self._db = db
         self._clock = clock
         self._catalog = types
+        self._channels = tuple(channels)
 
     async def get(
         self, kind: OwnerKind, owner_id: str, tenant: str | None = None
@@ -142,6 +150,7 @@ class PreferencesService:
         return rules.Choices.from_document(await repository.get(conn, TENANT, tenant))
 
     def _check(self, choices: rules.Choices) -> None:
+        self._check_channels(choices.channels, "channels")
         declared = self._catalog.categories
         for name, entry in choices.categories.items():
             if declared and name not in declared:
@@ -156,6 +165,7 @@ class PreferencesService:
                     "_ and -, starting with a letter.",
                     field=f"categories.{name}",
                 )
+            self._check_channels(entry.channels, f"categories.{name}.channels")
             category = self._catalog.category(name)
             for channel, enabled in entry.channels.items():
                 if category.mandatory and not enabled:
@@ -163,6 +173,15 @@ class PreferencesService:
                         f"{name!r} is a mandatory category: it cannot be turned off.",
                         field=f"categories.{name}.channels.{channel}",
                     )
+
+    def _check_channels(self, switches: Mapping[str, bool], where: str) -> None:
+        for channel in switches:
+            if channel not in self._channels:
+                raise errors.Invalid(
+                    f"{channel!r} is not a channel here; the channels are: "
+                    f"{', '.join(self._channels)}.",
+                    field=f"{where}.{channel}",
+                )
 
     def _categories(self) -> list[catalog.Category]:
         names = set(self._catalog.categories) | {ntype.category for ntype in self._catalog}
@@ -186,22 +205,23 @@ class PreferencesService:
             choices=own.to_document(),
             effective=schemas.Effective(
                 tenant=tenant,
-                categories={c.name: _effective(resolved, c) for c in self._categories()},
+                categories={
+                    c.name: _effective(resolved, c, self._channels) for c in self._categories()
+                },
                 quiet_hours=_quiet_hours(resolved.quiet_hours),
             ),
         )
 
 
 def _effective(
-    resolved: rules.Preferences, category: catalog.Category
+    resolved: rules.Preferences, category: catalog.Category, channels: Sequence[str]
 ) -> schemas.EffectiveCategory:
     digest = resolved.digest(category)
     cadence = digest.value
     return schemas.EffectiveCategory(
         mandatory=category.mandatory,
         channels={
-            channel: _channel_setting(resolved.channel(category, channel))
-            for channel in rules.CHANNELS
+            channel: _channel_setting(resolved.channel(category, channel)) for channel in channels
         },
         digest=schemas.DigestSetting(
             cadence=cadence.kind.value,

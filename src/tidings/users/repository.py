@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.kit.db import Database
 from tidings.kit.tables import (
+    channel_addresses,
     deliveries,
     events,
     inbox_items,
@@ -76,9 +77,11 @@ async def get_profiles(
 
 
 async def erase_user(conn: AsyncConnection, user_id: str, pseudonym: str) -> bool:
-    """Delete a user's profile, inbox and subscriptions; pseudonymise what must stay."""
+    """Delete a user's profile, inbox, subscriptions and channel addresses (push
+    subscriptions); pseudonymise what must stay."""
     existed = (await conn.execute(users.delete().where(users.c.id == user_id))).rowcount > 0
     await conn.execute(inbox_items.delete().where(inbox_items.c.user_id == user_id))
+    await conn.execute(channel_addresses.delete().where(channel_addresses.c.user_id == user_id))
     await conn.execute(subscriptions.delete().where(subscriptions.c.user_id == user_id))
     event_ids = [
         row.event_id

@@ -70,7 +70,7 @@ CASES: dict[str, Case] = {
     ),
     "unknown channel": Case(
         {"a.yaml": VALID + "  sms: {text: Hi}\n"},
-        [Expected("a.yaml", "channels.sms", "unknown field", 22)],
+        [Expected("a.yaml", "channels.sms", "unknown channel 'sms'", 22)],
     ),
     "no channel at all": Case(
         {"a.yaml": VALID.split("channels:")[0] + "channels: {}\n"},

@@ -131,11 +131,11 @@
       node("text", { x: PAD.left - 6, y: y(top) + 4, class: "tick", "text-anchor": "end" }, tidy(top)),
       node("text", { x: PAD.left - 6, y: y(0) + 4, class: "tick", "text-anchor": "end" }, "0"),
     );
-    if (labels.length) {
+    if (labels.length) svg.append(node("text", { x: x(0), y: H - 4, class: "tick" }, labels[0]));
+    if (labels.length > 1) {
+      const last = labels.length - 1;
       svg.append(
-        node("text", { x: x(0), y: H - 4, class: "tick" }, labels[0]),
-        node("text", { x: x(labels.length - 1), y: H - 4, class: "tick", "text-anchor": "end" },
-          labels[labels.length - 1]),
+        node("text", { x: x(last), y: H - 4, class: "tick", "text-anchor": "end" }, labels[last]),
       );
     }
     series.forEach((s, index) => {

@@ -262,7 +262,8 @@
       };
       this._observer = new IntersectionObserver(
         (entries) => {
-          if (entries.some((entry) => entry.isIntersecting)) this._loadMore();
+          // An entry may be stale by the time it is delivered: measure again.
+          if (entries.some((entry) => entry.isIntersecting)) this._fillIfVisible();
         },
         { root: this._scroller, rootMargin: "0px 0px 120px 0px" },
       );
@@ -316,7 +317,8 @@
       if (this.open) return;
       this._panel.hidden = false;
       this._bell.setAttribute("aria-expanded", "true");
-      if (this._items.size === 0 && !this._exhausted) this._loadMore();
+      // Items pushed live may be shown already; the first page is still to be fetched.
+      if (this._cursor === null && !this._exhausted) this._loadMore();
       this._markShownSeen();
       const first = this._list.querySelector(".item");
       (first || this._panel).focus({ preventScroll: true });
@@ -374,6 +376,7 @@
         return;
       }
       this._backoff = BACKOFF_FIRST_MS;
+      this._setConnection("connecting");
       this._connect();
       if (this.open) this._loadMore();
     }
@@ -405,7 +408,6 @@
 
     _connect() {
       const generation = this._generation;
-      this._setConnection(this._connectionState === "closed" ? "connecting" : "reconnecting");
       const url = `${this._base}/v1/me/inbox/stream?token=${encodeURIComponent(this._token)}`;
       const source = new EventSource(url);
       this._source = source;

@@ -1,0 +1,232 @@
+"""Turns delivery state changes into webhook messages, in the transaction that made them.
+
+The delivery repository hands every transition it writes to ``changed``. When no
+endpoint is registered that costs a look at an in-memory list; otherwise the matching
+endpoints get one ``webhook_messages`` row each and a ``webhook`` job, both committed
+with the state change or not at all (the outbox rule).
+
+The list of enabled endpoints is kept per process and read again every few seconds, or
+at once after this process changed an endpoint: another process's change is heard
+within ``cache_seconds``. Code that has the ``Database`` but not the ``Runtime`` finds
+the outbox with ``of(db)``; the composition root ties them with ``attach``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.auth import keys
+from tidings.kit import ids
+from tidings.kit.db import Database
+from tidings.kit.queue import NewJob, Queue
+from tidings.kit.tables import api_keys, deliveries, notifications, webhook_endpoints
+from tidings.kit.tables import webhook_messages as messages
+
+WEBHOOK_JOB = "webhook"
+WEBHOOK_LANE = 3
+"""Webhooks ride the low lane: a slow receiver never delays a notification."""
+DELIVERY_UPDATED = "delivery.updated"
+
+
+@dataclass(frozen=True)
+class Listener:
+    """An enabled endpoint as the outbox matches it."""
+
+    id: str
+    types: tuple[str, ...] | None
+    states: frozenset[str] | None
+    scopes: tuple[str, ...]
+    """The owning key's scopes: an endpoint hears only of types its key may read."""
+
+    def wants_state(self, state: str) -> bool:
+        return self.states is None or state in self.states
+
+    def wants_type(self, type_key: str) -> bool:
+        """Whether the endpoint's filter and its key's scopes both cover ``type_key``."""
+        if keys.OPERATOR_SCOPE not in self.scopes and not any(
+            fnmatch.fnmatchcase(type_key, pattern) for pattern in self.scopes
+        ):
+            return False
+        return self.types is None or any(
+            fnmatch.fnmatchcase(type_key, pattern) for pattern in self.types
+        )
+
+
+def message_job(message_id: str, why: str) -> NewJob:
+    """The job that sends one message; ``why`` (first try, a retry's number, what came
+    before it) keeps jobs for the same message apart."""
+    return NewJob(
+        id=ids.derived_id(WEBHOOK_JOB, message_id, why),
+        kind=WEBHOOK_JOB,
+        payload={"message": message_id},
+        lane=WEBHOOK_LANE,
+    )
+
+
+def delivery_payload(transition: Mapping[str, Any], delivery: Mapping[str, Any]) -> dict[str, Any]:
+    """What a receiver gets for one transition of one delivery."""
+    at: dt.datetime = transition["at"]
+    return {
+        "type": DELIVERY_UPDATED,
+        "timestamp": at.isoformat(),
+        "data": {
+            "delivery_id": delivery["id"],
+            "event_id": delivery["event_id"],
+            "notification_type": delivery["type"],
+            "user_id": delivery["user_id"],
+            "channel": delivery["channel"],
+            "state": transition["state"],
+            "reason": transition.get("reason"),
+            "detail": transition.get("detail"),
+            "at": at.isoformat(),
+        },
+    }
+
+
+class Outbox:
+    """Writes the webhook messages of delivery transitions, for one process."""
+
+    def __init__(self, queue: Queue, *, cache_seconds: float = 5.0) -> None:
+        self._queue = queue
+        self._cache_seconds = cache_seconds
+        self._listeners: list[Listener] = []
+        self._loaded_at: float | None = None
+
+    def invalidate(self) -> None:
+        """Read the endpoints again before the next change: one of them changed."""
+        self._loaded_at = None
+
+    async def listeners(self, conn: AsyncConnection) -> list[Listener]:
+        """The enabled endpoints of live keys, read at most every ``cache_seconds``."""
+        now = time.monotonic()
+        if self._loaded_at is not None and now - self._loaded_at < self._cache_seconds:
+            return self._listeners
+        e = webhook_endpoints.c
+        rows = await conn.execute(
+            sa.select(e.id, e.types, e.states, api_keys.c.scopes)
+            .join(api_keys, api_keys.c.id == e.api_key_id)
+            .where(e.enabled.is_(True), api_keys.c.revoked_at.is_(None))
+            .order_by(e.id)
+        )
+        self._listeners = [
+            Listener(
+                id=row.id,
+                types=None if row.types is None else tuple(row.types),
+                states=None if row.states is None else frozenset(row.states),
+                scopes=tuple(row.scopes),
+            )
+            for row in rows
+        ]
+        self._loaded_at = now
+        return self._listeners
+
+    async def changed(
+        self,
+        db: Database,
+        conn: AsyncConnection,
+        transitions: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Queue a message to every endpoint that wants one of these transitions
+        (``id``, ``delivery_id``, ``state``, ``reason``, ``detail``, ``at`` each).
+
+        A transition's message id is derived from the transition's, so writing the same
+        transition twice queues nothing new.
+        """
+        if not transitions:
+            return
+        listeners = await self.listeners(conn)
+        if not listeners:
+            return
+        wanted = [t for t in transitions if any(x.wants_state(t["state"]) for x in listeners)]
+        if not wanted:
+            return
+        found = await conn.execute(
+            sa.select(
+                deliveries.c.id,
+                deliveries.c.event_id,
+                deliveries.c.user_id,
+                deliveries.c.channel,
+                notifications.c.type,
+            )
+            .join(notifications, notifications.c.id == deliveries.c.notification_id)
+            .where(deliveries.c.id.in_({t["delivery_id"] for t in wanted}))
+        )
+        about = {row.id: dict(row._mapping) for row in found}
+        rows: list[dict[str, Any]] = []
+        for transition in wanted:
+            delivery = about.get(transition["delivery_id"])
+            if delivery is None:
+                continue
+            for listener in listeners:
+                if listener.wants_state(transition["state"]) and listener.wants_type(
+                    delivery["type"]
+                ):
+                    rows.append(
+                        {
+                            "id": ids.new_id(),
+                            "endpoint_id": listener.id,
+                            "msg_id": f"msg_{transition['id']}",
+                            "delivery_id": delivery["id"],
+                            "event_id": delivery["event_id"],
+                            "type": DELIVERY_UPDATED,
+                            "payload": delivery_payload(transition, delivery),
+                            "state": "pending",
+                            "attempts": 0,
+                            "next_attempt_at": transition["at"],
+                            "created_at": transition["at"],
+                            "updated_at": transition["at"],
+                        }
+                    )
+        await self.add(db, conn, rows)
+
+    async def add(
+        self, db: Database, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Write messages (a repeated ``msg_id`` for an endpoint is ignored) and the
+        jobs that send them."""
+        if not rows:
+            return
+        await conn.execute(db.insert_ignore(messages), list(rows))
+        # Only the rows this call wrote get a job: a message written before already has one.
+        written = {
+            row.id
+            for row in await conn.execute(
+                sa.select(messages.c.id).where(messages.c.id.in_([r["id"] for r in rows]))
+            )
+        }
+        await self._queue.enqueue(
+            conn, [message_job(r["id"], "first") for r in rows if r["id"] in written]
+        )
+
+
+_attached: weakref.WeakKeyDictionary[Database, Outbox] = weakref.WeakKeyDictionary()
+
+
+def attach(db: Database, outbox: Outbox) -> None:
+    """Make ``outbox`` the one that hears of state changes written through ``db``."""
+    _attached[db] = outbox
+
+
+def of(db: Database) -> Outbox | None:
+    """The outbox attached to ``db``, if any: none means no webhooks in this process."""
+    return _attached.get(db)
+
+
+async def changed(
+    db: Database,
+    conn: AsyncConnection,
+    transitions: Sequence[Mapping[str, Any]],
+) -> None:
+    """Hand transitions just written through ``db`` to its outbox, if it has one."""
+    outbox = _attached.get(db)
+    if outbox is not None:
+        await outbox.changed(db, conn, transitions)

@@ -1,0 +1,126 @@
+"""All SQL for webhook endpoints, their messages and the attempts at sending them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.kit.tables import webhook_attempts as attempts
+from tidings.kit.tables import webhook_endpoints as endpoints
+from tidings.kit.tables import webhook_messages as messages
+
+
+async def add_endpoint(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
+    await conn.execute(endpoints.insert().values(**row))
+
+
+async def endpoint(conn: AsyncConnection, endpoint_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id))).first()
+    return None if row is None else dict(row._mapping)
+
+
+async def endpoints_page(
+    conn: AsyncConnection, owner: str | None, after: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Endpoints in the order they were registered: ``owner``'s, or everyone's."""
+    query = sa.select(endpoints)
+    if owner is not None:
+        query = query.where(endpoints.c.api_key_id == owner)
+    if after is not None:
+        query = query.where(endpoints.c.id > after)
+    rows = await conn.execute(query.order_by(endpoints.c.id).limit(limit))
+    return [dict(r._mapping) for r in rows]
+
+
+async def update_endpoint(
+    conn: AsyncConnection, endpoint_id: str, values: Mapping[str, Any]
+) -> None:
+    await conn.execute(endpoints.update().where(endpoints.c.id == endpoint_id).values(**values))
+
+
+async def count_failure(conn: AsyncConnection, endpoint_id: str) -> int:
+    """One more failed attempt in a row at the endpoint; returns how many now."""
+    await conn.execute(
+        endpoints.update()
+        .where(endpoints.c.id == endpoint_id)
+        .values(consecutive_failures=endpoints.c.consecutive_failures + 1)
+    )
+    found = await conn.execute(
+        sa.select(endpoints.c.consecutive_failures).where(endpoints.c.id == endpoint_id)
+    )
+    return int(found.scalar_one_or_none() or 0)
+
+
+async def delete_endpoint(conn: AsyncConnection, endpoint_id: str) -> None:
+    """The endpoint with its messages and their attempts."""
+    of_endpoint = sa.select(messages.c.id).where(messages.c.endpoint_id == endpoint_id)
+    await conn.execute(attempts.delete().where(attempts.c.message_id.in_(of_endpoint)))
+    await conn.execute(messages.delete().where(messages.c.endpoint_id == endpoint_id))
+    await conn.execute(endpoints.delete().where(endpoints.c.id == endpoint_id))
+
+
+async def message(conn: AsyncConnection, message_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(sa.select(messages).where(messages.c.id == message_id))).first()
+    return None if row is None else dict(row._mapping)
+
+
+async def has_pending_before(conn: AsyncConnection, endpoint_id: str, message_id: str) -> bool:
+    """Whether an older message to the endpoint is still waiting to be sent."""
+    found = await conn.execute(
+        sa.select(messages.c.id)
+        .where(
+            messages.c.endpoint_id == endpoint_id,
+            messages.c.state == "pending",
+            messages.c.id < message_id,
+        )
+        .limit(1)
+    )
+    return found.first() is not None
+
+
+async def first_pending(
+    conn: AsyncConnection, endpoint_id: str, after: str | None = None
+) -> str | None:
+    """The oldest message to the endpoint still waiting, newer than ``after`` if given."""
+    query = sa.select(messages.c.id).where(
+        messages.c.endpoint_id == endpoint_id, messages.c.state == "pending"
+    )
+    if after is not None:
+        query = query.where(messages.c.id > after)
+    found = await conn.execute(query.order_by(messages.c.id).limit(1))
+    return found.scalar_one_or_none()
+
+
+async def update_message(conn: AsyncConnection, message_id: str, values: Mapping[str, Any]) -> None:
+    await conn.execute(messages.update().where(messages.c.id == message_id).values(**values))
+
+
+async def add_attempt(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
+    await conn.execute(attempts.insert().values(**row))
+
+
+async def messages_page(
+    conn: AsyncConnection, endpoint_id: str, before: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """The endpoint's messages, newest first, each with its attempts oldest first."""
+    query = sa.select(messages).where(messages.c.endpoint_id == endpoint_id)
+    if before is not None:
+        query = query.where(messages.c.id < before)
+    rows = [
+        dict(r._mapping)
+        for r in await conn.execute(query.order_by(messages.c.id.desc()).limit(limit))
+    ]
+    if not rows:
+        return []
+    tried: dict[str, list[dict[str, Any]]] = {}
+    found = await conn.execute(
+        sa.select(attempts)
+        .where(attempts.c.message_id.in_([r["id"] for r in rows]))
+        .order_by(attempts.c.at, attempts.c.id)
+    )
+    for attempt in found:
+        tried.setdefault(attempt.message_id, []).append(dict(attempt._mapping))
+    return [{**row, "attempts_log": tried.get(row["id"], [])} for row in rows]

@@ -1,0 +1,276 @@
+"""The ``webhook`` job: sign one message, POST it, log the attempt, retry or give up.
+
+Messages to one endpoint go out in the order they were written: a message waits while
+an older one to the same endpoint is still pending, and each message, once it succeeds
+or fails for good, starts the next. Retries follow their own schedule
+(``webhooks_retry_seconds``) as timer jobs; after ``webhooks_disable_after`` failed
+attempts in a row, across messages, the endpoint is disabled and reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import standardwebhooks
+from prometheus_client import Counter
+
+from tidings import __version__
+from tidings.kit import ids, metrics
+from tidings.kit.clock import Clock
+from tidings.kit.db import Database
+from tidings.kit.queue import Job, NewJob, Queue
+from tidings.webhooks import addresses, outbox, repository
+
+log = logging.getLogger(__name__)
+
+RESPONSE_EXCERPT = 500
+"""How much of a receiver's answer the log keeps."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one POST went."""
+
+    status: int | None
+    error: str | None
+    duration_ms: int
+    response: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+@dataclass(frozen=True)
+class SendPolicy:
+    """How hard to try: delays between attempts, and when to give up on an endpoint."""
+
+    retry_seconds: tuple[float, ...]
+    disable_after: int
+    timeout_seconds: float
+    allow_private: bool
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.retry_seconds) + 1
+
+
+def body_of(payload: Mapping[str, Any]) -> str:
+    """The JSON body of a message: ``type``, ``timestamp``, then ``data``."""
+    ordered = {"type": payload["type"], "timestamp": payload["timestamp"], **payload}
+    return json.dumps(ordered, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def signed_headers(secret: str, msg_id: str, at: dt.datetime, body: str) -> dict[str, str]:
+    """The Standard Webhooks headers of one attempt at a message."""
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": standardwebhooks.Webhook(secret).sign(msg_id, at, body),
+    }
+
+
+class WebhookSender:
+    """Runs ``webhook`` jobs."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        queue: Queue,
+        listeners: outbox.Outbox,
+        policy: SendPolicy,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._queue = queue
+        self._outbox = listeners
+        self._policy = policy
+        self._transport = transport
+
+    async def send(self, jobs: Sequence[Job]) -> None:
+        """Send each job's message, oldest first."""
+        async with httpx.AsyncClient(
+            timeout=self._policy.timeout_seconds,
+            follow_redirects=False,
+            transport=self._transport,
+            headers={"user-agent": f"Tidings-Webhooks/{__version__}"},
+        ) as client:
+            for job in sorted(jobs, key=lambda j: str(j.payload["message"])):
+                await self._send_one(client, job)
+
+    async def _send_one(self, client: httpx.AsyncClient, job: Job) -> None:
+        async with self._db.reader() as conn:
+            message = await repository.message(conn, job.payload["message"])
+            endpoint = (
+                None if message is None else await repository.endpoint(conn, message["endpoint_id"])
+            )
+            waiting = message is not None and await repository.has_pending_before(
+                conn, message["endpoint_id"], message["id"]
+            )
+        if (
+            message is None
+            or endpoint is None
+            or message["state"] != "pending"
+            or not endpoint["enabled"]
+            or waiting
+        ):
+            # Nothing to send now: sent already, the endpoint is gone or disabled (turning
+            # it on again restarts its messages), or an older message goes first and
+            # starts this one when it is done.
+            async with self._db.transaction() as conn:
+                await self._queue.complete(conn, [job])
+            return
+        attempt = await self._post(client, endpoint, message)
+        await self._settle(job, endpoint, message, attempt)
+
+    async def _post(
+        self, client: httpx.AsyncClient, endpoint: Mapping[str, Any], message: Mapping[str, Any]
+    ) -> Attempt:
+        started = time.perf_counter()
+
+        def took() -> int:
+            return int((time.perf_counter() - started) * 1000)
+
+        if not self._policy.allow_private:
+            internal = await addresses.internal_address(endpoint["url"])
+            if internal is not None:
+                return Attempt(None, f"refused: {internal} is an internal address", took(), None)
+        body = body_of(message["payload"])
+        headers = signed_headers(endpoint["secret"], message["msg_id"], self._clock.now(), body)
+        headers["content-type"] = "application/json"
+        try:
+            response = await client.post(
+                endpoint["url"], content=body.encode("utf-8"), headers=headers
+            )
+        except httpx.HTTPError as exc:
+            return Attempt(None, f"{type(exc).__name__}: {exc}"[:1000], took(), None)
+        excerpt = response.text[:RESPONSE_EXCERPT] if response.content else None
+        error = None if response.is_success else f"HTTP {response.status_code}"
+        return Attempt(response.status_code, error, took(), excerpt)
+
+    async def _settle(
+        self,
+        job: Job,
+        endpoint: Mapping[str, Any],
+        message: Mapping[str, Any],
+        attempt: Attempt,
+    ) -> None:
+        """Log the attempt and decide what comes next, in one transaction."""
+        now = self._clock.now()
+        number = int(message["attempts"]) + 1
+        final = attempt.ok or number >= self._policy.max_attempts
+        disabled = False
+        async with self._db.transaction() as conn:
+            await repository.add_attempt(
+                conn,
+                {
+                    "id": ids.new_id(),
+                    "message_id": message["id"],
+                    "at": now,
+                    "status": attempt.status,
+                    "error": attempt.error,
+                    "duration_ms": attempt.duration_ms,
+                    "response": attempt.response,
+                },
+            )
+            if attempt.ok:
+                await repository.update_endpoint(conn, endpoint["id"], {"consecutive_failures": 0})
+            else:
+                failures = await repository.count_failure(conn, endpoint["id"])
+                if failures >= self._policy.disable_after:
+                    disabled = True
+                    await repository.update_endpoint(
+                        conn,
+                        endpoint["id"],
+                        {
+                            "enabled": False,
+                            "disabled_at": now,
+                            "disabled_reason": (
+                                f"{failures} failed attempts in a row; last: {attempt.error}"
+                            ),
+                            "updated_at": now,
+                        },
+                    )
+            next_at = (
+                None
+                if final
+                else now + dt.timedelta(seconds=self._policy.retry_seconds[number - 1])
+            )
+            await repository.update_message(
+                conn,
+                message["id"],
+                {
+                    "state": "succeeded" if attempt.ok else "failed" if final else "pending",
+                    "attempts": number,
+                    "next_attempt_at": next_at,
+                    "last_status": attempt.status,
+                    "last_error": attempt.error,
+                    "updated_at": now,
+                },
+            )
+            follow: list[NewJob] = []
+            if not disabled and next_at is not None:
+                follow.append(
+                    dataclasses.replace(
+                        outbox.message_job(message["id"], f"retry {number}"), run_at=next_at
+                    )
+                )
+            elif not disabled:
+                after = await repository.first_pending(conn, endpoint["id"], message["id"])
+                if after is not None:
+                    follow.append(outbox.message_job(after, f"after {message['id']}"))
+            await self._queue.enqueue(conn, follow)
+            await self._queue.complete(conn, [job])
+        measures(self._db).attempts.labels("ok" if attempt.ok else "failed").inc()
+        if disabled:
+            self._outbox.invalidate()
+            measures(self._db).disabled.inc()
+            log.warning(
+                "webhook endpoint %s (%s) disabled after %d failed attempts in a row: %s",
+                endpoint["id"],
+                endpoint["url"],
+                self._policy.disable_after,
+                attempt.error,
+            )
+
+
+@dataclass(frozen=True)
+class Measures:
+    attempts: Counter
+    disabled: Counter
+
+
+_measures: weakref.WeakKeyDictionary[Database, Measures] = weakref.WeakKeyDictionary()
+
+
+def measures(db: Database) -> Measures:
+    """The webhook metrics, in the registry of the process's other metrics."""
+    found = _measures.get(db)
+    if found is None:
+        registry = metrics.of(db).registry
+        found = _measures[db] = Measures(
+            attempts=Counter(
+                "tidings_webhook_attempts",
+                "Attempts at sending webhook messages, by outcome (ok, failed).",
+                ["outcome"],
+                registry=registry,
+            ),
+            disabled=Counter(
+                "tidings_webhook_endpoints_disabled",
+                "Webhook endpoints disabled because they kept failing.",
+                registry=registry,
+            ),
+        )
+    return found
