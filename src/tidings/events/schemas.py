@@ -5,9 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
-from tidings.users.schemas import ProfileFields, TopicKey, UserId
+from tidings.users.schemas import Name, ProfileFields, TopicKey, UserId
 
 Tenant = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9:._\-]{0,199}$")]
 
@@ -18,7 +25,7 @@ class Actor(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: UserId
-    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    name: Name | None = None
     avatar_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
 
 
@@ -32,13 +39,32 @@ def _id_to_recipient(value: Any) -> Any:
     return {"id": value} if isinstance(value, str) else value
 
 
+def _without_nul(data: dict[str, Any]) -> dict[str, Any]:
+    """Refuse NUL anywhere in the payload: PostgreSQL cannot store it, and a payload is
+    kept the same on every engine."""
+    pending: list[Any] = [data]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("text in 'data' may not contain the NUL character (\\u0000)")
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return data
+
+
 class EventIn(BaseModel):
     """One event, as a producer publishes it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    type: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
+    idempotency_key: Annotated[
+        str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00]+$")
+    ]
     tenant: Tenant = "default"
     actor: Actor | None = None
     recipients: (
@@ -49,7 +75,7 @@ class EventIn(BaseModel):
         | None
     ) = None
     topic: TopicKey | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: Annotated[dict[str, Any], AfterValidator(_without_nul)] = Field(default_factory=dict)
 
 
 class BatchIn(BaseModel):

@@ -13,7 +13,7 @@ from tidings.preferences.service import PreferencesService
 
 router = APIRouter(prefix="/v1", tags=["preferences"])
 
-UserIdPath = Annotated[str, Path(min_length=1, max_length=255)]
+UserIdPath = Annotated[str, Path(min_length=1, max_length=255, pattern=r"^[^\x00]+$")]
 TenantPath = Annotated[Tenant, Path()]
 TenantQuery = Annotated[
     Tenant | None, Query(description="apply this tenant's defaults under the user's choices")

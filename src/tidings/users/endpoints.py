@@ -12,7 +12,7 @@ from tidings.users.service import UsersService
 
 router = APIRouter(prefix="/v1", tags=["users"])
 
-UserIdPath = Annotated[str, Path(min_length=1, max_length=255)]
+UserIdPath = Annotated[str, Path(min_length=1, max_length=255, pattern=r"^[^\x00]+$")]
 TopicPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9:._\-]{0,254}$")]
 
 

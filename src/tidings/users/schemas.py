@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from tidings.kit.timezones import Timezone
 
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+# PostgreSQL cannot store NUL in text: it is refused at the edge, on every engine alike.
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00]+$")]
+Name = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")]
 TopicKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9:._\-]{0,254}$")]
 Email = Annotated[
     str,
@@ -26,7 +28,7 @@ class ProfileFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: Email | None = None
-    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    name: Name | None = None
     locale: Locale | None = None
     timezone: Timezone | None = None
 
