@@ -65,10 +65,14 @@ from tidings.delivery.email_sender import COMMIT_EVERY  # noqa: E402
 
 PG_BIN = Path(os.environ.get("TIDINGS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+WORKERS = 2
 SMTP_POOL = 4
 DUPLICATES_PER_KILL = COMMIT_EVERY + SMTP_POOL
 """A killed worker sends again what the provider accepted since its last commit (at most
 ``COMMIT_EVERY``) and what was in flight on its SMTP connections."""
+IN_FLIGHT = 64
+"""Requests the load keeps open at once; an event due while all are busy waits its turn
+(and its latency counts from its acceptance, as a client would see it)."""
 FAULT_GRACE = 10.0
 """Seconds after a fault during which an accepted event counts as accepted "during" it."""
 
@@ -98,6 +102,7 @@ class SoakReport:
     duplicated_emails: int = 0
     smtp_refusals: int = 0
     worker_kills: int = 0
+    database_restarts: int = 0
     faults: list[tuple[str, float]] = field(default_factory=list)
     latency_during: list[float] = field(default_factory=list)
     latency_calm: list[float] = field(default_factory=list)
@@ -107,7 +112,9 @@ class SoakReport:
 
     @property
     def duplicate_bound(self) -> int:
-        return self.worker_kills * DUPLICATES_PER_KILL
+        """A killed worker, and every worker when the database goes away under it, sends
+        again at most ``DUPLICATES_PER_KILL`` messages."""
+        return (self.worker_kills + self.database_restarts * WORKERS) * DUPLICATES_PER_KILL
 
     def lines(self) -> list[str]:
         out = [
@@ -121,7 +128,8 @@ class SoakReport:
             f"emails delivered         {self.delivered_emails}",
             f"emails lost              {self.lost_emails}",
             f"emails duplicated        {self.duplicated_emails} "
-            f"(bound: {self.duplicate_bound} = {self.worker_kills} worker kills x "
+            f"(bound: {self.duplicate_bound} = ({self.worker_kills} worker kills + "
+            f"{self.database_restarts} database restarts x {WORKERS} workers) x "
             f"{DUPLICATES_PER_KILL})",
             f"SMTP 451 answers         {self.smtp_refusals}",
             "drained after the load   "
@@ -314,7 +322,7 @@ async def deployment(
             processes.start("scheduler", ["scheduler", "--health-port", str(scheduler_port)], env)
         )
         await _wait_http(f"http://127.0.0.1:{scheduler_port}/readyz")
-        for n in range(2):
+        for n in range(WORKERS):
             deployed.start_worker(f"worker-{n}")
         for n in range(2):
             port = free_port()
@@ -342,8 +350,13 @@ async def _load(
     sent = 0
     pending: set[asyncio.Task[None]] = set()
     with out.open("w") as log:
+        in_flight = asyncio.Semaphore(IN_FLIGHT)
 
         async def publish(n: int, recipients: list[str]) -> None:
+            async with in_flight:
+                await publish_now(n, recipients)
+
+        async def publish_now(n: int, recipients: list[str]) -> None:
             body = {
                 "board": {"id": "b-1", "name": "Roadmap"},
                 "comment": {"id": f"c-{n}", "text": f"comment {n}"},
@@ -475,6 +488,7 @@ async def _soak(
         await at(0.35)
         fault("PostgreSQL restarted (immediate stop)")
         await asyncio.to_thread(pg.crash_restart)
+        report.database_restarts += 1
         await at(0.5)
         node = rng.randrange(3)
         fault(f"NATS node {node} SIGKILLed")
