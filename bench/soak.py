@@ -67,9 +67,9 @@ PG_BIN = Path(os.environ.get("TIDINGS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WORKERS = 2
 SMTP_POOL = 4
-DUPLICATES_PER_KILL = COMMIT_EVERY + SMTP_POOL
-"""A killed worker sends again what the provider accepted since its last commit (at most
-``COMMIT_EVERY``) and what was in flight on its SMTP connections."""
+DUPLICATES_PER_KILL = COMMIT_EVERY
+"""A killed worker sends again what it handed over and had not recorded yet: at most
+``COMMIT_EVERY`` messages."""
 IN_FLIGHT = 64
 """Requests the load keeps open at once; an event due while all are busy waits its turn
 (and its latency counts from its acceptance, as a client would see it)."""

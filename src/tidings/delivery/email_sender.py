@@ -2,10 +2,11 @@
 
 A batch of jobs is read in one go, its messages are sent concurrently (the provider
 bounds the concurrency), and the outcomes are recorded with the jobs' completion as they
-come, ``COMMIT_EVERY`` at a time. A crash after the provider accepted a message but
-before the commit that records it sends it again when the job runs again — once, with
-the same Message-ID, which receiving systems may use to drop it; and only for the few
-messages between two commits, not for the whole batch. Nothing else repeats or vanishes.
+come: no more than ``COMMIT_EVERY`` messages are ever sent and not yet recorded. A
+crash after the provider accepted a message but before the commit that records it sends
+it again when the job runs again — once, with the same Message-ID, which receiving
+systems may use to drop it; and only for those few messages, never the whole batch.
+Nothing else repeats or vanishes.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ from tidings.users.service import UsersService
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY = 8
-"""Outcomes recorded per commit while a batch's messages are handed over: a worker that
-dies mid-batch sends again at most this many accepted messages, plus those in flight."""
+"""The most messages a batch has handed over (or is handing over) without their outcome
+committed: a worker that dies mid-batch sends again at most this many."""
 
 
 @dataclass
@@ -161,14 +162,23 @@ class EmailSender:
 
         retries: list[tuple[Job, str]] = []
         buried: list[tuple[Job, str]] = []
-        handing = [asyncio.ensure_future(self._outcome_of(item)) for item in sends]
+        # A message takes a place in the window before it is handed over and gives it
+        # back only once its outcome is committed: at no moment are more than
+        # COMMIT_EVERY messages sent (or being sent) and not yet recorded.
+        window = asyncio.Semaphore(COMMIT_EVERY)
+        handing = [asyncio.ensure_future(self._outcome_of(item, window)) for item in sends]
+        unrecorded = 0
         try:
             for next_done in asyncio.as_completed(handing):
                 item, outcome = await next_done
                 self._observe([item], [outcome], events)
                 self._record(item, outcome, changes, finished, retries, buried)
-                if len(changes) >= COMMIT_EVERY:
+                unrecorded += 1
+                if len(changes) >= COMMIT_EVERY or unrecorded >= COMMIT_EVERY:
                     await self._commit(changes, finished)
+                    for _ in range(unrecorded):
+                        window.release()
+                    unrecorded = 0
             await self._commit(changes, finished)
         finally:
             # A failed commit (the database went away) stops the batch; the messages
@@ -183,7 +193,10 @@ class EmailSender:
         for job, error in buried:
             await self._queue.bury(job, error)
 
-    async def _outcome_of(self, item: _Send) -> tuple[_Send, Accepted | SendError]:
+    async def _outcome_of(
+        self, item: _Send, window: asyncio.Semaphore
+    ) -> tuple[_Send, Accepted | SendError]:
+        await window.acquire()
         return item, await self._hand_over(item.email)
 
     async def _commit(self, changes: list[StateChange], finished: list[Job]) -> None:
