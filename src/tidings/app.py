@@ -422,6 +422,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.rate_limits = RateLimits(settings.rate_limit_per_second, settings.rate_limit_burst)
     http.install_error_handlers(app)
     http.document_errors(app)
+    app.add_middleware(http.RefuseNul)
     app.add_middleware(http.BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(tracing.RequestSpans)
     app.include_router(events_endpoints.router)

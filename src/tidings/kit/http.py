@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -185,6 +186,75 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+# An escaped NUL in JSON: ``\u0000`` after an even number of backslashes (an odd number
+# would make the backslash itself the escaped character).
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+class RefuseNul:
+    """Answers 422 to a request with NUL in its path, query or JSON body.
+
+    PostgreSQL cannot store NUL in text, and what one engine keeps the other must keep
+    too: the character is refused at the edge, for every endpoint alike.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", ""):
+            await self._reject(send, "path")
+            return
+        query: bytes = scope.get("query_string", b"")
+        if b"%00" in query.lower() or b"\x00" in query:
+            await self._reject(send, "query")
+            return
+        content_type = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), b"")
+        if b"json" not in content_type.lower():
+            await self.app(scope, receive, send)
+            return
+        # JSON is parsed whole anyway: read it first (BodySizeLimit bounds it), look, then
+        # hand the same bytes on.
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if _JSON_NUL.search(body):
+            await self._reject(send, "body")
+            return
+        whole: Message = {"type": "http.request", "body": body, "more_body": False}
+        await self.app(scope, _replay([whole], receive), send)
+
+    async def _reject(self, send: Send, where: str) -> None:
+        body = errors.Invalid(
+            f"The request's {where} contains the NUL character (\\u0000), which Tidings "
+            "does not store.",
+            field=where,
+        ).body()
+        await JSONResponse(body, status_code=422)({"type": "http"}, _no_receive, send)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A ``receive`` that gives ``messages`` again, then the real one's."""
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed
 
 
 async def _no_receive() -> Message:  # pragma: no cover - a response never reads
