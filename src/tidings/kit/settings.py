@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     user_token_ttl_seconds: int = Field(default=3600, ge=60)
     # Requests a second each API key and each end user may send, and the burst above
     # that; 0 turns the limit off. Counted in each API process on its own.
-    rate_limit_per_second: float = Field(default=200.0, ge=0)
-    rate_limit_burst: int = Field(default=400, ge=1)
+    rate_limit_per_second: float = Field(default=1000.0, ge=0)
+    rate_limit_burst: int = Field(default=2000, ge=1)
 
     worker_enabled: bool = True
     worker_batch_size: int = Field(default=500, ge=1, le=5000)
