@@ -158,7 +158,7 @@ TABLE = [
         200,
         body={},
     ),
-    producer(
+    scoped(
         "POST",
         "/v1/catalog/{type_key}/preview",
         "/v1/catalog/comment.created/preview",

@@ -102,14 +102,21 @@ async def preview(
     request: Request,
     type_key: str,
     body: PreviewIn,
-    _key: Producer,
+    key: Producer,
     composer: Annotated[EmailComposer, Depends(_composer)],
 ) -> PreviewOut:
-    """The rendered subject, HTML and text of a type's email for a payload and locale."""
+    """The rendered subject, HTML and text of a type's email for a payload and locale;
+    for a key whose scopes cover the type (or an operator key)."""
     types: catalog.Catalog = request.app.state.runtime.catalog
     ntype = types.get(type_key)
     if ntype is None:
         raise errors.NotFound(f"No notification type {type_key!r}.", field="type")
+    if not key.may_read(type_key):
+        raise errors.Forbidden(
+            f"The key {key.name!r} may not see {type_key!r}; its scopes are "
+            f"{', '.join(key.scopes)}.",
+            field="type",
+        )
     if "email" not in ntype.channels:
         raise errors.Invalid(f"{type_key!r} has no email channel.", field="type")
     problems = ntype.validate_payload(body.data)
