@@ -205,7 +205,9 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     queue = build_queue(settings, db, clock)
     counters = build_counters(settings, db)
     live = build_live_hub(settings)
-    plugins = channel_runtime.configure(settings, db, clock)
+    plugins = channel_runtime.configure(
+        settings, db, clock, used={name for ntype in types for name in ntype.channels}
+    )
     available = AVAILABLE_CHANNELS | frozenset(plugins)
     outbox = webhook_outbox.Outbox(queue, cache_seconds=settings.webhooks_cache_seconds)
     webhook_outbox.attach(db, outbox)

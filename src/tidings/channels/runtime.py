@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from fastapi import APIRouter
 
@@ -18,9 +18,12 @@ from tidings.kit.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def configure(settings: Settings, db: Database, clock: Clock) -> dict[str, Channel]:
+def configure(
+    settings: Settings, db: Database, clock: Clock, used: Collection[str] = ()
+) -> dict[str, Channel]:
     """A fresh instance of every installed plugin channel, configured for this process;
-    a channel that cannot run here is left out, with a warning saying why."""
+    a channel that cannot run here is left out, saying why: a warning when a type of the
+    catalog (``used``) delivers on it, a note otherwise."""
     running: dict[str, Channel] = {}
     for name, channel in registry.discover().items():
         services = ChannelServices(
@@ -31,7 +34,8 @@ def configure(settings: Settings, db: Database, clock: Clock) -> dict[str, Chann
         try:
             channel.configure(services)
         except ChannelUnavailable as exc:
-            log.warning("the %s channel is off: %s", name, exc)
+            report = log.warning if name in used else log.info
+            report("the %s channel is off: %s", name, exc)
             continue
         running[name] = channel
     return running
