@@ -186,3 +186,43 @@ async def test_events_published_while_no_process_runs_wait_for_one(
                 await nc.jetstream().delete_stream(stream)
         await nc.close()
     await asyncio.sleep(0)
+
+
+async def test_an_unexpected_failure_hands_the_events_back_and_they_are_stored_later(
+    ingesting: Ingesting, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key lookup failing for a reason that is not the event's (the database did
+    not answer) sends the message back with a backoff instead of leaving it unacked."""
+    auth = ingesting.runtime.auth
+    real = auth.key_by_prefix
+    failures: list[str] = []
+
+    async def flaky(prefix: str) -> ApiKey:
+        if len(failures) < 2:
+            failures.append(prefix)
+            raise ConnectionResetError("the database closed the connection")
+        return await real(prefix)
+
+    monkeypatch.setattr(auth, "key_by_prefix", flaky)
+    await ingesting.publish(comment("f-1"))
+
+    async def stored() -> bool:
+        return await ingesting.stored() == 1
+
+    # Two failed deliveries, nak-ed with backoffs of 1 s and 2 s, then the third stores it.
+    await eventually(stored, timeout=20)
+    assert failures == [ingesting.key.prefix] * 2
+    assert ingesting.runtime.ingest is not None
+    assert (ingesting.runtime.ingest.accepted, ingesting.runtime.ingest.rejected) == (1, 0)
+
+
+async def test_a_subject_with_more_than_the_key_after_ingest_is_rejected(
+    ingesting: Ingesting,
+) -> None:
+    subject = f"{ingesting.topology.subject(ingesting.key.prefix)}.extra"
+    await ingesting.js.publish(subject, orjson.dumps(comment("s-1")))
+
+    [found] = await ingesting.rejected(1)
+    assert (found["error"]["code"], found["error"]["field"]) == ("unauthenticated", "subject")
+    assert found["subject"] == subject
+    assert await ingesting.stored() == 0

@@ -83,6 +83,7 @@ class _Arrival:
     key_prefix: str
     prepared: Prepared | None = None
     error: errors.TidingsError | None = None
+    failure: Exception | None = None
 
 
 class BrokerIngest:
@@ -159,8 +160,22 @@ class BrokerIngest:
 
     async def take(self, msgs: Sequence[Msg]) -> None:
         """Store the valid events of ``msgs`` and reject the rest; every message is
-        acknowledged once its outcome is durable (redelivered otherwise)."""
+        acknowledged once its outcome is durable. Whatever could not be settled (an
+        unexpected failure, the database or the rejected stream down) is handed back
+        to the stream with a backoff, never left to wait out its ack timeout."""
+        settled: set[int] = set()
+        try:
+            await self._take(msgs, settled)
+        except BaseException:
+            for msg in msgs:
+                if id(msg) not in settled:
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=_backoff(msg))
+            raise
+
+    async def _take(self, msgs: Sequence[Msg], settled: set[int]) -> None:
         arrivals = [await self._check(msg) for msg in msgs]
+        transient = [a for a in arrivals if a.failure is not None]
         valid = [a for a in arrivals if a.prepared is not None]
         if valid:
             try:
@@ -168,26 +183,42 @@ class BrokerIngest:
                     [a.prepared for a in valid if a.prepared is not None], atomic=False
                 )
             except Exception as exc:
-                await self._retry_later(valid, exc)
+                for arrival in valid:
+                    arrival.failure = exc
+                transient += valid
                 valid = []
             else:
                 for arrival, outcome in zip(valid, outcomes, strict=True):
                     if outcome.conflict is not None:
                         arrival.error = outcome.conflict
+        # Stored events are acknowledged first: a failure below must not make the
+        # stream deliver them again (it would be harmless, but wasted).
+        for arrival in valid:
+            if arrival.error is None:
+                await arrival.msg.ack()
+                settled.add(id(arrival.msg))
+                self.accepted += 1
+        for arrival in transient:
+            if await self._retry_later(arrival):
+                settled.add(id(arrival.msg))
         for arrival in arrivals:
             if arrival.error is not None:
                 await self._reject(arrival, arrival.error)
                 await arrival.msg.ack()
+                settled.add(id(arrival.msg))
                 self.rejected += 1
-        for arrival in valid:
-            if arrival.error is None:
-                await arrival.msg.ack()
-                self.accepted += 1
 
     async def _check(self, msg: Msg) -> _Arrival:
-        key_prefix = msg.subject.rsplit(".", 1)[-1]
+        prefix = f"{self.topology.prefix}.ingest."
+        key_prefix = msg.subject.removeprefix(prefix)
         arrival = _Arrival(msg, key_prefix)
         try:
+            if "." in key_prefix or not key_prefix:
+                raise errors.Unauthenticated(
+                    f"Publish on {prefix}<key prefix>: the token after {prefix!r} names "
+                    f"the key, and {msg.subject!r} has {key_prefix.count('.') + 1} there.",
+                    field="subject",
+                )
             key = await self._key(key_prefix, (msg.headers or {}).get("Authorization"))
             try:
                 event = EventIn.model_validate_json(msg.data)
@@ -196,6 +227,9 @@ class BrokerIngest:
             arrival.prepared = self._events.prepare(key, event)
         except errors.TidingsError as exc:
             arrival.error = exc
+        except Exception as exc:
+            # Not the event's fault (the database did not answer, say): try it again.
+            arrival.failure = exc
         return arrival
 
     async def _key(self, key_prefix: str, authorization: str | None) -> ApiKey:
@@ -209,18 +243,21 @@ class BrokerIngest:
                 )
         return key
 
-    async def _retry_later(self, arrivals: Sequence[_Arrival], exc: Exception) -> None:
-        for arrival in arrivals:
-            delivered = arrival.msg.metadata.num_delivered or 1
-            if delivered >= self.topology.max_deliver:
-                arrival.error = errors.Unavailable(
-                    f"Tidings could not store the event after {delivered} deliveries: "
-                    f"{type(exc).__name__}. Publish it again with the same idempotency key."
-                )
-                continue
-            delay = _BACKOFF[min(delivered, len(_BACKOFF)) - 1]
-            log.warning("storing an ingested event failed (%s); again in %.0fs", exc, delay)
-            await arrival.msg.nak(delay=delay)
+    async def _retry_later(self, arrival: _Arrival) -> bool:
+        """Hand ``arrival`` back to the stream with a backoff (True), or, after its last
+        delivery, mark it to be rejected as ``unavailable`` (False)."""
+        exc = arrival.failure
+        delivered = arrival.msg.metadata.num_delivered or 1
+        if delivered >= self.topology.max_deliver:
+            arrival.error = errors.Unavailable(
+                f"Tidings could not store the event after {delivered} deliveries: "
+                f"{type(exc).__name__}. Publish it again with the same idempotency key."
+            )
+            return False
+        delay = _backoff(arrival.msg)
+        log.warning("storing an ingested event failed (%r); again in %.0fs", exc, delay)
+        await arrival.msg.nak(delay=delay)
+        return True
 
     async def _reject(self, arrival: _Arrival, error: errors.TidingsError) -> None:
         if self._js is None:
@@ -240,6 +277,11 @@ class BrokerIngest:
                 "Tidings-Error-Code": error.code,
             },
         )
+
+
+def _backoff(msg: Msg) -> float:
+    delivered = msg.metadata.num_delivered or 1
+    return _BACKOFF[min(delivered, len(_BACKOFF)) - 1]
 
 
 async def ensure_ingest_streams(js: JetStreamContext, topology: IngestTopology) -> None:
