@@ -23,7 +23,7 @@ from tests.conftest import eventually, fresh_database, service_missing
 from tests.integration.test_queue import NATS_URL
 from tidings.app import Runtime, build_runtime, create_app
 from tidings.kit import tables
-from tidings.kit.jetstream import JetStreamQueue
+from tidings.kit.jetstream import JetStreamQueue, ensure_streams
 from tidings.kit.queue import NewJob
 from tidings.kit.settings import Settings
 
@@ -230,3 +230,78 @@ async def test_an_outbox_row_no_stage_takes_goes_to_the_dead_letters(tidings: Ru
         [row] = (await conn.execute(sa.select(tables.dead_letters))).all()
     assert (row.id, row.kind) == ("mystery:1", "mystery")
     assert "cannot be routed" in row.error
+
+
+async def test_a_row_jetstream_will_never_take_is_dead_lettered_without_holding_back_others(
+    tidings: Running,
+) -> None:
+    assert tidings.queue._nc is not None
+    too_big = "x" * (tidings.queue._nc.max_payload + 1)
+    async with tidings.runtime.db.transaction() as conn:
+        await tidings.queue.enqueue(
+            conn,
+            [
+                NewJob("plan:huge", "plan", {"events": [], "padding": too_big}),
+                NewJob("plan:ok", "plan", {"events": []}),
+            ],
+        )
+    tidings.queue.wake()
+    jobs = sa.select(sa.func.count()).select_from(tables.jobs)
+
+    async def relayed() -> bool:
+        return await scalar(tidings.runtime, jobs) == 0
+
+    await eventually(relayed, timeout=10)
+    async with tidings.runtime.db.reader() as conn:
+        [row] = (await conn.execute(sa.select(tables.dead_letters))).all()
+    assert row.id == "plan:huge"
+    assert "MaxPayloadError" in row.error
+    # The other row went through, and the client has no publish left pending.
+    assert tidings.queue.published >= 1
+    assert tidings.queue._js.publish_async_pending() == 0
+
+
+async def test_a_stage_without_its_stream_backs_off_and_the_other_stages_go_on(
+    tidings: Running,
+) -> None:
+    """JetStream not answering for one stream (its leader gone, or the stream deleted)
+    keeps that stage's rows in the outbox, retried with a backoff; the rest is relayed,
+    and the held rows are published once the stream is back."""
+    queue = tidings.queue
+    deliver = queue.topology.stream("deliver")
+    await queue._js.delete_stream(deliver)
+    async with tidings.runtime.db.transaction() as conn:
+        await queue.enqueue(
+            conn,
+            [
+                NewJob("in-app:held", "in_app", {"user_id": "u-1", "deliveries": []}),
+                NewJob("plan:free", "plan", {"events": []}),
+            ],
+        )
+    queue.wake()
+    outbox = sa.select(tables.jobs.c.id, tables.jobs.c.attempts, tables.jobs.c.last_error)
+
+    async def held() -> bool:
+        async with tidings.runtime.db.reader() as conn:
+            rows = (await conn.execute(outbox)).all()
+        return [row.id for row in rows] == ["in-app:held"] and rows[0].attempts >= 1
+
+    await eventually(held, timeout=10)
+    async with tidings.runtime.db.reader() as conn:
+        [row] = (await conn.execute(outbox)).all()
+    assert "NoStreamResponseError" in row.last_error
+    assert (
+        await scalar(tidings.runtime, sa.select(sa.func.count()).select_from(tables.dead_letters))
+        == 0
+    )
+
+    await ensure_streams(queue._js, queue.topology)
+    jobs = sa.select(sa.func.count()).select_from(tables.jobs)
+
+    async def relayed() -> bool:
+        return await scalar(tidings.runtime, jobs) == 0
+
+    await eventually(relayed, timeout=40)
+    # The recreated stream received the held row's message.
+    info = await queue._js.stream_info(deliver)
+    assert info.state.last_seq >= 1

@@ -147,8 +147,8 @@ async def test_a_relay_whose_publishes_are_never_answered_gives_its_rows_back(
 ) -> None:
     """The node a relay publishes through stops answering (SIGSTOP: its connection stays
     open, so the client does not fail over). The relay gives up on the batch after its
-    bound, leaving the rows in the outbox; once the node answers again the next relay
-    publishes them, and the stream keeps one copy of each."""
+    bound, leaving the rows in the outbox with a backoff; once the node answers again
+    the next relay publishes them, and the stream keeps one copy of each."""
     monkeypatch.setattr(jetstream, "_PUBLISH_ACK_SECONDS", 1.0)
     clock = FrozenClock(dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC))
     with NatsCluster(size=1, base_dir=tmp_path / "nats") as single:
@@ -178,7 +178,13 @@ async def test_a_relay_whose_publishes_are_never_answered_gives_its_rows_back(
                 finally:
                     node.send_signal(signal.SIGCONT)
                 async with db.transaction() as conn:
-                    assert await conn.scalar(sa.select(sa.func.count()).select_from(jobs)) == 20
+                    held = (await conn.execute(sa.select(jobs.c.attempts, jobs.c.run_at))).all()
+                # Each row is kept, to be published again after a backoff.
+                assert len(held) == 20
+                assert {row.attempts for row in held} == {1}
+                assert {row.run_at for row in held} == {clock.now() + dt.timedelta(seconds=1)}
+                assert await queue.relay_once() == 0
+                clock.advance(1)
                 # The stopped node may still store what it was sent before it stopped
                 # answering: the second relay's copies are then dropped as duplicates.
                 assert await queue.relay_once() == 20

@@ -58,6 +58,18 @@ _PUBLISH_ACK_SECONDS = 10.0
 """How long a relay waits for JetStream to confirm its publishes before it gives the rows
 back (to publish them again; the message ids make the second copy a no-op). A reply can
 be lost for good when the node that would send it dies."""
+_RELAY_BACKOFF_CAP = 30.0
+"""The longest a relay waits before publishing again a row JetStream did not take."""
+
+
+class UnroutableError(Exception):
+    """An outbox row no stream takes: a kind no stage takes, or a payload that cannot
+    be split into partitions."""
+
+
+_PERMANENT = (UnroutableError, nats.errors.MaxPayloadError, BadRequestError)
+"""What a relay gets for a row JetStream will never take: a kind no stage takes, a
+message over the server's payload limit, a publish the stream refuses as malformed."""
 _PULL_SECONDS = 5.0
 """How long a pull waits for the server's answer before giving up on it."""
 
@@ -265,16 +277,19 @@ class JetStreamQueue:
             await self._relay_wakeups.wait(self._relay_poll or 3600.0, since=seen)
 
     async def relay_once(self, limit: int = _RELAY_BATCH) -> int:
-        """Publish up to ``limit`` due outbox rows and delete them; returns how many.
+        """Publish up to ``limit`` due outbox rows and delete them; returns how many left
+        the outbox (published, or dead-lettered because JetStream will never take them).
 
         The rows stay locked (``SKIP LOCKED`` keeps other relays off them) until their
         messages are acknowledged by JetStream; then they are deleted in the same
-        transaction. Several relays may run; each row is published by one of them.
+        transaction. Several relays may run; each row is published by one of them. Each
+        row stands alone: one JetStream refuses or does not acknowledge is backed off
+        (or dead-lettered) without holding back the others.
         """
         now = self._clock.now()
         c = jobs.c
         due = (
-            sa.select(c.id, c.kind, c.payload, c.lane, c.created_at, c.headers)
+            sa.select(c.id, c.kind, c.payload, c.lane, c.created_at, c.headers, c.attempts)
             .where(c.run_at <= now, sa.or_(c.lease_until.is_(None), c.lease_until < now))
             .order_by(c.lane, c.run_at)
             .limit(limit)
@@ -285,47 +300,121 @@ class JetStreamQueue:
             rows = (await conn.execute(due)).all()
             if not rows:
                 return 0
-            acks = []
-            unroutable = []
-            for row in rows:
-                try:
-                    messages = self._messages(row)
-                except Exception as exc:
-                    # A row no stage takes (a kind this version does not know) would
-                    # block the outbox: it goes to the dead letters instead.
-                    log.error("outbox row %s cannot be routed: %s", row.id, exc)
-                    unroutable.append(
-                        dead_letter_row(
-                            Job(row.id, row.kind, row.payload, row.lane, 0),
-                            f"cannot be routed to a stream: {type(exc).__name__}: {exc}",
-                            now,
-                        )
-                    )
+            sent: list[tuple[Any, list[asyncio.Future[Any]]]] = []
+            refused: dict[str, tuple[Any, BaseException]] = {}
+            try:
+                # Bounded as a whole: the client waits, without limit, for a free slot
+                # among its pending publishes, and acks that never come keep theirs.
+                async with asyncio.timeout(_PUBLISH_ACK_SECONDS):
+                    for row in rows:
+                        futures: list[asyncio.Future[Any]] = []
+                        sent.append((row, futures))
+                        try:
+                            for subject, message_id, body in self._messages(row):
+                                futures.append(await self._publish(subject, message_id, body, row))
+                        except _PERMANENT as exc:
+                            refused[row.id] = (row, exc)
+                failures = await _acknowledged([f for _, futures in sent for f in futures])
+            finally:
+                for _, futures in sent:
+                    for future in futures:
+                        future.cancel()
+            delivered: list[str] = []
+            for row, futures in sent:
+                failed = next((failures[f] for f in futures if f in failures), None)
+                if row.id in refused:
                     continue
-                for subject, message_id, body in messages:
-                    acks.append(
-                        await self._js.publish_async(
-                            subject,
-                            body,
-                            headers={**(row.headers or {}), "Nats-Msg-Id": message_id},
-                        )
-                    )
-            await _acknowledged(acks)
-            if unroutable:
-                await conn.execute(self._db.insert_ignore(dead_letters), unroutable)
-                for dead in unroutable:
-                    metrics.of(self._db).job_buried(dead["kind"])
-            await conn.execute(jobs.delete().where(c.id.in_([row.id for row in rows])))
-        self.published += len(acks)
+                if failed is None:
+                    delivered.append(row.id)
+                elif isinstance(failed, _PERMANENT):
+                    refused[row.id] = (row, failed)
+                else:
+                    # JetStream did not answer or had no leader: the row stays and is
+                    # published again after a short backoff (the message ids make
+                    # the copies of partitions that did get through no-ops).
+                    await self._back_off(conn, row, failed, now)
+            await self._refused(conn, list(refused.values()), now)
+            if delivered:
+                await conn.execute(jobs.delete().where(c.id.in_(delivered)))
+        self.published += sum(len(futures) for _, futures in sent) - len(failures)
         assert self._nc is not None
         for lane in sorted({row.lane for row in rows}):
             # Wake the workers of that lane wherever they run; a lost ring only costs
             # them their poll interval.
             await self._nc.publish(f"{self.topology.prefix}.doorbell.{lane}", b"")
-        return len(rows)
+        if failures and not delivered:
+            # Nothing got through: let the caller's loop pause instead of spinning.
+            raise next(iter(failures.values()))
+        return len(delivered) + len(refused)
+
+    async def _publish(
+        self, subject: str, message_id: str, body: bytes, row: Any
+    ) -> asyncio.Future[Any]:
+        assert self._nc is not None
+        if len(body) > self._nc.max_payload:
+            # The client would refuse it only after taking a slot it never gives back.
+            raise nats.errors.MaxPayloadError(
+                f"{len(body)} bytes, the server takes at most {self._nc.max_payload}"
+            )
+        return await self._js.publish_async(
+            subject,
+            body,
+            headers={**(row.headers or {}), "Nats-Msg-Id": message_id},
+        )
+
+    async def _back_off(
+        self, conn: AsyncConnection, row: Any, failure: BaseException, now: dt.datetime
+    ) -> None:
+        attempts = (row.attempts or 0) + 1
+        delay = min(_RELAY_BACKOFF_CAP, 2 ** min(attempts - 1, 8))
+        await conn.execute(
+            jobs.update()
+            .where(jobs.c.id == row.id)
+            .values(
+                attempts=attempts,
+                run_at=now + dt.timedelta(seconds=delay),
+                last_error=f"relay: {type(failure).__name__}: {failure}"[:4000],
+            )
+        )
+
+    async def _refused(
+        self,
+        conn: AsyncConnection,
+        refused: Sequence[tuple[Any, BaseException]],
+        now: dt.datetime,
+    ) -> None:
+        """A row JetStream will never take (no stage takes its kind, too large, refused
+        by the stream) would block the outbox: it goes to the dead letters instead."""
+        if not refused:
+            return
+        dead = []
+        for row, exc in refused:
+            log.error("outbox row %s cannot be relayed: %r", row.id, exc)
+            job = Job(
+                row.id, row.kind, row.payload, row.lane, row.attempts or 0, headers=row.headers
+            )
+            dead.append(
+                dead_letter_row(
+                    job, f"cannot be relayed to JetStream: {type(exc).__name__}: {exc}", now
+                )
+            )
+        await conn.execute(self._db.insert_ignore(dead_letters), dead)
+        await conn.execute(jobs.delete().where(jobs.c.id.in_([row.id for row, _ in refused])))
+        for row in dead:
+            metrics.of(self._db).job_buried(row["kind"])
 
     def _messages(self, row: Any) -> list[tuple[str, str, bytes]]:
-        """The (subject, message id, body) of each partition's share of an outbox row."""
+        """The (subject, message id, body) of each partition's share of an outbox row.
+
+        Raises:
+            UnroutableError: no stage takes the row's kind, or its splitter failed.
+        """
+        try:
+            return self._shares(row)
+        except Exception as exc:
+            raise UnroutableError(f"cannot be routed to a stream: {exc!r}") from exc
+
+    def _shares(self, row: Any) -> list[tuple[str, str, bytes]]:
         stage = self.topology.stage_of(row.kind)
         partitions = self.topology.partitions
         split = self._splitters.get(row.kind)
@@ -580,19 +669,26 @@ async def _unsubscribe(subscription: Subscription) -> None:
         await subscription.unsubscribe()
 
 
-async def _acknowledged(acks: Sequence[asyncio.Future[Any]]) -> None:
-    """Wait for every publish acknowledgement, at most ``_PUBLISH_ACK_SECONDS``.
+async def _acknowledged(
+    acks: Sequence[asyncio.Future[Any]],
+) -> dict[asyncio.Future[Any], BaseException]:
+    """Wait for every publish acknowledgement, at most ``_PUBLISH_ACK_SECONDS``; returns
+    the ones that failed, with why: JetStream refused it, or no answer came in time (a
+    reply can be lost for good when the node that would send it dies).
 
-    Raises:
-        TimeoutError: some did not come.
-        nats.js.errors.Error: JetStream refused one (no stream leader yet, say).
-
-    Whatever happens, none is left waiting: an abandoned future would keep its slot in
-    the client's bounded count of pending publishes, and enough of them stall it.
+    None is left waiting: an abandoned future would keep its slot in the client's
+    bounded count of pending publishes, and enough of them stall it.
     """
-    try:
-        async with asyncio.timeout(_PUBLISH_ACK_SECONDS):
-            await asyncio.gather(*acks)
-    finally:
-        for ack in acks:
-            ack.cancel()
+    failures: dict[asyncio.Future[Any], BaseException] = {}
+    if not acks:
+        return failures
+    done, late = await asyncio.wait(acks, timeout=_PUBLISH_ACK_SECONDS)
+    for ack in late:
+        ack.cancel()
+        failures[ack] = TimeoutError(
+            f"JetStream did not acknowledge the publish within {_PUBLISH_ACK_SECONDS:.0f}s"
+        )
+    for ack in done:
+        if not ack.cancelled() and (exc := ack.exception()) is not None:
+            failures[ack] = exc
+    return failures
