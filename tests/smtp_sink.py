@@ -63,6 +63,8 @@ class ReceivedEnvelope:
     tls: bool
     username: str | None
     mail_options: tuple[str, ...] = ()
+    stalled: float = 0.0
+    """How long the server made it wait before answering (``SmtpSink.stall``)."""
 
     @cached_property
     def message(self) -> email.message.EmailMessage:
@@ -87,6 +89,8 @@ class _State:
         default_factory=lambda: {"MAIL": deque(), "RCPT": deque(), "DATA": deque()}
     )
     connections: list[_SinkSMTP] = field(default_factory=list)
+    stalls: deque[float] = field(default_factory=deque)
+    stall_every: float = 0.0
 
 
 class SmtpSink:
@@ -201,6 +205,19 @@ class SmtpSink:
         with self._state.lock:
             self._state.replies[at].extend(replies)
 
+    def stall(self, seconds: float, *, count: int | None = None) -> None:
+        """Make the next ``count`` messages (every message when None) wait ``seconds``
+        after their data before the server answers: a slow provider."""
+        with self._state.lock:
+            if count is None:
+                self._state.stall_every = seconds
+            else:
+                self._state.stalls.extend([seconds] * count)
+
+    def _stall_for(self) -> float:
+        with self._state.lock:
+            return self._state.stalls.popleft() if self._state.stalls else self._state.stall_every
+
     async def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedEnvelope]:
         """Wait until at least ``count`` messages arrived; returns all received."""
         deadline = asyncio.get_running_loop().time() + timeout
@@ -305,7 +322,9 @@ class SmtpSink:
                 self._state.refused.append((stage, reply))
             return reply
 
-    def _record(self, smtp: _SinkSMTP, session: Session, envelope: Envelope) -> None:
+    def _record(
+        self, smtp: _SinkSMTP, session: Session, envelope: Envelope, *, stalled: float = 0.0
+    ) -> None:
         raw = envelope.original_content
         if raw is None:
             raw = envelope.content if isinstance(envelope.content, bytes) else b""
@@ -322,6 +341,7 @@ class SmtpSink:
                 else None
             ),
             mail_options=tuple(envelope.mail_options),
+            stalled=stalled,
         )
         with self._state.lock:
             self._state.received.append(record)
@@ -382,11 +402,13 @@ class _Handler:
         return reply or "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if stall := self.sink._stall_for():
+            await asyncio.sleep(stall)
         reply = self.sink._next_reply("DATA")
         if reply is not None and not reply.startswith("2"):
             return reply
         assert isinstance(server, _SinkSMTP)
-        self.sink._record(server, session, envelope)
+        self.sink._record(server, session, envelope, stalled=stall)
         return reply or f"250 2.0.0 Ok: queued as S{len(self.sink.received)}"
 
 

@@ -263,6 +263,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         provider,
         retry,
         inbox,
+        lease=dt.timedelta(seconds=settings.worker_lease_seconds),
     )
     worker = Worker(
         db,

@@ -329,3 +329,82 @@ async def test_an_address_no_header_can_carry_fails_that_delivery_only(
         for d in await deliveries_of(runtime, event_id, "email")
     }
     assert states == {"u-bob": ("failed", "invalid_message"), "u-cy": ("sent", None)}
+
+
+def many_recipients(event: dict[str, Any], count: int) -> dict[str, Any]:
+    return {
+        **event,
+        "recipients": [{"id": f"u-{n}", "email": f"u{n}@example.com"} for n in range(count)],
+    }
+
+
+async def test_a_slow_message_does_not_hold_back_the_rest_of_its_batch(
+    smtp_app: FastAPI,
+    smtp_client: httpx.AsyncClient,
+    smtp_producer: dict[str, str],
+    sink: SmtpSink,
+    canonical_event: dict[str, Any],
+) -> None:
+    """The first message handed over hangs at the provider; the batch's other twenty
+    go on through the remaining connections, their outcomes committed as they come,
+    instead of waiting for the whole first window to be recorded."""
+    runtime: Runtime = smtp_app.state.runtime
+    sink.stall(5.0, count=1)
+    event_id = await publish(smtp_client, smtp_producer, many_recipients(canonical_event, 21))
+    received = await sink.wait_for(21, timeout=30)
+    assert [r.stalled for r in received] == [0.0] * 20 + [5.0]
+
+    async def all_sent() -> bool:
+        found = await deliveries_of(runtime, event_id, "email")
+        return len(found) == 21 and {d["state"] for d in found} == {"sent"}
+
+    await eventually(all_sent)
+    deliveries = await deliveries_of(runtime, event_id, "email")
+    assert sorted(d["message_id"] for d in deliveries) == sorted(
+        r.message["Message-ID"] for r in received
+    )
+
+
+@pytest.fixture
+async def short_lease_app(
+    make_settings: Callable[..., Settings], database_url: str, sink: SmtpSink
+) -> AsyncIterator[FastAPI]:
+    settings = make_settings(
+        database_url=database_url,
+        email_provider="smtp",
+        smtp_host="127.0.0.1",
+        smtp_port=sink.port,
+        smtp_security="none",
+        worker_lease_seconds=2.0,
+        job_max_attempts=5,
+    )
+    application = create_app(runtime=build_runtime(settings))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+async def test_a_batch_that_runs_out_of_lease_gives_back_what_it_has_not_sent(
+    short_lease_app: FastAPI,
+    sink: SmtpSink,
+    canonical_event: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With a slow provider a batch cannot send everything within half its lease: the
+    messages it has not handed over by then go back to the queue at once and are sent
+    by a later batch, each exactly once."""
+    runtime: Runtime = short_lease_app.state.runtime
+    sink.stall(0.4)
+    _key, plaintext = await runtime.auth.create_key("tests", ["*"])
+    producer = {"Authorization": f"Bearer {plaintext}"}
+    transport = httpx.ASGITransport(app=short_lease_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tidings.test") as client:
+        event_id = await publish(client, producer, many_recipients(canonical_event, 24))
+
+    async def all_sent() -> bool:
+        found = await deliveries_of(runtime, event_id, "email")
+        return len(found) == 24 and {d["state"] for d in found} == {"sent"}
+
+    await eventually(all_sent, timeout=60)
+    message_ids = [r.message["Message-ID"] for r in sink.received]
+    assert len(message_ids) == len(set(message_ids)) == 24
+    assert any("given back" in record.getMessage() for record in caplog.records)

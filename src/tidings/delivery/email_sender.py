@@ -2,7 +2,9 @@
 
 A batch of jobs is read in one go, its messages are sent concurrently (the provider
 bounds the concurrency), and the outcomes are recorded with the jobs' completion as they
-come: no more than ``COMMIT_EVERY`` messages are ever sent and not yet recorded. A
+come: no more than ``COMMIT_EVERY`` messages are ever sent and not yet recorded, and
+no message is handed over once half the jobs' lease has gone (the rest are given back),
+so another worker never leases a job this one is still sending. A
 crash after the provider accepted a message but before the commit that records it sends
 it again when the job runs again — once, with the same Message-ID, which receiving
 systems may use to drop it; and only for those few messages, never the whole batch.
@@ -77,6 +79,8 @@ class EmailSender:
         provider: EmailProvider,
         retry: RetryPolicy,
         inbox: InboxService,
+        *,
+        lease: dt.timedelta = dt.timedelta(seconds=30),
     ) -> None:
         self._db = db
         self._clock = clock
@@ -89,6 +93,8 @@ class EmailSender:
         self._provider = provider
         self._retry = retry
         self._inbox = inbox
+        self._budget = lease.total_seconds() / 2
+        """How long a batch may go on handing messages over: half its jobs' lease."""
 
     async def send(self, jobs: Sequence[Job]) -> None:
         """Send one batch of email jobs."""
@@ -160,55 +166,93 @@ class EmailSender:
                 continue
             sends.append(_Send(job, delivery, email))
 
+        await self._hand_over_all(sends, changes, finished, events)
+
+    async def _hand_over_all(
+        self,
+        sends: Sequence[_Send],
+        changes: list[StateChange],
+        finished: list[Job],
+        events: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """Hand ``sends`` to the provider, several at once, recording outcomes as they
+        come, with the job changes already decided (``changes``, ``finished``).
+
+        A message takes a place in the window when it is handed over and gives it back
+        once its outcome is committed: at no moment are more than ``COMMIT_EVERY``
+        messages sent (or being sent) and not yet recorded. Outcomes are committed in
+        small groups while the next messages are already on their way, so the window
+        never drains in lockstep. Messages not handed over by the time half the lease
+        has gone are given back to run again at once, before another worker could
+        lease the jobs and send them too.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._budget
+        todo = list(reversed(sends))
+        flying: dict[asyncio.Future[Accepted | SendError], _Send] = {}
         retries: list[tuple[Job, str]] = []
         buried: list[tuple[Job, str]] = []
-        # A message takes a place in the window before it is handed over and gives it
-        # back only once its outcome is committed: at no moment are more than
-        # COMMIT_EVERY messages sent (or being sent) and not yet recorded.
-        window = asyncio.Semaphore(COMMIT_EVERY)
-        handing = [asyncio.ensure_future(self._outcome_of(item, window)) for item in sends]
         unrecorded = 0
         try:
-            for next_done in asyncio.as_completed(handing):
-                item, outcome = await next_done
-                self._observe([item], [outcome], events)
-                self._record(item, outcome, changes, finished, retries, buried)
-                unrecorded += 1
-                if len(changes) >= COMMIT_EVERY or unrecorded >= COMMIT_EVERY:
-                    await self._commit(changes, finished)
-                    for _ in range(unrecorded):
-                        window.release()
+            while True:
+                while todo and len(flying) + unrecorded < COMMIT_EVERY:
+                    if loop.time() > deadline:
+                        await self._give_back([item.job for item in reversed(todo)])
+                        todo.clear()
+                        break
+                    item = todo.pop()
+                    flying[asyncio.ensure_future(self._hand_over(item.email))] = item
+                if not flying:
+                    break
+                done, _ = await asyncio.wait(flying, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    item = flying.pop(future)
+                    self._observe([item], [future.result()], events)
+                    self._record(item, future.result(), changes, finished, retries, buried)
+                    unrecorded += 1
+                if unrecorded >= COMMIT_EVERY // 2 or not flying:
+                    await self._commit(changes, finished, retries, buried)
                     unrecorded = 0
-            await self._commit(changes, finished)
+            await self._commit(changes, finished, retries, buried)
         finally:
-            # A failed commit (the database went away) stops the batch; the messages
-            # not handed over yet are not sent, and the job runs again.
-            for pending in handing:
-                pending.cancel()
+            # A failed commit (the database went away) stops the batch: what is on its
+            # way is abandoned (recorded by no one, so sent again when the job runs
+            # again, at most COMMIT_EVERY of them); the rest is not sent.
+            for future in flying:
+                future.cancel()
+            await asyncio.gather(*flying, return_exceptions=True)
+
+    async def _give_back(self, jobs: Sequence[Job]) -> None:
+        log.warning("%d email jobs given back: their batch ran out of time", len(jobs))
+        now = self._clock.now()
+        for job in jobs:
+            await self._queue.retry(job, "given back: its batch ran out of time", now)
+
+    async def _commit(
+        self,
+        changes: list[StateChange],
+        finished: list[Job],
+        retries: list[tuple[Job, str]],
+        buried: list[tuple[Job, str]],
+    ) -> None:
+        """Record the outcomes so far, then hand back the jobs to retry and bury those
+        given up on, and empty the lists: what is committed is never sent again, even
+        if the worker dies a moment later."""
+        if changes or finished:
+            async with self._db.transaction() as conn:
+                await repository.advance(self._db, conn, changes, self._clock.now())
+                await self._queue.complete(conn, finished)
+            changes.clear()
+            finished.clear()
         for job, error in retries:
             delay = backoff(
                 job.attempts, base=self._retry.base_seconds, cap=self._retry.cap_seconds
             )
             await self._queue.retry(job, error, self._clock.now() + dt.timedelta(seconds=delay))
+        retries.clear()
         for job, error in buried:
             await self._queue.bury(job, error)
-
-    async def _outcome_of(
-        self, item: _Send, window: asyncio.Semaphore
-    ) -> tuple[_Send, Accepted | SendError]:
-        await window.acquire()
-        return item, await self._hand_over(item.email)
-
-    async def _commit(self, changes: list[StateChange], finished: list[Job]) -> None:
-        """Record the outcomes so far, and empty the lists: what is committed is never
-        sent again, even if the worker dies a moment later."""
-        if not changes and not finished:
-            return
-        async with self._db.transaction() as conn:
-            await repository.advance(self._db, conn, changes, self._clock.now())
-            await self._queue.complete(conn, finished)
-        changes.clear()
-        finished.clear()
+        buried.clear()
 
     def _record(
         self,
