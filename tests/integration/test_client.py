@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 
+from tests.conftest import eventually
 from tidings.app import Runtime
 from tidings.client import (
     AsyncTidings,
@@ -27,6 +28,7 @@ from tidings.client import (
     Forbidden,
     Invalid,
     NotFound,
+    RateLimited,
     Retry,
     ServerError,
     Tidings,
@@ -45,7 +47,8 @@ QUICK = Retry(attempts=6, base=0.01, cap=0.05)
 @dataclass
 class Faults:
     """The real application, with the next requests' faults queued up in ``plan``:
-    ``"503"``, ``"429"`` (with ``Retry-After: 0``) or ``"lose"``."""
+    ``"503"``, ``"429"`` (with ``Retry-After: 0``), ``"429:N"`` (``Retry-After: N``) or
+    ``"lose"``."""
 
     app: FastAPI
     plan: list[str] = field(default_factory=list)
@@ -57,8 +60,10 @@ class Faults:
             return
         self.seen.append(f"{scope['method']} {scope['path']}")
         fault = self.plan.pop(0) if self.plan else None
-        if fault in ("503", "429"):
-            await _answer(send, int(fault), b'{"error":{"code":"busy","message":"try later"}}')
+        if fault is not None and fault.split(":")[0] in ("503", "429"):
+            status, _, retry_after = fault.partition(":")
+            body = b'{"error":{"code":"busy","message":"try later"}}'
+            await _answer(send, int(status), body, retry_after or "0")
         elif fault == "lose":
 
             async def swallow(message: MutableMapping[str, Any]) -> None:
@@ -70,8 +75,8 @@ class Faults:
             await self.app(scope, receive, send)
 
 
-async def _answer(send: Send, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"application/json"), (b"retry-after", b"0")]
+async def _answer(send: Send, status: int, body: bytes, retry_after: str = "0") -> None:
+    headers = [(b"content-type", b"application/json"), (b"retry-after", retry_after.encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -273,3 +278,67 @@ async def test_the_sync_client_does_the_same(
     assert batched == 3
     assert await stored_events(runtime) == 4
     assert event_id
+
+
+async def test_retry_after_is_honoured_beyond_the_backoff_cap_and_a_long_one_is_not_waited(
+    base_url: str, api_key: str, faults: Faults, runtime: Runtime
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with AsyncTidings(base_url, api_key, retry=QUICK) as tidings:
+        # The server asks for a second, twenty times the client's own cap: it waits it.
+        faults.plan = ["429:1"]
+        started = loop.time()
+        await tidings.publish("comment.created", recipients=["u-bob"], data=comment(20))
+        assert loop.time() - started >= 1.0
+        assert faults.seen == ["POST /v1/events"] * 2
+
+        # An hour is more than ``max_retry_after``: the error comes back at once.
+        faults.seen.clear()
+        faults.plan = ["429:3600"]
+        with pytest.raises(RateLimited) as limited:
+            await tidings.publish("comment.created", recipients=["u-bob"], data=comment(21))
+        assert limited.value.status == 429
+        assert limited.value.retry_after == 3600
+        assert faults.seen == ["POST /v1/events"]
+    assert await stored_events(runtime) == 1
+
+
+async def test_events_added_while_a_flush_is_on_its_way_are_not_lost(
+    base_url: str, api_key: str, faults: Faults, runtime: Runtime
+) -> None:
+    patient = Retry(attempts=5, base=0.3, cap=0.3)
+    async with AsyncTidings(base_url, api_key, retry=patient) as tidings:
+        batch = tidings.batcher(100)
+        for n in range(3):
+            await batch.add(Event(type="comment.created", recipients=["u-bob"], data=comment(n)))
+        # The first try meets a 503 and its retry waits: meanwhile two more are added.
+        faults.plan = ["503"]
+        flushing = asyncio.create_task(batch.flush())
+
+        async def tried() -> bool:
+            return bool(faults.seen)
+
+        await eventually(tried)
+        for n in range(3, 5):
+            await batch.add(Event(type="comment.created", recipients=["u-bob"], data=comment(n)))
+        await flushing
+        assert len(batch.accepted) == 5
+        assert batch.pending == []
+    assert await stored_events(runtime) == 5
+
+
+async def test_an_exception_in_the_block_publishes_nothing_and_keeps_what_was_added(
+    base_url: str, api_key: str, runtime: Runtime
+) -> None:
+    async with AsyncTidings(base_url, api_key) as tidings:
+        batch = tidings.batcher(100)
+
+        async def failing_work() -> None:
+            async with batch:
+                await batch.add(Event(type="comment.created", recipients=["u-bob"], data={}))
+                raise RuntimeError("the work that produced the events failed")
+
+        with pytest.raises(RuntimeError):
+            await failing_work()
+        assert [event.recipients for event in batch.pending] == [["u-bob"]]
+    assert await stored_events(runtime) == 0

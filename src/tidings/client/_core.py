@@ -84,12 +84,22 @@ def retryable(response: httpx.Response) -> bool:
     return response.status_code == 429 or response.status_code >= 500
 
 
-def delay(retry: Retry, tries: int, response: httpx.Response | None) -> float:
-    """Seconds to wait after try number ``tries`` (1-based): full jitter, capped, and no
-    less than the server's ``Retry-After``."""
-    wait = random.uniform(0, min(retry.cap, retry.base * 2 ** (tries - 1)))
-    asked = _retry_after(response) if response is not None else None
-    return max(wait, min(asked, retry.cap)) if asked is not None else wait
+def backoff(retry: Retry, tries: int) -> float:
+    """Seconds to wait after try number ``tries`` (1-based): full jitter, capped."""
+    return random.uniform(0, min(retry.cap, retry.base * 2 ** (tries - 1)))
+
+
+def delay(retry: Retry, tries: int, response: httpx.Response) -> float | None:
+    """Seconds to wait after the answer to try number ``tries``: the backoff, and no
+    less than the server's ``Retry-After``; None when the server asks for longer than
+    ``retry.max_retry_after`` (the caller then gets the error at once, not a long sleep)."""
+    wait = backoff(retry, tries)
+    asked = _retry_after(response)
+    if asked is None:
+        return wait
+    if asked > retry.max_retry_after:
+        return None
+    return max(wait, asked)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

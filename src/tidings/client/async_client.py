@@ -153,11 +153,13 @@ class AsyncTidings:
             except httpx.TransportError as exc:
                 if tries >= self.retry.attempts:
                     raise errors.unreachable(exc) from exc
-                await asyncio.sleep(_core.delay(self.retry, tries, None))
+                await asyncio.sleep(_core.backoff(self.retry, tries))
                 continue
             if _core.retryable(response) and tries < self.retry.attempts:
-                await asyncio.sleep(_core.delay(self.retry, tries, response))
-                continue
+                wait = _core.delay(self.retry, tries, response)
+                if wait is not None:
+                    await asyncio.sleep(wait)
+                    continue
             return _core.answer(response)
 
 
@@ -192,7 +194,19 @@ class AsyncBatcher:
 
     async def flush(self) -> None:
         """Publish what is pending. On failure it stays pending (with its idempotency
-        keys), so calling ``flush`` again cannot publish anything twice."""
-        if self._pending:
-            self.accepted.extend(await self._client.publish_many(self._pending))
-            self._pending = []
+        keys), so calling ``flush`` again cannot publish anything twice. Events added
+        while a flush is on its way are published by it too."""
+        while self._pending:
+            taken, self._pending = self._pending, []
+            try:
+                accepted = await self._client.publish_many(taken)
+            except BaseException:
+                self._pending[:0] = taken
+                raise
+            self.accepted.extend(accepted)
+
+    @property
+    def pending(self) -> list[Event]:
+        """What is not published yet: after an exception left the ``with`` block, the
+        events it had added and not flushed (the batcher publishes nothing then)."""
+        return list(self._pending)

@@ -53,7 +53,17 @@ class Conflict(TidingsError):
 
 
 class RateLimited(TidingsError):
-    """429 after the client's last retry."""
+    """429 after the client's last retry, or at once when the server asks to wait longer
+    than the client's ``Retry.max_retry_after``; ``retry_after`` says how long."""
+
+    @property
+    def retry_after(self) -> float | None:
+        """The seconds the server asked to wait (its ``Retry-After``), if it said."""
+        value = self.details.get("retry_after")
+        try:
+            return None if value is None else float(value)
+        except (TypeError, ValueError):
+            return None
 
 
 class ServerError(TidingsError):
@@ -84,6 +94,8 @@ def from_response(response: httpx.Response) -> TidingsError:
     code = str(error.pop("code", f"http_{response.status_code}"))
     message = str(error.pop("message", response.reason_phrase))
     field = error.pop("field", None)
+    if response.status_code == 429 and "Retry-After" in response.headers:
+        error.setdefault("retry_after", response.headers["Retry-After"])
     kind = _BY_STATUS.get(response.status_code)
     if kind is None:
         kind = ServerError if response.status_code >= 500 else TidingsError

@@ -99,8 +99,11 @@ class Event(BaseModel):
 class Retry:
     """How the client retries 429, 5xx and connection errors: up to ``attempts`` tries in
     all, waiting a random time up to ``base * 2**n`` (at most ``cap``) seconds between
-    them, or what the server's ``Retry-After`` asks when it asks for longer."""
+    them, or what the server's ``Retry-After`` asks when it asks for longer. A server
+    asking for more than ``max_retry_after`` seconds gets no retry: the error (with its
+    ``retry_after``) reaches the caller at once."""
 
     attempts: int = 5
     base: float = 0.2
     cap: float = 10.0
+    max_retry_after: float = 60.0
