@@ -198,9 +198,10 @@ def catalog_check(
     if against is not None:
         if catalog.check(against):
             raise _fail(f"{against} is not a valid catalog itself; check it first")
-        breaks = evolution.compare(catalog.load(against), types)
-        for found in breaks:
-            out.print(str(found), highlight=False)
+        found = evolution.compare(catalog.load(against), types)
+        for finding in found:
+            out.print(str(finding), highlight=False)
+        breaks = [finding for finding in found if not finding.caution]
         if breaks:
             raise _fail(f"{len(breaks)} breaking change(s) from {against} to {folder}")
         out.print(f"{folder}: compatible with {against}")

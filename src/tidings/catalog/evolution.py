@@ -21,6 +21,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from tidings.catalog.loader import Catalog
 from tidings.catalog.notification_type import NotificationType
 
@@ -59,19 +61,27 @@ _UNDERSTOOD = frozenset(
 
 @dataclass(frozen=True)
 class Break:
-    """One way the new catalog refuses what a producer of the old one sends."""
+    """One way the new catalog refuses what a producer of the old one sends; with
+    ``caution``, one way it may (a field newly declared on an object that accepted any
+    field: a producer already sending it with another shape would be refused)."""
 
     type_key: str
     path: str
     message: str
+    caution: bool = False
 
     def __str__(self) -> str:
-        return f"{self.type_key}: {self.path}: {self.message}"
+        return f"{self.type_key}: {self.path}: {'caution: ' if self.caution else ''}{self.message}"
+
+
+class _Caution(str):
+    """A message about a change that breaks only producers sending what no schema named."""
 
 
 def compare(old: Catalog, new: Catalog) -> list[Break]:
     """Every break from ``old`` to ``new``, by type and path; empty when producers of
-    ``old`` keep working, and each type whose schema changed has a higher version."""
+    ``old`` keep working, and each type whose schema changed has a higher version.
+    Cautions (``Break.caution``) are listed too, and do not make a change breaking."""
     found: list[Break] = []
     for before in old:
         after = new.get(before.key)
@@ -95,8 +105,8 @@ def _type_breaks(before: NotificationType, after: NotificationType) -> Iterator[
     if after.version < before.version:
         yield Break(key, "version", f"went down from {before.version} to {after.version}")
     for path, message in _schema_breaks(before.payload_schema, after.payload_schema, "data"):
-        yield Break(key, path, message)
-    if after.payload_schema != before.payload_schema and after.version <= before.version:
+        yield Break(key, path, message, caution=isinstance(message, _Caution))
+    if _changed(before.payload_schema, after.payload_schema) and after.version <= before.version:
         yield Break(
             key,
             "version",
@@ -107,8 +117,8 @@ def _type_breaks(before: NotificationType, after: NotificationType) -> Iterator[
 
 def _schema_breaks(old: Any, new: Any, path: str) -> Iterator[tuple[str, str]]:
     """(path, message) for each way ``new`` refuses a value ``old`` accepted."""
-    if new is True or new == {} or old == new:
-        return
+    if old is False or new is True or new == {} or not _changed(old, new):
+        return  # nothing was accepted before, or everything is now, or nothing changed
     if new is False:
         yield path, f"is no longer accepted at all ({_NEW_TYPE})"
         return
@@ -163,7 +173,8 @@ def _values_narrowed(
     if allowed_before is None:
         yield path, f"accepted any value before; now only {_shown(allowed_after)}"
         return
-    lost = [value for value in allowed_before if value not in allowed_after]
+    kept = {_value_key(value) for value in allowed_after}
+    lost = [value for value in allowed_before if _value_key(value) not in kept]
     if lost:
         yield path, f"no longer accepts {_shown(lost)}"
 
@@ -227,10 +238,42 @@ def _object_breaks(
                 )
             continue
         yield from _schema_breaks(before[name], after[name], f"{path}.{name}")
-    # New optional fields are fine; closing the object to undeclared ones is not.
+    # A newly declared field is optional, but what producers could send under its name
+    # before (anything, when the object was open) is now checked against its schema.
+    extra_before = old.get("additionalProperties", True)
+    for name in sorted(set(after) - set(before)):
+        for where, message in _schema_breaks(extra_before, after[name], f"{path}.{name}"):
+            yield (
+                where,
+                _Caution(
+                    f"newly declared where undeclared fields were accepted: {message}; "
+                    "fine unless a producer already sends this field with another shape"
+                ),
+            )
+    # Closing the object to undeclared fields, or narrowing them, is a break too.
     extra_after = new.get("additionalProperties", True)
     if extra_after is not True:
-        yield from _schema_breaks(old.get("additionalProperties", True), extra_after, f"{path}.*")
+        yield from _schema_breaks(extra_before, extra_after, f"{path}.*")
+
+
+def _changed(old: Any, new: Any) -> bool:
+    """Whether two schemas differ as JSON (where ``true`` is not ``1``, unlike in Python)."""
+    return _canonical(old) != _canonical(new)
+
+
+def _canonical(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def _value_key(value: Any) -> tuple[str, Any]:
+    """A JSON value as JSON Schema compares it: ``1`` equals ``1.0`` but not ``true``."""
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    if isinstance(value, int | float):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    return ("json", _canonical(value))
 
 
 def _listed(types: set[str]) -> str:

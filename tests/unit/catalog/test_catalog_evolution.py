@@ -38,7 +38,13 @@ def changed(old: Path, tmp_path: Path, change: Any, key: str = TYPE) -> Path:
 
 
 def breaks(old: Path, new: Path) -> list[str]:
-    return [str(b) for b in evolution.compare(catalog.load(old), catalog.load(new))]
+    found = evolution.compare(catalog.load(old), catalog.load(new))
+    return [str(b) for b in found if not b.caution]
+
+
+def cautions(old: Path, new: Path) -> list[str]:
+    found = evolution.compare(catalog.load(old), catalog.load(new))
+    return [str(b) for b in found if b.caution]
 
 
 def comment_schema(document: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +62,61 @@ def test_an_optional_field_with_a_new_version_is_compatible(old: Path, tmp_path:
         document["version"] = 2
 
     assert breaks(old, changed(old, tmp_path, add_optional)) == []
+
+
+def test_a_field_declared_where_any_field_was_accepted_is_a_caution(
+    old: Path, tmp_path: Path
+) -> None:
+    """A producer may already send ``edited`` on the open ``comment`` object, as any
+    value: declaring it a boolean refuses the others. Said, but not a break; on an
+    object that refused undeclared fields nobody could have sent it, so nothing is said."""
+
+    def add_optional(document: dict[str, Any]) -> None:
+        comment_schema(document)["properties"]["edited"] = {"type": "boolean"}
+        document["version"] = 2
+
+    new = changed(old, tmp_path, add_optional)
+    assert cautions(old, new) == [
+        f"{TYPE}: data.comment.edited: caution: newly declared where undeclared fields were "
+        "accepted: accepted anything before; now it must match a schema (publish a new type "
+        "and deprecate this one); fine unless a producer already sends this field with "
+        "another shape"
+    ]
+    result = CliRunner().invoke(app, ["catalog", "check", str(new), "--against", str(old)])
+    assert result.exit_code == 0, result.output
+    assert "caution: newly declared" in result.output
+
+    def closed(document: dict[str, Any]) -> None:
+        comment_schema(document)["additionalProperties"] = False
+
+    closed_old = changed(old, tmp_path, closed)
+    shutil.copytree(closed_old, tmp_path / "closed")
+
+    def closed_and_added(document: dict[str, Any]) -> None:
+        closed(document)
+        add_optional(document)
+
+    new = changed(tmp_path / "closed", tmp_path, closed_and_added)
+    assert evolution.compare(catalog.load(tmp_path / "closed"), catalog.load(new)) == []
+
+
+def test_an_enum_of_true_is_not_an_enum_of_one(old: Path, tmp_path: Path) -> None:
+    def flag(value: Any, version: int) -> Any:
+        def change(document: dict[str, Any]) -> None:
+            comment_schema(document)["properties"]["pinned"] = {"enum": [value]}
+            comment_schema(document)["additionalProperties"] = False
+            document["version"] = version
+
+        return change
+
+    before = changed(old, tmp_path, flag(True, 2))
+    shutil.copytree(before, tmp_path / "before")
+    after = changed(tmp_path / "before", tmp_path, flag(1, 3))
+    assert breaks(tmp_path / "before", after) == [
+        f"{TYPE}: data.comment.pinned: no longer accepts True"
+    ]
+    same = changed(tmp_path / "before", tmp_path, flag(True, 2))
+    assert breaks(tmp_path / "before", same) == []
 
 
 def test_a_schema_change_needs_a_higher_version(old: Path, tmp_path: Path) -> None:
