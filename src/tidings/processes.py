@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import socket
@@ -79,12 +80,14 @@ async def serve_health(
     runtime: Runtime, chosen_port: int | None, default: int
 ) -> AsyncIterator[int | None]:
     """Answer ``/healthz`` and ``/readyz`` for this process while the block runs; yields
-    the port, or None when the default port was taken by another process on the host.
+    the port (``--health-port 0`` takes any free one), or None when the default port was
+    taken by another process on the host.
 
     Raises:
-        OSError: the port was chosen (``--health-port``) and is taken.
+        OSError: the port was chosen (``--health-port``) and is taken, or the host
+            cannot be listened on at all (not an address of this machine, say).
     """
-    port = chosen_port or default
+    port = default if chosen_port is None else chosen_port
     listening = _bind(runtime.settings.host, port)
     if listening is None and chosen_port is not None:
         raise OSError(f"health port {port} on {runtime.settings.host} is already in use")
@@ -93,6 +96,7 @@ async def serve_health(
         log.warning("port %d is taken; no /healthz here (set --health-port)", port)
         yield None
         return
+    port = int(listening.getsockname()[1])
     health = _health_server(runtime, port)
     serving = asyncio.create_task(health.serve(sockets=[listening]), name="tidings-health")
     try:
@@ -100,8 +104,10 @@ async def serve_health(
         yield port
     finally:
         health.should_exit = True
-        with contextlib.suppress(BaseException):
+        try:
             await serving
+        except Exception:
+            log.exception("the health server failed")
         listening.close()
 
 
@@ -129,15 +135,25 @@ class _QuietServer(uvicorn.Server):
 
 def _bind(host: str, port: int) -> socket.socket | None:
     """The health port, bound here rather than by uvicorn so that two processes starting
-    at once cannot both find it free: the loser learns at once and carries on without."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    at once cannot both find it free: the loser learns at once (None) and carries on
+    without. ``host`` may be an IPv4 or IPv6 address or a name.
+
+    Raises:
+        OSError: the host cannot be listened on for another reason than a taken port.
+    """
+    family, kind, proto, _name, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
     # Listening at once, the port is refused to every later bind (SO_REUSEADDR only
     # forgets closed connections).
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock.bind(address)
         sock.listen(128)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        return None
+        if exc.errno == errno.EADDRINUSE:
+            return None
+        raise OSError(exc.errno, f"cannot listen on {host} port {port}: {exc.strerror}") from exc
     return sock

@@ -63,3 +63,32 @@ async def test_a_chosen_port_that_is_taken_stops_the_process(
     finally:
         taken.close()
         await runtime.close()
+
+
+async def test_port_zero_takes_a_free_port_and_ipv6_hosts_work(
+    make_settings: Callable[..., Settings],
+) -> None:
+    if not socket.has_ipv6:
+        pytest.fail("this machine's Python has no IPv6")
+    runtime = build_runtime(make_settings(host="::1"))
+    try:
+        async with serve_health(runtime, 0, 8001) as port:
+            assert port not in (None, 0, 8001)
+            async with httpx.AsyncClient(base_url=f"http://[::1]:{port}") as client:
+                assert (await client.get("/healthz")).json()["status"] == "ok"
+    finally:
+        await runtime.close()
+
+
+async def test_a_host_that_is_not_this_machines_is_a_clear_error(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Not "the port is taken": the address itself cannot be listened on."""
+    runtime = build_runtime(make_settings(host="192.0.2.1"))
+    try:
+        with pytest.raises(OSError, match=r"cannot listen on 192\.0\.2\.1 port") as failed:
+            async with serve_health(runtime, None, _free_port()):
+                pass
+        assert "already in use" not in str(failed.value)
+    finally:
+        await runtime.close()
