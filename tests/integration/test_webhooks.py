@@ -286,7 +286,7 @@ def test_forged_altered_and_replayed_signatures_fail_verification() -> None:
     body = sender.body_of(
         {"type": "delivery.updated", "timestamp": now.isoformat(), "data": {"state": "sent"}}
     )
-    headers = sender.signed_headers(secret, "msg_1", now, body)
+    headers = sender.signed_headers([secret], "msg_1", now, body)
     verify = standardwebhooks.Webhook(secret).verify
     assert verify(body, headers)["data"] == {"state": "sent"}
 
@@ -294,12 +294,12 @@ def test_forged_altered_and_replayed_signatures_fail_verification() -> None:
     forged = {
         **headers,
         "webhook-signature": sender.signed_headers(
-            "whsec_" + "c2VjcmV0IG9mIHNvbWVvbmUgZWxzZQ==", "msg_1", now, body
+            ["whsec_" + "c2VjcmV0IG9mIHNvbWVvbmUgZWxzZQ=="], "msg_1", now, body
         )["webhook-signature"],
     }
     other_id = {**headers, "webhook-id": "msg_2"}
     old = now - dt.timedelta(minutes=10)
-    replayed = sender.signed_headers(secret, "msg_1", old, body)
+    replayed = sender.signed_headers([secret], "msg_1", old, body)
     for tampered_body, tampered_headers in (
         (altered, headers),
         (body, forged),
@@ -406,3 +406,66 @@ async def test_endpoints_hear_only_the_types_their_filter_and_key_allow(
     await eventually(heard)
     assert await log_of(client, producer, mentions["id"]) == []
     assert await log_of(client, narrow, unscoped["id"]) == []
+
+
+async def test_after_a_rotation_the_old_secret_verifies_until_its_grace_ends(
+    client: httpx.AsyncClient,
+    producer: dict[str, str],
+    canonical_event: dict[str, Any],
+    receiver: tuple[Receiver, str],
+    runtime: Runtime,
+) -> None:
+    app, url = receiver
+    first = await register(client, producer, url, states=["delivered"])
+    base = f"/v1/webhooks/{first['id']}"
+
+    async def sent(count: int) -> None:
+        async def arrived() -> bool:
+            return len(app.requests) == count
+
+        await eventually(arrived)
+
+    # Rotated with the default grace: messages carry both signatures, so a receiver
+    # still on the old secret and one already on the new one both accept them.
+    rotated = await client.post(f"{base}/rotate-secret", headers=producer)
+    assert rotated.status_code == 200, rotated.text
+    second = rotated.json()
+    assert second["secret"] != first["secret"]
+    until = dt.datetime.fromisoformat(second["previous_secret_until"])
+    assert dt.timedelta(hours=23) < until - runtime.clock.now() <= dt.timedelta(hours=24)
+    await publish(client, producer, canonical_event, "g-1", ["u-plain"])
+    await sent(1)
+    assert len(app.verified(first["secret"])) == len(app.verified(second["secret"])) == 1
+    assert len(app.requests[0][0]["webhook-signature"].split(" ")) == 2
+
+    # Rotated again with no grace: only the newest secret signs.
+    rotated = await client.post(
+        f"{base}/rotate-secret", json={"grace_seconds": 0}, headers=producer
+    )
+    third = rotated.json()
+    assert third["previous_secret_until"] is None
+    app.requests.clear()
+    await publish(client, producer, canonical_event, "g-2", ["u-plain"])
+    await sent(1)
+    assert len(app.verified(third["secret"])) == 1
+    for old in (first["secret"], second["secret"]):
+        with pytest.raises(standardwebhooks.WebhookVerificationError):
+            app.verified(old)
+
+    too_long = await client.post(
+        f"{base}/rotate-secret", json={"grace_seconds": 8 * 86_400}, headers=producer
+    )
+    assert too_long.status_code == 422
+    assert too_long.json()["error"]["field"] == "grace_seconds"
+
+
+def test_the_previous_secret_signs_only_while_its_grace_lasts() -> None:
+    now = dt.datetime(2026, 11, 27, 12, tzinfo=dt.UTC)
+    endpoint = {
+        "secret": "whsec_new",
+        "previous_secret": "whsec_old",
+        "previous_secret_until": now + dt.timedelta(seconds=1),
+    }
+    assert sender.signing_secrets(endpoint, now) == ["whsec_new", "whsec_old"]
+    later = now + dt.timedelta(seconds=1)
+    assert sender.signing_secrets(endpoint, later) == ["whsec_new"]

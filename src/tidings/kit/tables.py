@@ -327,6 +327,10 @@ webhook_endpoints = sa.Table(
     sa.Column("description", sa.String(500)),
     # The signing secret, ``whsec_...``: kept because every message is signed with it.
     sa.Column("secret", sa.String(200), nullable=False),
+    # After a rotation, the secret before it, which also signs until ``previous_secret_until``
+    # so receivers can switch over without refusing a message.
+    sa.Column("previous_secret", sa.String(200)),
+    sa.Column("previous_secret_until", UTCDateTime()),
     # Notification-type patterns and delivery states to send; null means all.
     sa.Column("types", JSON),
     sa.Column("states", JSON),

@@ -85,10 +85,17 @@ async def delete_endpoint(endpoint_id: EndpointId, key: Producer, service: Servi
 
 @router.post("/{endpoint_id}/rotate-secret", response_model=schemas.EndpointWithSecret)
 async def rotate_secret(
-    endpoint_id: EndpointId, key: Producer, service: Service
+    endpoint_id: EndpointId,
+    key: Producer,
+    service: Service,
+    body: schemas.Rotation | None = None,
 ) -> schemas.EndpointWithSecret:
-    """A new signing secret, used from now on; the old one stops working at once."""
-    return schemas.EndpointWithSecret.model_validate(await service.rotate_secret(key, endpoint_id))
+    """A new signing secret. For ``grace_seconds`` (a day unless the body says) the old
+    one signs too: every message carries both signatures, so a receiver still checking
+    the old secret accepts it while the new one is deployed."""
+    rotation = body or schemas.Rotation()
+    row = await service.rotate_secret(key, endpoint_id, grace_seconds=rotation.grace_seconds)
+    return schemas.EndpointWithSecret.model_validate(row)
 
 
 @router.get("/{endpoint_id}/messages", response_model=schemas.MessagePage)

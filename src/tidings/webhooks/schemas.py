@@ -45,6 +45,23 @@ class EndpointChange(BaseModel):
     )
 
 
+class Rotation(BaseModel):
+    """How a secret is rotated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        le=7 * 86_400,
+        description=(
+            "How long the old secret goes on signing beside the new one (each message "
+            "carries both signatures), so receivers can switch without refusing any; "
+            "0 drops it at once."
+        ),
+    )
+
+
 class Endpoint(BaseModel):
     """A registered endpoint; its secret is shown only when it is made."""
 
@@ -58,6 +75,9 @@ class Endpoint(BaseModel):
     disabled_at: dt.datetime | None
     disabled_reason: str | None
     consecutive_failures: int
+    previous_secret_until: dt.datetime | None = Field(
+        default=None, description="Until when the secret before the last rotation also signs."
+    )
     created_at: dt.datetime
     updated_at: dt.datetime
 

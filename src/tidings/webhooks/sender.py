@@ -70,13 +70,27 @@ def body_of(payload: Mapping[str, Any]) -> str:
     return json.dumps(ordered, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def signed_headers(secret: str, msg_id: str, at: dt.datetime, body: str) -> dict[str, str]:
-    """The Standard Webhooks headers of one attempt at a message."""
+def signed_headers(
+    secrets: Sequence[str], msg_id: str, at: dt.datetime, body: str
+) -> dict[str, str]:
+    """The Standard Webhooks headers of one attempt at a message, with one signature per
+    secret (space-separated, as the spec allows while a secret is being rotated)."""
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(at.timestamp())),
-        "webhook-signature": standardwebhooks.Webhook(secret).sign(msg_id, at, body),
+        "webhook-signature": " ".join(
+            standardwebhooks.Webhook(secret).sign(msg_id, at, body) for secret in secrets
+        ),
     }
+
+
+def signing_secrets(endpoint: Mapping[str, Any], now: dt.datetime) -> list[str]:
+    """The endpoint's secret, and the one before it while its grace period lasts."""
+    found = [endpoint["secret"]]
+    until = endpoint.get("previous_secret_until")
+    if endpoint.get("previous_secret") and until is not None and now < until:
+        found.append(endpoint["previous_secret"])
+    return found
 
 
 class WebhookSender:
@@ -148,7 +162,8 @@ class WebhookSender:
             if internal is not None:
                 return Attempt(None, f"refused: {internal} is an internal address", took(), None)
         body = body_of(message["payload"])
-        headers = signed_headers(endpoint["secret"], message["msg_id"], self._clock.now(), body)
+        now = self._clock.now()
+        headers = signed_headers(signing_secrets(endpoint, now), message["msg_id"], now, body)
         headers["content-type"] = "application/json"
         try:
             response = await client.post(

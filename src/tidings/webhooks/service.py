@@ -6,6 +6,7 @@ A key sees and changes only the endpoints it registered; an operator's key sees 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -151,13 +152,24 @@ class WebhooksService:
             await repository.delete_endpoint(conn, endpoint_id)
         self._outbox.invalidate()
 
-    async def rotate_secret(self, key: ApiKey, endpoint_id: str) -> dict[str, Any]:
-        """Give an endpoint a new secret; messages are signed with it from now on."""
-        await self.get(key, endpoint_id)
+    async def rotate_secret(
+        self, key: ApiKey, endpoint_id: str, *, grace_seconds: int = 86_400
+    ) -> dict[str, Any]:
+        """Give an endpoint a new secret; messages are signed with it from now on, and
+        also with the one it replaces for ``grace_seconds``."""
+        current = await self.get(key, endpoint_id)
         now = self._clock.now()
+        grace = dt.timedelta(seconds=grace_seconds)
         async with self._db.transaction() as conn:
             await repository.update_endpoint(
-                conn, endpoint_id, {"secret": new_secret(), "updated_at": now}
+                conn,
+                endpoint_id,
+                {
+                    "secret": new_secret(),
+                    "previous_secret": current["secret"] if grace else None,
+                    "previous_secret_until": now + grace if grace else None,
+                    "updated_at": now,
+                },
             )
             found = await repository.endpoint(conn, endpoint_id)
         assert found is not None
