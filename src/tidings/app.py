@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from tidings import __version__, catalog
-from tidings.auth.rate_limit import RateLimits
+from tidings.auth.rate_limit import Limiter, RateLimits, SharedRateLimits
 from tidings.auth.service import AuthService
 from tidings.channels import runtime as channel_runtime
 from tidings.channels.interface import Channel
@@ -380,10 +380,23 @@ def build_queue(settings: Settings, db: Database, clock: Clock) -> SqlQueue | Je
     )
 
 
+def build_rate_limits(settings: Settings) -> Limiter:
+    """The request rate limits the settings ask for: per process, or shared in Redis."""
+    if settings.rate_limit_backend == "redis":
+        return SharedRateLimits(
+            settings.redis_url,
+            settings.redis_prefix,
+            settings.rate_limit_per_second,
+            settings.rate_limit_burst,
+        )
+    return RateLimits(settings.rate_limit_per_second, settings.rate_limit_burst)
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """The HTTP application; starts the worker too unless ``worker_enabled`` is off."""
     runtime = runtime or build_runtime(settings or Settings())
     settings = runtime.settings
+    rate_limits = build_rate_limits(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -395,6 +408,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             await runtime.worker.stop()
             await runtime.group_commit.stop()
             await runtime.close()
+            await rate_limits.close()
 
     app = FastAPI(
         title="Tidings",
@@ -422,7 +436,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     ):
         setattr(app.state, name, getattr(runtime, name))
     app.state.runtime = runtime
-    app.state.rate_limits = RateLimits(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.rate_limits = rate_limits
     http.install_error_handlers(app)
     http.document_errors(app)
     app.add_middleware(http.RefuseNul)

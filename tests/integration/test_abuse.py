@@ -4,21 +4,29 @@ deeply nested bodies, unicode edge cases, forged tokens, and request rate limits
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime as dt
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import jwt
 import pytest
+import redis.asyncio as aioredis
 from fastapi import FastAPI
+from redis.exceptions import RedisError
 
-from tests.conftest import eventually
+from tests.conftest import eventually, service_missing
 from tests.smtp_sink import SmtpSink
 from tidings.app import Runtime, build_runtime, create_app
 from tidings.auth import tokens
 from tidings.kit.settings import Settings
+
+REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 SCRIPT = "<script>alert('x')</script><img src=x onerror=alert(1)>"
 
@@ -287,6 +295,70 @@ async def test_end_user_tokens_are_limited_per_user(limited_app: FastAPI) -> Non
         assert statuses[:3] == [200, 200, 200]
         assert 429 in statuses
         assert (await client.get("/v1/me/inbox/counts", headers=eve)).status_code == 200
+
+
+@contextlib.asynccontextmanager
+async def api_process(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(runtime=build_runtime(settings))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+async def test_shared_limits_hold_across_api_processes(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    """Two API processes with their buckets in Redis: a key's burst of three is spent
+    across both, where per-process buckets would have allowed six."""
+    probe = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await probe.ping()
+    except (OSError, RedisError) as exc:
+        service_missing(f"Redis at {REDIS_URL}", exc)
+    finally:
+        await probe.aclose()
+    settings = make_settings(
+        database_url=database_url,
+        rate_limit_per_second=0.2,
+        rate_limit_burst=3,
+        rate_limit_backend="redis",
+        redis_url=REDIS_URL,
+        redis_prefix=f"t{uuid.uuid4().hex[:10]}",
+    )
+    async with api_process(settings) as first, api_process(settings) as second:
+        _key, plaintext = await first.state.runtime.auth.create_key("busy", ["*"])
+        busy = {"Authorization": f"Bearer {plaintext}"}
+        statuses = []
+        for app in (first, second, first, second, first, second):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t.test") as c:
+                statuses.append((await c.get("/v1/users/u-bob", headers=busy)).status_code)
+        assert statuses == [404, 404, 404, 429, 429, 429]
+
+
+async def test_shared_limits_let_requests_through_when_redis_is_down(
+    make_settings: Callable[..., Settings], database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    settings = make_settings(
+        database_url=database_url,
+        rate_limit_per_second=0.2,
+        rate_limit_burst=1,
+        rate_limit_backend="redis",
+        redis_url=f"redis://127.0.0.1:{closed_port}/0",
+    )
+    async with api_process(settings) as app:
+        _key, plaintext = await app.state.runtime.auth.create_key("busy", ["*"])
+        busy = {"Authorization": f"Bearer {plaintext}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t.test") as client:
+            statuses = [
+                (await client.get("/v1/users/u-bob", headers=busy)).status_code for _ in range(3)
+            ]
+    assert statuses == [404, 404, 404]
+    warnings = [r for r in caplog.records if "rate limits are off" in r.getMessage()]
+    assert len(warnings) == 1
 
 
 async def test_nul_in_ids_and_event_data_is_refused_or_kept_never_a_crash(

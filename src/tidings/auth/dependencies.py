@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Query, Request
 
 from tidings.auth.keys import ApiKey
-from tidings.auth.rate_limit import RateLimits
+from tidings.auth.rate_limit import Limiter
 from tidings.auth.service import AuthService
 from tidings.kit import errors
 
@@ -19,14 +19,14 @@ async def auth_service(request: Request) -> AuthService:
     return service
 
 
-async def rate_limits(request: Request) -> RateLimits:
-    limits: RateLimits = request.app.state.rate_limits
+async def rate_limits(request: Request) -> Limiter:
+    limits: Limiter = request.app.state.rate_limits
     return limits
 
 
 async def producer(
     service: Annotated[AuthService, Depends(auth_service)],
-    limits: Annotated[RateLimits, Depends(rate_limits)],
+    limits: Annotated[Limiter, Depends(rate_limits)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> ApiKey:
     """The API key of a producer's request (401 without a valid one, 403 for a user
@@ -40,13 +40,13 @@ async def producer(
                 field="authorization",
             ) from None
         raise
-    limits.take(f"key:{key.id}")
+    await limits.acquire(f"key:{key.id}")
     return key
 
 
 async def end_user(
     service: Annotated[AuthService, Depends(auth_service)],
-    limits: Annotated[RateLimits, Depends(rate_limits)],
+    limits: Annotated[Limiter, Depends(rate_limits)],
     authorization: Annotated[str | None, Header()] = None,
     token: Annotated[str | None, Query(description="User token, for EventSource")] = None,
 ) -> str:
@@ -61,7 +61,7 @@ async def end_user(
                 field="authorization",
             ) from None
         raise
-    limits.take(f"user:{user_id}")
+    await limits.acquire(f"user:{user_id}")
     return user_id
 
 

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # that; 0 turns the limit off. Counted in each API process on its own.
     rate_limit_per_second: float = Field(default=1000.0, ge=0)
     rate_limit_burst: int = Field(default=2000, ge=1)
+    # Where the buckets live: in each API process, or in Redis, shared by all of them.
+    rate_limit_backend: Literal["local", "redis"] = "local"
 
     worker_enabled: bool = True
     worker_batch_size: int = Field(default=500, ge=1, le=5000)
