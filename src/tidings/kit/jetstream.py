@@ -342,8 +342,8 @@ class JetStreamQueue:
             # Wake the workers of that lane wherever they run; a lost ring only costs
             # them their poll interval.
             await self._nc.publish(f"{self.topology.prefix}.doorbell.{lane}", b"")
-        if failures and not delivered:
-            # Nothing got through: let the caller's loop pause instead of spinning.
+        if failures and not delivered and not refused:
+            # No row left the outbox: let the caller's loop pause instead of spinning.
             raise next(iter(failures.values()))
         return len(delivered) + len(refused)
 
