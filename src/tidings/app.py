@@ -251,6 +251,11 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         base_seconds=settings.job_backoff_base_seconds,
         cap_seconds=settings.job_backoff_max_seconds,
     )
+    lease = dt.timedelta(seconds=settings.worker_lease_seconds)
+    if settings.queue_backend == "jetstream":
+        # A message not acknowledged within ack_wait goes to another worker: that is
+        # the lease that counts there.
+        lease = min(lease, dt.timedelta(seconds=settings.nats_ack_wait_seconds))
     sender = EmailSender(
         db,
         clock,
@@ -263,7 +268,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         provider,
         retry,
         inbox,
-        lease=dt.timedelta(seconds=settings.worker_lease_seconds),
+        lease=lease,
     )
     worker = Worker(
         db,
@@ -294,7 +299,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             ),
         },
         batch_size=settings.worker_batch_size,
-        lease=dt.timedelta(seconds=settings.worker_lease_seconds),
+        lease=lease,
         poll_seconds=settings.worker_poll_seconds,
         retry=retry,
     )

@@ -28,7 +28,7 @@ from tidings.delivery import digests, repository
 from tidings.delivery.plan_rows import COLLAPSED_INTO, event_context
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
-from tidings.delivery.worker import RetryPolicy
+from tidings.delivery.worker import BatchAbandoned, RetryPolicy
 from tidings.email.composer import EmailComposer
 from tidings.email.message import OutgoingEmail
 from tidings.email.providers.base import (
@@ -41,7 +41,7 @@ from tidings.email.providers.base import (
 from tidings.email.suppressions import Suppressions, normalise_address
 from tidings.events.service import EventsService
 from tidings.inbox.service import InboxService
-from tidings.kit import metrics, tracing
+from tidings.kit import job_context, metrics, tracing
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.queue import Job, Queue, backoff
@@ -187,7 +187,7 @@ class EmailSender:
         lease the jobs and send them too.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._budget
+        deadline = self._hand_over_until(loop.time())
         todo = list(reversed(sends))
         flying: dict[asyncio.Future[Accepted | SendError], _Send] = {}
         retries: list[tuple[Job, str]] = []
@@ -214,6 +214,11 @@ class EmailSender:
                     await self._commit(changes, finished, retries, buried)
                     unrecorded = 0
             await self._commit(changes, finished, retries, buried)
+        except Exception as exc:
+            # Some jobs are settled already (completed, retried, given back): running
+            # the batch again one job at a time would send those again. The rest come
+            # back when their lease runs out.
+            raise BatchAbandoned(f"{type(exc).__name__}: {exc}") from exc
         finally:
             # A failed commit (the database went away) stops the batch: what is on its
             # way is abandoned (recorded by no one, so sent again when the job runs
@@ -221,6 +226,15 @@ class EmailSender:
             for future in flying:
                 future.cancel()
             await asyncio.gather(*flying, return_exceptions=True)
+
+    def _hand_over_until(self, now: float) -> float:
+        """When to stop handing messages over: once half the lease is left, counted from
+        the claim when the worker says when that was (reads and other groups of the
+        batch may have used some of it already), else from now."""
+        run = job_context.current()
+        if run is not None and run.lease_ends is not None:
+            return run.lease_ends - self._budget
+        return now + self._budget
 
     async def _give_back(self, jobs: Sequence[Job]) -> None:
         log.warning("%d email jobs given back: their batch ran out of time", len(jobs))

@@ -48,6 +48,13 @@ class Task:
     weight: Callable[[Job], int] | None = None
 
 
+class BatchAbandoned(Exception):
+    """Raised by a handler that gave up on a batch midway and has already settled some of
+    its jobs (completed, retried or given back): the worker must not run the others
+    again one by one. What the handler did not settle comes back when its lease runs
+    out."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int
@@ -143,6 +150,7 @@ class Worker:
     async def _run_batch(self, lanes: Collection[int] | None, limit: int) -> tuple[int, int]:
         """Lease up to ``limit`` jobs and run them; returns how many, and their weight."""
         await _make_way()
+        lease_ends = asyncio.get_running_loop().time() + self._lease.total_seconds()
         jobs = await self._queue.claim(self.worker_id, limit, self._lease, lanes)
         by_kind: dict[str, list[Job]] = {}
         for job in jobs:
@@ -151,7 +159,7 @@ class Worker:
         for kind, group in by_kind.items():
             for portion, portion_weight in self._portions(self._tasks.get(kind), group):
                 await _make_way()
-                await self._run_group(kind, portion)
+                await self._run_group(kind, portion, lease_ends)
                 weight += portion_weight
         return len(jobs), weight
 
@@ -170,7 +178,7 @@ class Worker:
         if portion:
             yield portion, portion_weight
 
-    async def _run_group(self, kind: str, group: list[Job]) -> None:
+    async def _run_group(self, kind: str, group: list[Job], lease_ends: float) -> None:
         task = self._tasks.get(kind)
         if task is None:
             for job in group:
@@ -178,10 +186,19 @@ class Worker:
             return
         try:
             with (
-                job_context.running(kind, max(job.attempts for job in group)),
+                job_context.running(kind, max(job.attempts for job in group), lease_ends),
                 _traced(kind, group),
             ):
                 await task.handle(group)
+        except BatchAbandoned as exc:
+            log.warning(
+                "batch of %d %s jobs abandoned (%s); the unsettled ones come back when "
+                "their lease runs out",
+                len(group),
+                kind,
+                exc.__cause__ or exc,
+            )
+            return
         except Exception as exc:
             if len(group) == 1:
                 await self._failed(task, group[0], exc)
@@ -194,7 +211,7 @@ class Worker:
             return
         for job in group:
             try:
-                with job_context.running(kind, job.attempts), _traced(kind, [job]):
+                with job_context.running(kind, job.attempts, lease_ends), _traced(kind, [job]):
                     await task.handle([job])
             except Exception as exc:
                 await self._failed(task, job, exc)

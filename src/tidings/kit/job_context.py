@@ -17,6 +17,9 @@ class JobRun:
     """The job kind: ``plan``, ``fanout``, ``in_app``, ``email``, ``digest``…"""
     attempt: int
     """1 on the first run; for a batch, the highest attempt among its jobs."""
+    lease_ends: float | None = None
+    """When (event loop time) the batch's lease runs out and another worker may take its
+    jobs; None when the caller did not say."""
 
 
 _current: ContextVar[JobRun | None] = ContextVar("tidings_job_run", default=None)
@@ -28,8 +31,8 @@ def current() -> JobRun | None:
 
 
 @contextlib.contextmanager
-def running(stage: str, attempt: int) -> Iterator[JobRun]:
-    run = JobRun(stage, attempt)
+def running(stage: str, attempt: int, lease_ends: float | None = None) -> Iterator[JobRun]:
+    run = JobRun(stage, attempt, lease_ends)
     token = _current.set(run)
     try:
         yield run

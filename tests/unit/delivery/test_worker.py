@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tidings.delivery.worker import RetryPolicy, Task, Worker
+from tidings.delivery.worker import BatchAbandoned, RetryPolicy, Task, Worker
+from tidings.kit import job_context
 from tidings.kit.clock import FrozenClock
 from tidings.kit.db import Database
 from tidings.kit.queue import InMemoryQueue, Job, NewJob
@@ -232,4 +233,40 @@ async def test_stop_waits_for_every_loop(
         assert not stopping.done()
         may_finish[lane].set()
     await reached(stopping)
+    assert queue.jobs == {}
+
+
+async def test_an_abandoned_batch_is_not_run_again_one_job_at_a_time(
+    queue: InMemoryQueue, clock: FrozenClock, make_worker: MakeWorker
+) -> None:
+    """A handler that settled part of its batch and then failed says so: the worker
+    leaves the rest leased (they come back when the lease runs out) instead of running
+    every job again, the settled ones included."""
+    calls: list[list[str]] = []
+    seen: list[float | None] = []
+
+    async def handle(jobs: Sequence[Job]) -> None:
+        calls.append([job.id for job in jobs])
+        run = job_context.current()
+        seen.append(None if run is None else run.lease_ends)
+        if len(calls) == 1:
+            await queue.retry(jobs[0], "given back", clock.now())
+            raise BatchAbandoned("the database went away") from ConnectionError("gone")
+        await queue.complete(None, jobs)
+
+    worker = make_worker({"email": Task(handle)})
+    await enqueue(queue, clock, *(NewJob(f"e-{n}", "email", {}) for n in range(3)))
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    assert await worker.run_once() == 3
+    assert calls == [["e-0", "e-1", "e-2"]]
+    # The handler knew when the lease would run out: 30 s after the claim.
+    assert seen[0] is not None
+    assert before + 30 <= seen[0] <= loop.time() + 30
+    # e-0 was given back and runs at once; e-1 and e-2 wait for their lease.
+    assert await worker.run_once() == 1
+    assert calls[1] == ["e-0"]
+    clock.advance(31)
+    assert await worker.run_once() == 2
+    assert calls[2] == ["e-1", "e-2"]
     assert queue.jobs == {}
