@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 from tests.conftest import eventually, fresh_database, service_missing
 from tests.integration.test_queue import NATS_URL
 from tidings.app import Runtime, build_runtime, create_app
-from tidings.kit import tables
+from tidings.kit import jetstream, tables
 from tidings.kit.jetstream import JetStreamQueue, ensure_streams
 from tidings.kit.queue import NewJob
 from tidings.kit.settings import Settings
@@ -305,3 +306,74 @@ async def test_a_stage_without_its_stream_backs_off_and_the_other_stages_go_on(
     # The recreated stream received the held row's message.
     info = await queue._js.stream_info(deliver)
     assert info.state.last_seq >= 1
+
+
+async def test_a_message_whose_headers_take_it_over_the_limit_never_reaches_the_server(
+    tidings: Running,
+) -> None:
+    """The headers (message id, trace context) count towards the server's limit: a body
+    a few bytes under it is refused here, not by a server dropping the connection."""
+    queue = tidings.queue
+    assert queue._nc is not None
+    reconnects = queue._nc.stats["reconnects"]
+
+    def row(padding: str) -> Any:
+        return SimpleNamespace(
+            id="plan:edge",
+            kind="plan",
+            payload={"events": [], "padding": padding},
+            lane=0,
+            created_at=dt.datetime(2026, 11, 27, tzinfo=dt.UTC),
+            headers=None,
+        )
+
+    [(_subject, _id, empty)] = queue._messages(row(""))
+    padding = "x" * (queue._nc.max_payload - 5 - len(empty))
+    [(_subject, _id, body)] = queue._messages(row(padding))
+    assert len(body) == queue._nc.max_payload - 5
+    with pytest.raises(nats.errors.MaxPayloadError):
+        queue._outgoing(row(padding))
+
+    async with tidings.runtime.db.transaction() as conn:
+        await queue.enqueue(conn, [NewJob("plan:edge", "plan", {"events": [], "padding": padding})])
+    queue.wake()
+    dead = sa.select(sa.func.count()).select_from(tables.dead_letters)
+
+    async def buried() -> bool:
+        return await scalar(tidings.runtime, dead) == 1
+
+    await eventually(buried)
+    assert queue._nc.is_connected
+    assert queue._nc.stats["reconnects"] == reconnects
+
+
+async def test_a_row_the_stream_refuses_is_found_out_and_dead_lettered(
+    tidings: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream that refuses a message (here: over its own size limit) answers an
+    asynchronous publish with an error the client drops; the relay publishes the
+    unanswered row again, synchronously, learns the refusal and dead-letters it."""
+    monkeypatch.setattr(jetstream, "_PUBLISH_ACK_SECONDS", 1.0)
+    queue = tidings.queue
+    info = await queue._js.stream_info(queue.topology.stream("plan"))
+    info.config.max_msg_size = 2_000
+    await queue._js.update_stream(info.config)
+    async with tidings.runtime.db.transaction() as conn:
+        await queue.enqueue(
+            conn,
+            [
+                NewJob("plan:refused", "plan", {"events": [], "padding": "x" * 3_000}),
+                NewJob("plan:fine", "plan", {"events": []}),
+            ],
+        )
+    queue.wake()
+    jobs = sa.select(sa.func.count()).select_from(tables.jobs)
+
+    async def relayed() -> bool:
+        return await scalar(tidings.runtime, jobs) == 0
+
+    await eventually(relayed, timeout=30)
+    async with tidings.runtime.db.reader() as conn:
+        [row] = (await conn.execute(sa.select(tables.dead_letters))).all()
+    assert row.id == "plan:refused"
+    assert "BadRequestError" in row.error

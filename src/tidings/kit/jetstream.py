@@ -68,6 +68,10 @@ class UnroutableError(Exception):
 
 
 _PERMANENT = (UnroutableError, nats.errors.MaxPayloadError, BadRequestError)
+_PROBES = 5
+"""How many unanswered rows of a batch a relay publishes again, one by one, to learn
+whether JetStream refuses them."""
+_PROBE_SECONDS = 2.0
 """What a relay gets for a row JetStream will never take: a kind no stage takes, a
 message over the server's payload limit, a publish the stream refuses as malformed."""
 _PULL_SECONDS = 5.0
@@ -310,16 +314,23 @@ class JetStreamQueue:
                         futures: list[asyncio.Future[Any]] = []
                         sent.append((row, futures))
                         try:
-                            for subject, message_id, body in self._messages(row):
-                                futures.append(await self._publish(subject, message_id, body, row))
+                            # Every partition's message is built and measured before
+                            # any is sent: a row is published whole or not at all.
+                            outgoing = self._outgoing(row)
                         except _PERMANENT as exc:
                             refused[row.id] = (row, exc)
+                            continue
+                        for subject, body, headers in outgoing:
+                            futures.append(
+                                await self._js.publish_async(subject, body, headers=headers)
+                            )
                 failures = await _acknowledged([f for _, futures in sent for f in futures])
             finally:
                 for _, futures in sent:
                     for future in futures:
                         future.cancel()
             delivered: list[str] = []
+            unanswered: dict[str, tuple[Any, BaseException]] = {}
             for row, futures in sent:
                 failed = next((failures[f] for f in futures if f in failures), None)
                 if row.id in refused:
@@ -329,38 +340,72 @@ class JetStreamQueue:
                 elif isinstance(failed, _PERMANENT):
                     refused[row.id] = (row, failed)
                 else:
-                    # JetStream did not answer or had no leader: the row stays and is
-                    # published again after a short backoff (the message ids make
-                    # the copies of partitions that did get through no-ops).
-                    await self._back_off(conn, row, failed, now)
+                    unanswered[row.id] = (row, failed)
+            if delivered:
+                # JetStream answered the others: a row it did not answer may be one it
+                # refuses (nats-py drops the refusal of an asynchronous publish, so its
+                # future never completes). Publishing it again, synchronously, tells.
+                for row, _failed in list(unanswered.values())[:_PROBES]:
+                    outcome = await self._probe(row)
+                    if outcome is None:
+                        delivered.append(row.id)
+                        del unanswered[row.id]
+                    elif isinstance(outcome, _PERMANENT):
+                        refused[row.id] = (row, outcome)
+                        del unanswered[row.id]
+                    else:
+                        unanswered[row.id] = (row, outcome)
+            for row, failed in unanswered.values():
+                # JetStream did not answer or had no leader: the row stays and is
+                # published again after a short backoff (the message ids make the
+                # copies of partitions that did get through no-ops).
+                await self._back_off(conn, row, failed, now)
             await self._refused(conn, list(refused.values()), now)
             if delivered:
                 await conn.execute(jobs.delete().where(c.id.in_(delivered)))
-        self.published += sum(len(futures) for _, futures in sent) - len(failures)
+        published = set(delivered)
+        self.published += sum(len(futures) for row, futures in sent if row.id in published)
         assert self._nc is not None
         for lane in sorted({row.lane for row in rows}):
             # Wake the workers of that lane wherever they run; a lost ring only costs
             # them their poll interval.
             await self._nc.publish(f"{self.topology.prefix}.doorbell.{lane}", b"")
-        if failures and not delivered and not refused:
+        if unanswered and not delivered and not refused:
             # No row left the outbox: let the caller's loop pause instead of spinning.
-            raise next(iter(failures.values()))
+            _row, failed = next(iter(unanswered.values()))
+            raise failed
         return len(delivered) + len(refused)
 
-    async def _publish(
-        self, subject: str, message_id: str, body: bytes, row: Any
-    ) -> asyncio.Future[Any]:
+    def _outgoing(self, row: Any) -> list[tuple[str, bytes, dict[str, str]]]:
+        """The (subject, body, headers) of each partition's share of ``row``.
+
+        Raises:
+            UnroutableError: no stage takes the row's kind, or its splitter failed.
+            nats.errors.MaxPayloadError: a message is larger than the server takes (the
+                client would refuse it only after taking a slot it never gives back,
+                and the server drops the connection of one that slips through).
+        """
         assert self._nc is not None
-        if len(body) > self._nc.max_payload:
-            # The client would refuse it only after taking a slot it never gives back.
-            raise nats.errors.MaxPayloadError(
-                f"{len(body)} bytes, the server takes at most {self._nc.max_payload}"
-            )
-        return await self._js.publish_async(
-            subject,
-            body,
-            headers={**(row.headers or {}), "Nats-Msg-Id": message_id},
-        )
+        outgoing = []
+        for subject, message_id, body in self._messages(row):
+            headers = {**(row.headers or {}), "Nats-Msg-Id": message_id}
+            size = len(body) + _header_size(headers)
+            if size > self._nc.max_payload:
+                raise nats.errors.MaxPayloadError(
+                    f"{size} bytes with headers, the server takes at most {self._nc.max_payload}"
+                )
+            outgoing.append((subject, body, headers))
+        return outgoing
+
+    async def _probe(self, row: Any) -> BaseException | None:
+        """Publish ``row`` once more, waiting for each answer: None when JetStream took
+        every message, else why not."""
+        try:
+            for subject, body, headers in self._outgoing(row):
+                await self._js.publish(subject, body, timeout=_PROBE_SECONDS, headers=headers)
+        except Exception as exc:
+            return exc
+        return None
 
     async def _back_off(
         self, conn: AsyncConnection, row: Any, failure: BaseException, now: dt.datetime
@@ -662,6 +707,14 @@ class JetStreamQueue:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
             self._nc = None
+
+
+def _header_size(headers: Mapping[str, str]) -> int:
+    """The bytes ``headers`` take on the wire (``NATS/1.0``, a line each, a blank line),
+    which count towards the server's payload limit."""
+    return len(b"NATS/1.0\r\n\r\n") + sum(
+        len(key.encode()) + len(value.encode()) + 4 for key, value in headers.items()
+    )
 
 
 async def _unsubscribe(subscription: Subscription) -> None:
