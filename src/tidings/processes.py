@@ -108,7 +108,8 @@ async def serve_health(
             await serving
         except Exception:
             log.exception("the health server failed")
-        listening.close()
+        finally:
+            listening.close()
 
 
 def _health_server(runtime: Runtime, port: int) -> uvicorn.Server:
@@ -142,7 +143,10 @@ def _bind(host: str, port: int) -> socket.socket | None:
         OSError: the host cannot be listened on for another reason than a taken port.
     """
     family, kind, proto, _name, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        host or None,  # "" means every interface, as it does to bind()
+        port,
+        type=socket.SOCK_STREAM,
+        flags=socket.AI_PASSIVE,
     )[0]
     sock = socket.socket(family, kind, proto)
     # Listening at once, the port is refused to every later bind (SO_REUSEADDR only

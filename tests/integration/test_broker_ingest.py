@@ -225,4 +225,10 @@ async def test_a_subject_with_more_than_the_key_after_ingest_is_rejected(
     [found] = await ingesting.rejected(1)
     assert (found["error"]["code"], found["error"]["field"]) == ("unauthenticated", "subject")
     assert found["subject"] == subject
+    # Filed under the key's own rejected subject, where its producer reads.
+    info = await ingesting.js.stream_info(
+        ingesting.topology.rejected_stream,
+        subjects_filter=ingesting.topology.rejected_subject(ingesting.key.prefix),
+    )
+    assert info.state.subjects == {ingesting.topology.rejected_subject(ingesting.key.prefix): 1}
     assert await ingesting.stored() == 0

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -299,7 +301,14 @@ async def test_retry_after_is_honoured_beyond_the_backoff_cap_and_a_long_one_is_
             await tidings.publish("comment.created", recipients=["u-bob"], data=comment(21))
         assert limited.value.status == 429
         assert limited.value.retry_after == 3600
-        assert faults.seen == ["POST /v1/events"]
+
+        # The same, asked for as an HTTP date.
+        faults.plan = [f"429:{email.utils.formatdate(time.time() + 3600, usegmt=True)}"]
+        with pytest.raises(RateLimited) as limited:
+            await tidings.publish("comment.created", recipients=["u-bob"], data=comment(22))
+        assert limited.value.retry_after is not None
+        assert 3500 < limited.value.retry_after <= 3600
+        assert faults.seen == ["POST /v1/events"] * 2
     assert await stored_events(runtime) == 1
 
 

@@ -92,3 +92,15 @@ async def test_a_host_that_is_not_this_machines_is_a_clear_error(
         assert "already in use" not in str(failed.value)
     finally:
         await runtime.close()
+
+
+async def test_an_empty_host_listens_on_every_interface(
+    make_settings: Callable[..., Settings],
+) -> None:
+    runtime = build_runtime(make_settings(host=""))
+    try:
+        async with serve_health(runtime, 0, 8001) as port:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                assert (await client.get("/healthz")).json()["status"] == "ok"
+    finally:
+        await runtime.close()

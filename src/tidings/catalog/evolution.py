@@ -262,7 +262,19 @@ def _changed(old: Any, new: Any) -> bool:
 
 
 def _canonical(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(_normal(value), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+def _normal(value: Any) -> Any:
+    """``value`` with every whole float made an int: JSON Schema has one number type,
+    and ``maximum: 10`` and ``maximum: 10.0`` say the same."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {key: _normal(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normal(item) for item in value]
+    return value
 
 
 def _value_key(value: Any) -> tuple[str, Any]:

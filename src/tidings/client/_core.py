@@ -4,9 +4,7 @@ themselves only do the I/O and the waiting."""
 
 from __future__ import annotations
 
-import email.utils
 import random
-import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,27 +92,12 @@ def delay(retry: Retry, tries: int, response: httpx.Response) -> float | None:
     less than the server's ``Retry-After``; None when the server asks for longer than
     ``retry.max_retry_after`` (the caller then gets the error at once, not a long sleep)."""
     wait = backoff(retry, tries)
-    asked = _retry_after(response)
+    asked = errors.retry_after_of(response)
     if asked is None:
         return wait
     if asked > retry.max_retry_after:
         return None
     return max(wait, asked)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def answer(response: httpx.Response) -> Any:

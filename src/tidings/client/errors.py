@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+import time
 from typing import Any
 
 import httpx
@@ -94,8 +96,10 @@ def from_response(response: httpx.Response) -> TidingsError:
     code = str(error.pop("code", f"http_{response.status_code}"))
     message = str(error.pop("message", response.reason_phrase))
     field = error.pop("field", None)
-    if response.status_code == 429 and "Retry-After" in response.headers:
-        error.setdefault("retry_after", response.headers["Retry-After"])
+    if response.status_code == 429 and "retry_after" not in error:
+        asked = retry_after_of(response)
+        if asked is not None:
+            error["retry_after"] = asked
     kind = _BY_STATUS.get(response.status_code)
     if kind is None:
         kind = ServerError if response.status_code >= 500 else TidingsError
@@ -106,6 +110,22 @@ def from_response(response: httpx.Response) -> TidingsError:
         field=None if field is None else str(field),
         details=error,
     )
+
+
+def retry_after_of(response: httpx.Response) -> float | None:
+    """The seconds the answer's ``Retry-After`` asks for (a number or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def unreachable(exc: httpx.TransportError) -> Unreachable:

@@ -168,9 +168,20 @@ class BrokerIngest:
             await self._take(msgs, settled)
         except BaseException:
             for msg in msgs:
-                if id(msg) not in settled:
-                    with contextlib.suppress(Exception):
-                        await msg.nak(delay=_backoff(msg))
+                if id(msg) in settled:
+                    continue
+                if (msg.metadata.num_delivered or 1) >= self.topology.max_deliver:
+                    # Its last delivery: the stream keeps it, but no consumer will be
+                    # given it again. Say where it is.
+                    log.error(
+                        "an ingested event could neither be stored nor rejected after its "
+                        "last delivery; it stays in stream %s at sequence %d (subject %s)",
+                        self.topology.stream,
+                        msg.metadata.sequence.stream,
+                        msg.subject,
+                    )
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=_backoff(msg))
             raise
 
     async def _take(self, msgs: Sequence[Msg], settled: set[int]) -> None:
@@ -210,16 +221,18 @@ class BrokerIngest:
 
     async def _check(self, msg: Msg) -> _Arrival:
         prefix = f"{self.topology.prefix}.ingest."
-        key_prefix = msg.subject.removeprefix(prefix)
-        arrival = _Arrival(msg, key_prefix)
+        tokens = msg.subject.removeprefix(prefix).split(".")
+        # A refusal goes to the rejected subject of the first token, where the producer
+        # holding that key looks.
+        arrival = _Arrival(msg, tokens[0])
         try:
-            if "." in key_prefix or not key_prefix:
+            if len(tokens) != 1:
                 raise errors.Unauthenticated(
-                    f"Publish on {prefix}<key prefix>: the token after {prefix!r} names "
-                    f"the key, and {msg.subject!r} has {key_prefix.count('.') + 1} there.",
+                    f"Publish on {prefix}<key prefix>: the one token after {prefix!r} "
+                    f"names the key, and {msg.subject!r} has {len(tokens)} there.",
                     field="subject",
                 )
-            key = await self._key(key_prefix, (msg.headers or {}).get("Authorization"))
+            key = await self._key(arrival.key_prefix, (msg.headers or {}).get("Authorization"))
             try:
                 event = EventIn.model_validate_json(msg.data)
             except pydantic.ValidationError as exc:

@@ -233,3 +233,10 @@ def test_the_cli_explains_each_break_and_fails(old: Path, tmp_path: Path) -> Non
     fine = runner.invoke(app, ["catalog", "check", str(old), "--against", str(old)])
     assert fine.exit_code == 0, fine.output
     assert "compatible with" in fine.output
+
+
+def test_the_same_number_written_another_way_is_no_change(old: Path, tmp_path: Path) -> None:
+    def as_float(document: dict[str, Any]) -> None:
+        comment_schema(document)["properties"]["text"]["maxLength"] = 10000.0
+
+    assert breaks(old, changed(old, tmp_path, as_float)) == []
