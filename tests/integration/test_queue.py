@@ -172,6 +172,18 @@ async def test_an_expired_lease_is_claimed_again(queue: Queue, clock: FrozenCloc
     assert again.attempts == 2
 
 
+async def test_a_released_job_runs_again_at_once_without_spending_an_attempt(
+    queue: Queue,
+) -> None:
+    await enqueue(queue, NewJob("a", "plan", {}))
+    [job] = await queue.claim("w", 10, LEASE)
+    await queue.release(job)
+    [again] = await queue.claim("w2", 10, LEASE)
+    assert again.id == job.id
+    # JetStream counts every delivery; the others forget the claim given back.
+    assert again.attempts == (2 if isinstance(queue, JetStreamQueue) else 1)
+
+
 async def test_completion_is_part_of_the_callers_transaction(sql_queue: SqlQueue) -> None:
     queue = sql_queue
     await enqueue(queue, NewJob("a", "plan", {}))

@@ -238,9 +238,8 @@ class EmailSender:
 
     async def _give_back(self, jobs: Sequence[Job]) -> None:
         log.warning("%d email jobs given back: their batch ran out of time", len(jobs))
-        now = self._clock.now()
         for job in jobs:
-            await self._queue.retry(job, "given back: its batch ran out of time", now)
+            await self._queue.release(job)
 
     async def _commit(
         self,

@@ -621,6 +621,14 @@ class JetStreamQueue:
         await msg.nak(delay=delay)
         metrics.of(self._db).job_retried(job.kind)
 
+    async def release(self, job: Job) -> None:
+        """Hand the message back, to be delivered again at once. JetStream counts the
+        delivery all the same: ``max_deliver`` leaves two deliveries beyond the retry
+        policy for this and for workers that die."""
+        msg = self._inflight.pop(job.receipt, None)
+        if msg is not None:
+            await msg.nak()
+
     async def bury(self, job: Job, error: str) -> None:
         """Record the job as a dead letter, copy it to the dead-letter stream, and stop
         JetStream from delivering it again."""

@@ -78,6 +78,11 @@ class Queue(Protocol):
 
     async def retry(self, job: Job, error: str, run_at: dt.datetime) -> None: ...
 
+    async def release(self, job: Job) -> None:
+        """Give a leased job back untried, to run again at once; the claim that leased
+        it does not count as an attempt."""
+        ...
+
     async def bury(self, job: Job, error: str) -> None: ...
 
     def wake(self, lanes: Collection[int] | None = None) -> None: ...
@@ -241,6 +246,20 @@ class SqlQueue:
             )
         metrics.of(self._db).job_retried(job.kind)
 
+    async def release(self, job: Job) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job.id, jobs.c.leased_by == job.leased_by)
+                .values(
+                    lease_until=None,
+                    leased_by=None,
+                    attempts=sa.func.greatest(jobs.c.attempts - 1, 0)
+                    if self._db.is_postgres
+                    else sa.func.max(jobs.c.attempts - 1, 0),
+                )
+            )
+
     async def bury(self, job: Job, error: str) -> None:
         """Move a job that keeps failing to the dead letters."""
         now = self._clock.now()
@@ -380,6 +399,11 @@ class InMemoryQueue:
         entry = self.jobs[job.id]
         entry["run_at"] = run_at
         entry["lease_until"] = None
+
+    async def release(self, job: Job) -> None:
+        entry = self.jobs[job.id]
+        entry["lease_until"] = None
+        entry["attempts"] = max(entry["attempts"] - 1, 0)
 
     async def bury(self, job: Job, error: str) -> None:
         self.jobs.pop(job.id, None)
