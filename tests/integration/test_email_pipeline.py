@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import email
 import email.policy
 import urllib.parse
@@ -212,21 +213,30 @@ async def sink() -> AsyncIterator[SmtpSink]:
         yield server
 
 
-@pytest.fixture
-async def smtp_app(
-    make_settings: Callable[..., Settings], database_url: str, sink: SmtpSink
+@contextlib.asynccontextmanager
+async def sending_to(
+    sink: SmtpSink, make_settings: Callable[..., Settings], database_url: str, **extra: Any
 ) -> AsyncIterator[FastAPI]:
+    """A running Tidings that sends its email over SMTP to ``sink``."""
     settings = make_settings(
         database_url=database_url,
         email_provider="smtp",
         smtp_host="127.0.0.1",
         smtp_port=sink.port,
         smtp_security="none",
-        job_max_attempts=3,
+        **extra,
     )
     application = create_app(runtime=build_runtime(settings))
     async with application.router.lifespan_context(application):
         yield application
+
+
+@pytest.fixture
+async def smtp_app(
+    make_settings: Callable[..., Settings], database_url: str, sink: SmtpSink
+) -> AsyncIterator[FastAPI]:
+    async with sending_to(sink, make_settings, database_url, job_max_attempts=3) as app:
+        yield app
 
 
 @pytest.fixture
@@ -369,18 +379,10 @@ async def test_a_slow_message_does_not_hold_back_the_rest_of_its_batch(
 async def short_lease_app(
     make_settings: Callable[..., Settings], database_url: str, sink: SmtpSink
 ) -> AsyncIterator[FastAPI]:
-    settings = make_settings(
-        database_url=database_url,
-        email_provider="smtp",
-        smtp_host="127.0.0.1",
-        smtp_port=sink.port,
-        smtp_security="none",
-        worker_lease_seconds=2.0,
-        job_max_attempts=5,
-    )
-    application = create_app(runtime=build_runtime(settings))
-    async with application.router.lifespan_context(application):
-        yield application
+    async with sending_to(
+        sink, make_settings, database_url, worker_lease_seconds=2.0, job_max_attempts=5
+    ) as app:
+        yield app
 
 
 async def test_a_batch_that_runs_out_of_lease_gives_back_what_it_has_not_sent(

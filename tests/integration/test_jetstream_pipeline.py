@@ -86,6 +86,23 @@ async def scalar(runtime: Runtime, query: sa.Select[Any]) -> Any:
         return (await conn.execute(query)).scalar_one()
 
 
+async def enqueue_and_relay(tidings: Running, jobs: list[NewJob], *, timeout: float) -> Any:
+    """Commit ``jobs`` to the outbox, wake the relay, wait until the outbox is empty, and
+    return the one dead letter that must have come of it."""
+    async with tidings.runtime.db.transaction() as conn:
+        await tidings.queue.enqueue(conn, jobs)
+    tidings.queue.wake()
+    outbox = sa.select(sa.func.count()).select_from(tables.jobs)
+
+    async def relayed() -> bool:
+        return await scalar(tidings.runtime, outbox) == 0
+
+    await eventually(relayed, timeout=timeout)
+    async with tidings.runtime.db.reader() as conn:
+        [row] = (await conn.execute(sa.select(tables.dead_letters))).all()
+    return row
+
+
 async def inbox_pairs(runtime: Runtime) -> list[tuple[str, str]]:
     async with runtime.db.reader() as conn:
         rows = await conn.execute(
@@ -238,23 +255,14 @@ async def test_a_row_jetstream_will_never_take_is_dead_lettered_without_holding_
 ) -> None:
     assert tidings.queue._nc is not None
     too_big = "x" * (tidings.queue._nc.max_payload + 1)
-    async with tidings.runtime.db.transaction() as conn:
-        await tidings.queue.enqueue(
-            conn,
-            [
-                NewJob("plan:huge", "plan", {"events": [], "padding": too_big}),
-                NewJob("plan:ok", "plan", {"events": []}),
-            ],
-        )
-    tidings.queue.wake()
-    jobs = sa.select(sa.func.count()).select_from(tables.jobs)
-
-    async def relayed() -> bool:
-        return await scalar(tidings.runtime, jobs) == 0
-
-    await eventually(relayed, timeout=10)
-    async with tidings.runtime.db.reader() as conn:
-        [row] = (await conn.execute(sa.select(tables.dead_letters))).all()
+    row = await enqueue_and_relay(
+        tidings,
+        [
+            NewJob("plan:huge", "plan", {"events": [], "padding": too_big}),
+            NewJob("plan:ok", "plan", {"events": []}),
+        ],
+        timeout=10,
+    )
     assert row.id == "plan:huge"
     assert "MaxPayloadError" in row.error
     # The other row went through, and the client has no publish left pending.
@@ -358,22 +366,13 @@ async def test_a_row_the_stream_refuses_is_found_out_and_dead_lettered(
     info = await queue._js.stream_info(queue.topology.stream("plan"))
     info.config.max_msg_size = 2_000
     await queue._js.update_stream(info.config)
-    async with tidings.runtime.db.transaction() as conn:
-        await queue.enqueue(
-            conn,
-            [
-                NewJob("plan:refused", "plan", {"events": [], "padding": "x" * 3_000}),
-                NewJob("plan:fine", "plan", {"events": []}),
-            ],
-        )
-    queue.wake()
-    jobs = sa.select(sa.func.count()).select_from(tables.jobs)
-
-    async def relayed() -> bool:
-        return await scalar(tidings.runtime, jobs) == 0
-
-    await eventually(relayed, timeout=30)
-    async with tidings.runtime.db.reader() as conn:
-        [row] = (await conn.execute(sa.select(tables.dead_letters))).all()
+    row = await enqueue_and_relay(
+        tidings,
+        [
+            NewJob("plan:refused", "plan", {"events": [], "padding": "x" * 3_000}),
+            NewJob("plan:fine", "plan", {"events": []}),
+        ],
+        timeout=30,
+    )
     assert row.id == "plan:refused"
     assert "BadRequestError" in row.error

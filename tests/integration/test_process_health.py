@@ -99,8 +99,10 @@ async def test_an_empty_host_listens_on_every_interface(
 ) -> None:
     runtime = build_runtime(make_settings(host=""))
     try:
-        async with serve_health(runtime, 0, 8001) as port:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                assert (await client.get("/healthz")).json()["status"] == "ok"
+        async with (
+            serve_health(runtime, 0, 8001) as port,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+        ):
+            assert (await client.get("/healthz")).json()["status"] == "ok"
     finally:
         await runtime.close()
