@@ -9,15 +9,17 @@ the template itself marks it safe, so payload values can never inject markup.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit
 
-from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, nodes
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import _PassArg
 
 from tidings.catalog.formatting import FILTERS
 
@@ -103,19 +105,100 @@ def compile_template(source: str, *, html: bool = False) -> Template:
             raise TemplateSyntaxError(
                 f"'{name}' is not supported in catalog templates", node.lineno
             )
-    return environment.from_string(tree)
+    template = environment.from_string(tree)
+    if _is_event_only(environment, tree):
+        _EVENT_ONLY[template] = _LastRender()
+    return template
 
 
 def render(
     template: Template, context: Mapping[str, Any], field: str, *, strip: bool = True
 ) -> str:
-    """Render ``template`` (stripped unless told); raises ``RenderError`` naming ``field``."""
+    """Render ``template`` (stripped unless told); raises ``RenderError`` naming ``field``.
+
+    A template that reads nothing but the event (see ``_is_event_only``) renders the
+    same text for every recipient of an event: the last text is reused while the
+    context holds the very same ``data`` and ``actor`` objects and an equal ``event``.
+    """
+    last = _EVENT_ONLY.get(template)
+    if last is None:
+        text = _render(template, context, field)
+    else:
+        key = (
+            context.get("data", _ABSENT),
+            context.get("actor", _ABSENT),
+            context.get("event", _ABSENT),
+        )
+        known = last.text_for(key)
+        if known is None:
+            text = _render(template, context, field)
+            last.keep(key, text)
+        else:
+            text = known
+    return text.strip() if strip else text
+
+
+def _render(template: Template, context: Mapping[str, Any], field: str) -> str:
     try:
-        text = template.render(dict(context))
+        return template.render(dict(context))
     except Exception as exc:  # a template can fail in many ways; all are a RenderError
         message = f"{type(exc).__name__}: {exc}"
         raise RenderError(field, message, _template_line(exc.__traceback__)) from exc
-    return text.strip() if strip else text
+
+
+_ABSENT = object()
+# What a template may read and still be the same for every recipient of an event.
+_EVENT_NAMES = frozenset({"data", "actor", "event"})
+# Globals whose output is not a function of the template's input.
+_UNSTABLE_GLOBALS = frozenset({"lipsum"})
+
+
+class _LastRender:
+    """The last text an event-only template rendered, and the input it rendered."""
+
+    __slots__ = ("_key", "_text")
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, Any, Any] | None = None
+        self._text = ""
+
+    def text_for(self, key: tuple[Any, Any, Any]) -> str | None:
+        known = self._key
+        # ``data`` and ``actor`` by identity: equal values of other types (1, 1.0, True)
+        # render differently. Holding them keeps their ids from being reused meanwhile.
+        if known is not None and known[0] is key[0] and known[1] is key[1] and known[2] == key[2]:
+            return self._text
+        return None
+
+    def keep(self, key: tuple[Any, Any, Any], text: str) -> None:
+        self._key, self._text = key, text
+
+
+_EVENT_ONLY: weakref.WeakKeyDictionary[Template, _LastRender] = weakref.WeakKeyDictionary()
+
+
+def _is_event_only(environment: _Sandbox, tree: nodes.Template) -> bool:
+    """Whether a template reads nothing but ``data``, ``actor`` and ``event``.
+
+    Not so when it names the recipient (or anything else a caller adds), uses a filter
+    or test that reads the render's context (the date and number filters read the
+    recipient's locale and timezone without the template naming them), draws at random,
+    or calls ``lipsum``.
+    """
+    if not meta.find_undeclared_variables(tree) <= _EVENT_NAMES:
+        return False
+    if any(name.name in _UNSTABLE_GLOBALS for name in tree.find_all(nodes.Name)):
+        return False
+    for call in tree.find_all((nodes.Filter, nodes.Test)):
+        known = environment.filters if isinstance(call, nodes.Filter) else environment.tests
+        function = known.get(call.name)
+        if function is None or call.name == "random":
+            return False
+        # The environment (``truncate``) and its eval context (``join``) are the same for
+        # every render; the render's context is not. Jinja marks which one a filter takes.
+        if _PassArg.from_obj(cast(Callable[..., Any], function)) is _PassArg.context:
+            return False
+    return True
 
 
 def _template_line(traceback: TracebackType | None) -> int | None:

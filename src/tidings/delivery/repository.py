@@ -31,16 +31,15 @@ async def record(
     running job's.
     """
     stage, attempt = origin()
-    stamped = [{"stage": stage, "attempt": attempt, **row} for row in transition_rows]
-    for table, rows in (
-        (notifications, notification_rows),
-        (deliveries, delivery_rows),
-        (delivery_transitions, stamped),
-    ):
-        if rows:
-            await conn.execute(db.insert_ignore(table), list(rows))
+    await db.insert_rows_ignore(conn, notifications, notification_rows)
+    await db.insert_rows_ignore(conn, deliveries, delivery_rows)
+    await db.insert_rows_ignore(
+        conn, delivery_transitions, transition_rows, defaults={"stage": stage, "attempt": attempt}
+    )
     metrics.of(db).deliveries_recorded(delivery_rows)
-    await webhook_outbox.changed(db, conn, stamped)
+    # The outbox reads what changed (id, delivery, state, reason, detail, time), not who
+    # changed it.
+    await webhook_outbox.changed(db, conn, transition_rows)
 
 
 async def for_event(

@@ -23,12 +23,7 @@ async def insert(
     db: Database, conn: AsyncConnection, items: Sequence[Mapping[str, Any]]
 ) -> set[str]:
     """Store items; returns the ids that were new (a redelivered job finds them there)."""
-    if not items:
-        return set()
-    result = await conn.execute(
-        db.insert_ignore(inbox_items).returning(inbox_items.c.id), list(items)
-    )
-    return {row.id for row in result}
+    return set(await db.insert_rows_ignore(conn, inbox_items, items, returning="id"))
 
 
 async def open_group_items(

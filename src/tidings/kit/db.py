@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import dataclasses
+import datetime as dt
+import functools
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -11,6 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.types import TypeDecorator
+
+from tidings.kit.tables import UTCDateTime
 
 
 def _json_dumps(value: Any) -> str:
@@ -68,6 +74,59 @@ class Database:
             return postgresql.insert(table).on_conflict_do_nothing()
         return sqlite.insert(table).on_conflict_do_nothing()
 
+    async def insert_rows_ignore(
+        self,
+        conn: AsyncConnection,
+        table: sa.Table,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        defaults: Mapping[str, Any] | None = None,
+        returning: str | None = None,
+    ) -> list[Any]:
+        """``insert_ignore`` of many rows with the columns of the first; returns the
+        ``returning`` column of the rows that were new (none when not asked).
+
+        ``defaults`` are values of columns for the rows that do not give them.
+
+        On PostgreSQL, one ``INSERT … SELECT FROM unnest(…)`` of one array per column:
+        the database runs one statement instead of one per row, and no row goes through
+        SQLAlchemy's bind processing. A table with a column of a type not sent that way
+        takes the executemany path, as on SQLite.
+        """
+        if not rows:
+            return []
+        defaults = {} if defaults is None else defaults
+        names = (*rows[0], *(name for name in defaults if name not in rows[0]))
+        plan = (
+            _unnest_insert(table, names, returning, self.engine.dialect)
+            if self.is_postgres
+            else None
+        )
+        if plan is None:
+            if defaults:
+                rows = [{**defaults, **row} for row in rows]
+            statement = self.insert_ignore(table)
+            if returning is not None:
+                statement = statement.returning(table.c[returning])
+                return [row[0] for row in await conn.execute(statement, list(rows))]
+            await conn.execute(statement, list(rows))
+            return []
+        arrays = []
+        for name, kind in zip(plan.names, plan.kinds, strict=True):
+            if name in defaults:
+                default = defaults[name]
+                values = [row.get(name, default) for row in rows]
+            else:
+                values = [row[name] for row in rows]
+            if kind == "time":
+                _check_aware(values)
+            elif kind == "json":
+                # As the JSON type binds them: None is JSON null, not SQL NULL.
+                values = [_json_dumps(value) for value in values]
+            arrays.append(values)
+        result = await conn.exec_driver_sql(plan.sql, tuple(arrays))
+        return [row[0] for row in result] if returning is not None else []
+
     def upsert(self, table: sa.Table) -> Any:
         """A dialect ``INSERT`` that supports ``on_conflict_do_update``."""
         if self.is_postgres:
@@ -78,6 +137,69 @@ class Database:
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+
+
+@dataclasses.dataclass(frozen=True)
+class _UnnestInsert:
+    sql: str
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+    """Per column: ``time`` (checked to be aware), ``json`` (serialised), else ``plain``."""
+
+
+# The array each column type is sent as, most specific first (Text is a String), and the
+# cast that turns an element into the column's type when the array's own does not.
+_ARRAYS: tuple[tuple[type[Any], str, str, str], ...] = (
+    (postgresql.JSONB, "text[]", "::jsonb", "json"),
+    (sa.JSON, "text[]", "::json", "json"),
+    (sa.Text, "text[]", "", "plain"),
+    (sa.String, "varchar[]", "", "plain"),
+    (sa.BigInteger, "int8[]", "", "plain"),
+    (sa.Integer, "int4[]", "", "plain"),
+    (sa.Boolean, "bool[]", "", "plain"),
+    (sa.DateTime, "timestamptz[]", "", "time"),
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _unnest_insert(
+    table: sa.Table, names: tuple[str, ...], returning: str | None, dialect: sa.Dialect
+) -> _UnnestInsert | None:
+    """The ``INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING`` of these columns,
+    or None when one of them has a type this does not send as an array."""
+    arrays, selected, kinds = [], [], []
+    for number, name in enumerate(names, 1):
+        declared = table.c[name].type
+        column_type = declared.dialect_impl(dialect)
+        if isinstance(declared, UTCDateTime):
+            # Its binding is checked here instead (``_check_aware``); asyncpg sends any
+            # aware time as the instant it is.
+            column_type = declared.impl_instance
+        elif isinstance(column_type, TypeDecorator | sa.Enum | sa.DateTime):
+            # They convert values as they bind them; those go the executemany way.
+            return None
+        found = next((a for a in _ARRAYS if isinstance(column_type, a[0])), None)
+        if found is None:
+            return None
+        _kind, array, cast, kind = found
+        arrays.append(f"${number}::{array}")
+        selected.append(f"c{number}{cast}")
+        kinds.append(kind)
+    columns = ", ".join(f'"{name}"' for name in names)
+    aliases = ", ".join(f"c{number}" for number in range(1, len(names) + 1))
+    sql = (
+        f'INSERT INTO "{table.name}" ({columns}) SELECT {", ".join(selected)} '
+        f"FROM unnest({', '.join(arrays)}) AS u({aliases}) ON CONFLICT DO NOTHING"
+    )
+    if returning is not None:
+        sql += f' RETURNING "{returning}"'
+    return _UnnestInsert(sql, names, tuple(kinds))
+
+
+def _check_aware(values: Sequence[dt.datetime | None]) -> None:
+    # As UTCDateTime does for a single row: a naive time has no instant.
+    if any(value is not None and value.tzinfo is None for value in values):
+        raise ValueError("naive datetime given to a UTCDateTime column")
 
 
 def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
