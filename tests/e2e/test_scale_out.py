@@ -284,8 +284,8 @@ async def test_processes_share_idempotency_live_updates_and_stop_cleanly(
 ) -> None:
     """Two APIs, two workers and a scheduler on the machine's NATS: a key used through
     both APIs at once is one event; a user listening on one API hears an item a worker
-    wrote for an event published on the other; a worker stopped with SIGTERM exits
-    cleanly and its partitions go on being served."""
+    wrote for an event published on the other, and its counts, counted there; a worker
+    stopped with SIGTERM exits cleanly and its partitions go on being served."""
     async with deployment(processes, tmp_path, [MACHINE_NATS], replicas=1) as deployed:
         key = await create_key(deployed.env)
         producer = {"Authorization": f"Bearer {key}"}
@@ -320,6 +320,12 @@ async def test_processes_share_idempotency_live_updates_and_stop_cleanly(
                 if items[0] != wanted:
                     items.append((await bob.next_of("item")).json()["event_id"])
                 assert items[-1] == wanted, items
+                # Its counts follow, worked out by the API process holding the stream:
+                # both of Bob's items are unread.
+                counts = (await bob.next_of("counts")).json()
+                while counts["unread"] < 2:
+                    counts = (await bob.next_of("counts")).json()
+                assert counts == {"unread": 2, "unseen": 2, "total": 2}
 
             leaving, staying = deployed.workers
             assert await leaving.terminate() == 0, leaving.output()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,10 +23,13 @@ import pytest
 import redis.exceptions
 from redis import asyncio as aioredis
 
-from tests.conftest import eventually, service_missing
+from tests.conftest import eventually, fresh_database, service_missing
 from tests.nats_cluster import NatsCluster, _free_ports
+from tidings.inbox.service import InboxService
 from tidings.kit import live
-from tidings.kit.live import LocalHub, NatsHub, RedisHub, build_live_hub
+from tidings.kit.clock import SystemClock
+from tidings.kit.db import Database
+from tidings.kit.live import RECOUNT, LocalHub, NatsHub, RedisHub, build_live_hub
 from tidings.kit.settings import Settings
 
 NATS_URL = os.environ.get("TIDINGS_TEST_NATS_URL", "nats://127.0.0.1:4222")
@@ -253,6 +257,44 @@ async def test_every_hub_says_everyone_may_be_listening_except_the_local_one(
     async with pair.listener.subscribe("u-bob"):
         listening = pair.listener.listening(["u-bob", "u-eve"])
     assert listening == (["u-bob", "u-eve"] if pair.brokered else ["u-bob"])
+    assert pair.listener.spans_processes is pair.brokered
+
+
+async def test_across_processes_the_writer_asks_for_a_recount_instead_of_counting(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """Announcing new items through a hub that spans processes sends the item and a
+    recount request (the process holding the connection counts); through the local hub,
+    which knows who listens, the counts themselves."""
+    item = {
+        "id": "i-1",
+        "user_id": "u-bob",
+        "event_id": "e-1",
+        "type": "comment.created",
+        "category": "comments",
+        "title": "Ann commented",
+        "body": "Looks good",
+        "action_url": "/boards/b-1",
+        "actor": None,
+        "created_at": dt.datetime(2026, 11, 27, tzinfo=dt.UTC),
+        "updated_at": dt.datetime(2026, 11, 27, tzinfo=dt.UTC),
+    }
+    async with fresh_database("sqlite", tmp_path) as url:
+        db = Database(url)
+        inbox = InboxService(db, SystemClock(), pair.publisher)
+        try:
+            async with pair.listener.subscribe("u-bob") as queue:
+                await inbox.announce([item])
+                first = await asyncio.wait_for(queue.get(), 5)
+                second = await asyncio.wait_for(queue.get(), 5)
+        finally:
+            await db.dispose()
+    assert first["event"] == "item"
+    assert first["data"]["id"] == "i-1"
+    if pair.brokered:
+        assert second == {"event": RECOUNT}
+    else:
+        assert second["event"] == "counts"
 
 
 # -- no broker --------------------------------------------------------------------

@@ -14,7 +14,7 @@ from sse_starlette import EventSourceResponse
 from tidings.auth.dependencies import EndUser
 from tidings.inbox import schemas
 from tidings.inbox.service import InboxService
-from tidings.kit.live import LiveHub
+from tidings.kit.live import RECOUNT, LiveHub
 
 router = APIRouter(prefix="/v1/me", tags=["inbox"])
 
@@ -85,6 +85,10 @@ async def stream(request: Request, user: EndUser, inbox: Inbox) -> EventSourceRe
                 except TimeoutError:
                     if await request.is_disconnected():
                         return
+                    continue
+                if message["event"] == RECOUNT:
+                    counts = await inbox.counts(user)
+                    yield {"event": "counts", "data": counts.model_dump_json()}
                     continue
                 yield {"event": message["event"], "data": orjson.dumps(message["data"]).decode()}
 

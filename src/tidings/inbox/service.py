@@ -14,7 +14,7 @@ from tidings.inbox import repository, schemas
 from tidings.kit import errors, metrics, tracing
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
-from tidings.kit.live import LiveHub
+from tidings.kit.live import RECOUNT, LiveHub
 
 MAX_GROUP_ACTORS = 10
 GroupKey = tuple[str, str, str]
@@ -148,7 +148,7 @@ class InboxService:
 
     async def announce(self, items: Sequence[Mapping[str, Any]]) -> None:
         """Push committed items (new or merged, unless silent), then each user's fresh
-        counts, to their open connections."""
+        counts (or, across processes, a request to count), to their open connections."""
         listening = set(self._live.listening({item["user_id"] for item in items}))
         if not listening:
             return
@@ -157,6 +157,13 @@ class InboxService:
                 await self._live.publish(
                     item["user_id"], {"event": "item", "data": _item(item).model_dump(mode="json")}
                 )
+        if self._live.spans_processes:
+            # Everyone "may" listen: counting for each (a fan-out to a million) would
+            # cost a query per recipient for the few connected. The process holding a
+            # connection counts for it.
+            for user_id in sorted(listening):
+                await self._live.publish(user_id, {"event": RECOUNT})
+            return
         await self._announce_counts(sorted(listening))
 
     async def seen(self, conn: AsyncConnection, item_ids: Collection[str]) -> set[str]:

@@ -49,6 +49,11 @@ _COMPLAIN_EVERY = 30.0
 """Seconds between two warnings about the same broker trouble."""
 
 
+RECOUNT = "recount"
+"""The event that asks the process holding a user's connections to send their fresh
+counts: only that process knows whether anyone listens, so only it pays for the count."""
+
+
 class LiveHub(Protocol):
     """Publishes to a user's open connections; subscribes a connection."""
 
@@ -66,6 +71,13 @@ class LiveHub(Protocol):
     def listening(self, user_ids: Iterable[str]) -> list[str]:
         """Those of ``user_ids`` who may have an open connection (a hub spanning several
         processes cannot know, and returns them all)."""
+        ...
+
+    @property
+    def spans_processes(self) -> bool:
+        """Whether connections may be held by other processes than this one: then
+        ``listening`` cannot tell who listens, and a user's counts are worked out where
+        the connection is (``RECOUNT``), not by the process that changed them."""
         ...
 
 
@@ -108,6 +120,10 @@ class LocalHub:
 
     def listening(self, user_ids: Iterable[str]) -> list[str]:
         return [user_id for user_id in user_ids if user_id in self._subscribers]
+
+    @property
+    def spans_processes(self) -> bool:
+        return False
 
 
 def build_live_hub(settings: Settings) -> LiveHub:
@@ -186,6 +202,10 @@ class _BrokerHub:
 
     def listening(self, user_ids: Iterable[str]) -> list[str]:
         return list(user_ids)
+
+    @property
+    def spans_processes(self) -> bool:
+        return True
 
     async def _received(self, payload: bytes) -> None:
         self._count += 1
