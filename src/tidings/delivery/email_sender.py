@@ -255,6 +255,9 @@ class EmailSender:
             async with self._db.transaction() as conn:
                 await repository.advance(self._db, conn, changes, self._clock.now())
                 await self._queue.complete(conn, finished)
+            # Acknowledged now (a broker's messages), not when the batch ends: a batch
+            # abandoned later must not have these delivered again.
+            await self._queue.settle(finished)
             changes.clear()
             finished.clear()
         for job, error in retries:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,8 @@ from tidings.auth.dependencies import EndUser
 from tidings.inbox import schemas
 from tidings.inbox.service import InboxService
 from tidings.kit.live import RECOUNT, LiveHub
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/me", tags=["inbox"])
 
@@ -87,7 +90,13 @@ async def stream(request: Request, user: EndUser, inbox: Inbox) -> EventSourceRe
                         return
                     continue
                 if message["event"] == RECOUNT:
-                    counts = await inbox.counts(user)
+                    try:
+                        counts = await inbox.counts(user)
+                    except Exception:
+                        # Live push is best effort: the next change, or the next
+                        # connection, brings the counts.
+                        log.warning("live counts for a stream failed", exc_info=True)
+                        continue
                     yield {"event": "counts", "data": counts.model_dump_json()}
                     continue
                 yield {"event": message["event"], "data": orjson.dumps(message["data"]).decode()}

@@ -162,7 +162,7 @@ class InboxService:
             # cost a query per recipient for the few connected. The process holding a
             # connection counts for it.
             for user_id in sorted(listening):
-                await self._live.publish(user_id, {"event": RECOUNT})
+                await self._live.publish(user_id, {"event": RECOUNT, "data": {}})
             return
         await self._announce_counts(sorted(listening))
 

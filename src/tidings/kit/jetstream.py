@@ -628,6 +628,7 @@ class JetStreamQueue:
         msg = self._inflight.pop(job.receipt, None)
         if msg is not None:
             await msg.nak()
+        self._wakeups.call({job.lane})
 
     async def bury(self, job: Job, error: str) -> None:
         """Record the job as a dead letter, copy it to the dead-letter stream, and stop

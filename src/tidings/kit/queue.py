@@ -259,6 +259,7 @@ class SqlQueue:
                     else sa.func.max(jobs.c.attempts - 1, 0),
                 )
             )
+        self.wake({job.lane})
 
     async def bury(self, job: Job, error: str) -> None:
         """Move a job that keeps failing to the dead letters."""
@@ -404,6 +405,7 @@ class InMemoryQueue:
         entry = self.jobs[job.id]
         entry["lease_until"] = None
         entry["attempts"] = max(entry["attempts"] - 1, 0)
+        self.wake({job.lane})
 
     async def bury(self, job: Job, error: str) -> None:
         self.jobs.pop(job.id, None)
