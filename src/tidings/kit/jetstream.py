@@ -68,12 +68,13 @@ class UnroutableError(Exception):
 
 
 _PERMANENT = (UnroutableError, nats.errors.MaxPayloadError, BadRequestError)
+"""What a relay gets for a row JetStream will never take: a kind no stage takes, a
+message over the server's payload limit, a publish the stream refuses as malformed."""
 _PROBES = 5
 """How many unanswered rows of a batch a relay publishes again, one by one, to learn
 whether JetStream refuses them."""
 _PROBE_SECONDS = 2.0
-"""What a relay gets for a row JetStream will never take: a kind no stage takes, a
-message over the server's payload limit, a publish the stream refuses as malformed."""
+"""How long a relay waits for JetStream's answer to each of those publishes."""
 _PULL_SECONDS = 5.0
 """How long a pull waits for the server's answer before giving up on it."""
 
