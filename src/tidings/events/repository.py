@@ -13,25 +13,27 @@ from tidings.kit.tables import events, idempotency_keys
 
 
 async def existing_keys(
-    conn: AsyncConnection, pairs: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[str, str]]:
-    """(tenant, key) → (body hash, event id) for the keys already used."""
-    by_tenant: dict[str, set[str]] = {}
-    for tenant, key in pairs:
-        by_tenant.setdefault(tenant, set()).add(key)
-    found: dict[tuple[str, str], tuple[str, str]] = {}
+    conn: AsyncConnection, claims: Iterable[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], tuple[str, str]]:
+    """(tenant, namespace, key) → (body hash, event id) for the keys already used."""
+    by_scope: dict[tuple[str, str], set[str]] = {}
+    for tenant, namespace, key in claims:
+        by_scope.setdefault((tenant, namespace), set()).add(key)
+    found: dict[tuple[str, str, str], tuple[str, str]] = {}
     c = idempotency_keys.c
-    for tenant, keys in by_tenant.items():
+    for (tenant, namespace), keys in by_scope.items():
         wanted = sorted(keys)
         for start in range(0, len(wanted), 500):
-            # ``tenant = ? AND key IN (…)`` is a primary-key range probe on both engines;
-            # a row-value ``(tenant, key) IN (…)`` is planned as a scan of the table.
+            # ``tenant = ? AND namespace = ? AND key IN (…)`` is a primary-key range probe
+            # on both engines; a row-value ``(…) IN (…)`` is planned as a scan of the table.
             rows = await conn.execute(
                 sa.select(c.key, c.body_hash, c.event_id).where(
-                    c.tenant == tenant, c.key.in_(wanted[start : start + 500])
+                    c.tenant == tenant,
+                    c.namespace == namespace,
+                    c.key.in_(wanted[start : start + 500]),
                 )
             )
-            found.update({(tenant, r.key): (r.body_hash, r.event_id) for r in rows})
+            found.update({(tenant, namespace, r.key): (r.body_hash, r.event_id) for r in rows})
     return found
 
 

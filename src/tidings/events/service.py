@@ -33,6 +33,8 @@ class Prepared:
     event_id: str
     tenant: str
     idempotency_key: str
+    namespace: str
+    """Whose idempotency keys this one is among: the id of the API key that published it."""
     body_hash: str
     lane: int
     row: dict[str, Any]
@@ -118,6 +120,7 @@ class EventsService:
             event_id=event_id,
             tenant=event.tenant,
             idempotency_key=event.idempotency_key,
+            namespace=key.id,
             body_hash=body_hash,
             lane=ntype.priority.lane,
             row={
@@ -186,15 +189,13 @@ class EventsService:
         self, conn: AsyncConnection, prepared: Sequence[Prepared], *, atomic: bool
     ) -> list[Outcome]:
         now = self._clock.now()
-        known = await repository.existing_keys(
-            conn, ((p.tenant, p.idempotency_key) for p in prepared)
-        )
+        known = await repository.existing_keys(conn, (_claim(p) for p in prepared))
         outcomes: list[Outcome] = []
         fresh: list[Prepared] = []
         for index, item in enumerate(prepared):
-            seen = known.get((item.tenant, item.idempotency_key))
+            seen = known.get(_claim(item))
             if seen is None:
-                known[(item.tenant, item.idempotency_key)] = (item.body_hash, item.event_id)
+                known[_claim(item)] = (item.body_hash, item.event_id)
                 fresh.append(item)
                 outcomes.append(Outcome(item.event_id))
             elif seen[0] == item.body_hash:
@@ -218,6 +219,7 @@ class EventsService:
             [
                 {
                     "tenant": p.tenant,
+                    "namespace": p.namespace,
                     "key": p.idempotency_key,
                     "body_hash": p.body_hash,
                     "event_id": p.event_id,
@@ -246,6 +248,11 @@ class EventsService:
     async def mark_planned(self, conn: AsyncConnection, event_ids: Sequence[str]) -> None:
         if event_ids:
             await repository.mark_planned(conn, event_ids, self._clock.now())
+
+
+def _claim(item: Prepared) -> tuple[str, str, str]:
+    """An idempotency key as stored: per tenant and per API key."""
+    return (item.tenant, item.namespace, item.idempotency_key)
 
 
 def _planning_jobs(fresh: Sequence[Prepared]) -> list[NewJob]:

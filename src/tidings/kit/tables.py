@@ -63,6 +63,9 @@ events = sa.Table(
     sa.Column("api_key_id", Id),
     _now_column(),
     sa.Column("planned_at", UTCDateTime()),
+    # Profile fields the event carried that were not stored (its key may not write
+    # profiles): user id → fields, used for this event's deliveries only.
+    sa.Column("recipient_profiles", JSON),
     sa.Index(None, "created_at"),
 )
 
@@ -70,6 +73,8 @@ idempotency_keys = sa.Table(
     "idempotency_keys",
     metadata,
     sa.Column("tenant", sa.String(200), primary_key=True),
+    # The id of the API key that claimed it: each key has its own idempotency keys.
+    sa.Column("namespace", Id, primary_key=True),
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Column("body_hash", sa.String(64), nullable=False),
     sa.Column("event_id", Id, nullable=False),
