@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -17,6 +18,7 @@ from tidings import catalog
 from tidings.auth.service import AuthService
 from tidings.catalog import evolution
 from tidings.kit import errors, logs, migrate
+from tidings.kit import settings as settings_module
 from tidings.kit.clock import SystemClock
 from tidings.kit.db import Database
 from tidings.kit.settings import Settings
@@ -64,7 +66,7 @@ def serve(
     from tidings.app import create_app
 
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    settings = Settings().model_copy(update=updates)
+    settings = _settings().model_copy(update=updates)
     logs.configure(logs.wants_json(settings.log_format), level=settings.log_level)
     _require_valid_catalog(settings)
     if settings.is_embedded:
@@ -155,13 +157,21 @@ def scheduler(
         raise _fail(str(exc)) from None
 
 
+def _settings() -> Settings:
+    """Settings from the environment; a refused one ends the command with its line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise _fail(settings_module.describe(exc)) from None
+
+
 def _process_settings(updates: dict[str, Any]) -> Settings:
     """Settings from the environment with the command line's overrides, checked; logging
     set up and the catalog and schema made ready."""
     try:
-        settings = Settings.model_validate({**Settings().model_dump(), **updates})
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
+        settings = Settings.model_validate({**_settings().model_dump(), **updates})
+    except ValidationError as exc:
+        raise _fail(settings_module.describe(exc)) from None
     logs.configure(logs.wants_json(settings.log_format), level=settings.log_level)
     _require_valid_catalog(settings)
     _ensure_schema(settings)
@@ -171,7 +181,7 @@ def _process_settings(updates: dict[str, Any]) -> Settings:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Bring the database's schema up to date (SQLite or PostgreSQL)."""
-    settings = Settings()
+    settings = _settings()
     if settings.is_embedded:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.resolved_database_url, revision)
@@ -188,7 +198,7 @@ def catalog_check(
 ) -> None:
     """Validate every notification type: schema, templates, unknown fields; with
     ``--against``, also that producers of the older catalog keep working."""
-    folder = directory or Settings().catalog
+    folder = directory or _settings().catalog
     problems = catalog.check(folder)
     for problem in problems:
         out.print(str(problem), highlight=False)
@@ -221,7 +231,7 @@ def keys_create(
     ],
 ) -> None:
     """Create an API key; the key itself is printed alone on the last line, once."""
-    settings = Settings()
+    settings = _settings()
     scopes = [pattern.strip() for value in types for pattern in value.split(",") if pattern.strip()]
 
     async def create(service: AuthService) -> tuple[str, str]:
@@ -240,7 +250,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List API keys (never their secrets)."""
-    settings = Settings()
+    settings = _settings()
 
     async def listing(service: AuthService) -> list[tuple[str, str, str, str, str]]:
         return [
@@ -264,7 +274,7 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: str) -> None:
     """Revoke an API key (a running server stops accepting it within seconds)."""
-    settings = Settings()
+    settings = _settings()
     try:
         _run(lambda: _with_auth(settings, lambda service: service.revoke_key(key_id)))
     except errors.TidingsError as exc:
@@ -277,7 +287,7 @@ def email_dns() -> None:
     """Print the DNS TXT record that publishes this deployment's DKIM key."""
     from tidings.email import dkim
 
-    settings = Settings()
+    settings = _settings()
     name = f"{settings.dkim_selector}._domainkey.{settings.sender_domain}"
     out.print(f"{name}. IN TXT", highlight=False)
     print(dkim.dns_record(settings.dkim_key_pem))
@@ -286,7 +296,7 @@ def email_dns() -> None:
 @email_app.command("webhook-secret")
 def email_webhook_secret() -> None:
     """Print the secret that signs generic email feedback webhooks, alone on the last line."""
-    print(Settings().webhook_secret)
+    print(_settings().webhook_secret)
 
 
 @app.command()
@@ -297,7 +307,7 @@ def token(
     """Print a user token for USER's inbox, alone on the last line."""
     from tidings.auth import tokens
 
-    settings = Settings()
+    settings = _settings()
     if not user:
         raise _fail("a token needs a user id")
     print(

@@ -60,6 +60,7 @@ async def test_every_dependency_of_a_scale_out_setup_answers(
     assert [c for c in checks.values() if not c.ok] == []
     assert set(checks) == {
         "data dir",
+        "secret",
         "catalog",
         "database",
         "schema",
@@ -156,3 +157,36 @@ def test_the_command_exits_1_on_a_problem_and_0_when_all_is_well(
     assert "FAIL redis: cannot reach" in sick.stdout
     assert "to fix: start Redis, or fix TIDINGS_REDIS_URL" in sick.stdout
     assert "1 check(s) failed: redis" in sick.output
+
+
+def test_a_short_secret_stops_the_command_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIDINGS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TIDINGS_CATALOG", str(CATALOG))
+    monkeypatch.setenv("TIDINGS_SECRET", "hunter2-too-short")
+    monkeypatch.delenv("TIDINGS_DATABASE_URL", raising=False)
+    runner = CliRunner()
+    for command in (["doctor"], ["keys", "list"], ["api"]):
+        result = runner.invoke(cli, command)
+        assert result.exit_code == 1, (command, result.output)
+        assert "TIDINGS_SECRET is 17 characters long; it must have at least 32" in result.output
+        assert "secrets.token_urlsafe(32)" in result.output
+        assert "hunter2" not in result.output
+        assert "Traceback" not in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+async def test_a_short_generated_secret_is_reported(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "secret.key").write_text("edited-by-hand\n")
+    settings = make_settings(data_dir=data, secret=None)
+    check = by_name(await doctor.diagnose(settings))["secret"]
+    assert not check.ok
+    assert "secret.key is 14 characters long; it must have at least 32" in check.message
+    assert "token_urlsafe" in check.message
+    assert check.fix is not None
+    assert "delete" in check.fix

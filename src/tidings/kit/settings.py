@@ -12,14 +12,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Everything Tidings can be configured with; one instance per process."""
 
-    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="ignore")
+    # hide_input_in_errors: a refused value (a too-short secret) is never printed back.
+    model_config = SettingsConfigDict(
+        env_prefix="TIDINGS_", extra="ignore", hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -177,6 +180,15 @@ class Settings(BaseSettings):
         """True when running on the embedded SQLite default."""
         return self.resolved_database_url.startswith("sqlite")
 
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        # Everything a deployment signs (user tokens, links, console sessions) is only as
+        # strong as this; an empty value counts as not set, as before.
+        if value and len(value) < SECRET_MIN_LENGTH:
+            raise ValueError(secret_too_short("TIDINGS_SECRET", len(value)))
+        return value
+
     @property
     def demo_enabled(self) -> bool:
         """Whether ``/demo`` is served. ``TIDINGS_DEMO`` wins; by default it is on only for
@@ -200,7 +212,11 @@ class Settings(BaseSettings):
         """
         if self.secret:
             return self.secret
-        return _secret_from_file(self.data_dir / "secret.key")
+        path = self.data_dir / "secret.key"
+        found = _secret_from_file(path)
+        if len(found) < SECRET_MIN_LENGTH:
+            raise ValueError(secret_too_short(str(path), len(found)))
+        return found
 
     @property
     def sender_domain(self) -> str:
@@ -230,6 +246,30 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         host = "localhost" if self.host in ("127.0.0.1", "0.0.0.0") else self.host
         return f"http://{host}:{self.port}"
+
+
+SECRET_MIN_LENGTH = 32
+"""The fewest characters ``TIDINGS_SECRET`` may have."""
+
+GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def secret_too_short(where: str, length: int) -> str:
+    """The one line that says a secret is too short and how to make a good one."""
+    return (
+        f"{where} is {length} characters long; it must have at least {SECRET_MIN_LENGTH}: "
+        f"generate one with {GENERATE_SECRET}"
+    )
+
+
+def describe(exc: ValidationError) -> str:
+    """Settings that were refused, one line each, by their environment variable."""
+    lines = []
+    for error in exc.errors():
+        name = "_".join(str(part) for part in error["loc"]).upper()
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(message if message.startswith("TIDINGS_") else f"TIDINGS_{name}: {message}")
+    return "\n".join(lines)
 
 
 def normalise_database_url(url: str) -> str:

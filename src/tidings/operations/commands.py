@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -16,7 +17,7 @@ from tidings.kit import errors, migrate
 from tidings.kit.clock import SystemClock
 from tidings.kit.db import Database
 from tidings.kit.queue import SqlQueue
-from tidings.kit.settings import Settings
+from tidings.kit.settings import Settings, describe
 from tidings.operations import doctor as checks
 from tidings.operations.dead_letters import DeadLetters
 from tidings.operations.retention import Policy, Retention
@@ -149,8 +150,8 @@ def doctor() -> None:
     """Print the effective configuration and check every dependency it points at."""
     try:
         settings = Settings()
-    except ValueError as exc:
-        raise _fail(f"the settings are invalid: {exc}") from None
+    except ValidationError as exc:
+        raise _fail(f"the settings are invalid: {describe(exc)}") from None
     out.print("[bold]Configuration[/bold] (TIDINGS_* environment variables)")
     for name, value in checks.configuration(settings):
         out.print(f"  {name} = {escape(value)}", highlight=False)

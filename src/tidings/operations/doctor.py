@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from tidings import catalog
 from tidings.kit.db import Database
-from tidings.kit.settings import Settings
+from tidings.kit.settings import SECRET_MIN_LENGTH, Settings, secret_too_short
 
 _TIMEOUT = 5.0
 _SECRET_WORDS = ("secret", "password", "private_key")
@@ -52,7 +52,7 @@ def configuration(settings: Settings) -> list[tuple[str, str]]:
 
 async def diagnose(settings: Settings) -> list[Check]:
     """Check each dependency the settings point at; none of them is changed."""
-    checks = [_data_dir(settings.data_dir), _catalog(settings.catalog)]
+    checks = [_data_dir(settings.data_dir), _secret(settings), _catalog(settings.catalog)]
     checks.extend(await _database(settings))
     if (
         settings.queue_backend == "jetstream"
@@ -75,6 +75,28 @@ def _data_dir(folder: Path) -> Check:
     except OSError as exc:
         return Check("data dir", False, f"{folder} is not writable: {exc}", fix)
     return Check("data dir", True, f"{folder.resolve()} is writable")
+
+
+def _secret(settings: Settings) -> Check:
+    """The signing secret is long enough: ``TIDINGS_SECRET`` is checked when the settings
+    are read, the one generated into the data folder here (it can be edited by hand)."""
+    if settings.secret:
+        return Check("secret", True, f"TIDINGS_SECRET is set ({len(settings.secret)} characters)")
+    path = settings.data_dir / "secret.key"
+    try:
+        found = path.read_text().strip()
+    except FileNotFoundError:
+        return Check("secret", True, f"{path} will be generated on first start")
+    except OSError as exc:
+        return Check("secret", False, f"{path} cannot be read: {exc}", "make it readable")
+    if len(found) < SECRET_MIN_LENGTH:
+        return Check(
+            "secret",
+            False,
+            secret_too_short(str(path), len(found)),
+            f"delete {path} to have a new one generated, or set TIDINGS_SECRET",
+        )
+    return Check("secret", True, f"generated in {path} ({len(found)} characters)")
 
 
 def _catalog(folder: Path) -> Check:
