@@ -82,18 +82,10 @@ def serve(
 
 def _listen(application: Any, settings: Settings) -> None:
     """Serve ``application`` over HTTP until stopped, saying where."""
-    import uvicorn
+    from tidings.processes import serve_http
 
     out.print(f"Listening on {settings.base_url}  (API docs: {settings.base_url}/docs)")
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        log_level="warning",
-        log_config=None,  # uvicorn's lines go through Tidings' own log set-up
-        access_log=False,
-    )
+    serve_http(application, settings)
 
 
 @app.command()

@@ -1,8 +1,10 @@
-"""The scale-out processes beside the API: ``tidings worker`` and ``tidings scheduler``.
+"""The processes: the HTTP server of ``tidings serve`` and ``tidings api``, with its
+connection bounds, and the scale-out processes beside the API, ``tidings worker`` and
+``tidings scheduler``.
 
-Each builds the same runtime as ``tidings serve``, starts only its own part of it, and
-answers ``/healthz`` and ``/readyz`` on a port of its own, so an orchestrator can tell a
-process that runs from one that can work.
+Each of the latter builds the same runtime as ``tidings serve``, starts only its own part
+of it, and answers ``/healthz`` and ``/readyz`` on a port of its own, so an orchestrator
+can tell a process that runs from one that can work.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import errno
 import logging
 import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from tidings import __version__
 from tidings.app import Runtime, add_health_routes, build_runtime
+from tidings.kit import bounds
 from tidings.kit.jetstream import JetStreamQueue
 from tidings.kit.settings import Settings
 
@@ -27,6 +32,35 @@ log = logging.getLogger(__name__)
 
 WORKER_HEALTH_PORT = 8001
 SCHEDULER_HEALTH_PORT = 8002
+SPARE_FILES = 256
+"""Open files a process needs besides its client connections: database pools, brokers,
+logs."""
+
+
+def http_config(application: Any, settings: Settings) -> uvicorn.Config:
+    """The uvicorn configuration of an HTTP process, with its connection bounds: the
+    request head and body timeouts, the keep-alive timeout and the connection cap."""
+    return uvicorn.Config(
+        bounds.bounded(application, body_timeout=settings.body_timeout_seconds),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http=bounds.protocol(
+            header_timeout=settings.header_timeout_seconds,
+            max_connections=settings.max_connections,
+        ),
+        timeout_keep_alive=settings.keepalive_timeout_seconds,
+        log_level="warning",
+        log_config=None,  # uvicorn's lines go through Tidings' own log set-up
+        access_log=False,
+    )
+
+
+def serve_http(application: Any, settings: Settings) -> None:
+    """Serve ``application`` over HTTP until SIGTERM/SIGINT, within the bounds of
+    ``settings``."""
+    bounds.raise_open_files_limit(settings.max_connections + SPARE_FILES)
+    uvicorn.Server(http_config(application, settings)).run()
 
 
 async def run_worker(settings: Settings) -> None:
@@ -119,6 +153,10 @@ def _health_server(runtime: Runtime, port: int) -> uvicorn.Server:
         app,
         host=runtime.settings.host,
         port=port,
+        http=bounds.protocol(
+            header_timeout=runtime.settings.header_timeout_seconds, max_connections=None
+        ),
+        timeout_keep_alive=runtime.settings.keepalive_timeout_seconds,
         log_level="warning",
         log_config=None,
         access_log=False,

@@ -10,6 +10,9 @@ from tidings.kit import errors
 
 AUDIENCE = "tidings:user"
 ALGORITHM = "HS256"
+LEEWAY = dt.timedelta(seconds=30)
+"""How far the clocks of the application that mints tokens and of Tidings may disagree:
+a token is taken this much before its ``iat``/``nbf`` and after its ``exp``."""
 
 
 def issue_user_token(secret: str, user_id: str, *, ttl: dt.timedelta, now: dt.datetime) -> str:
@@ -31,6 +34,7 @@ def verify_user_token(secret: str, token: str) -> str:
             algorithms=[ALGORITHM],
             audience=AUDIENCE,
             options={"require": ["sub", "exp", "aud"]},
+            leeway=LEEWAY,
         )
     except jwt.ExpiredSignatureError:
         raise errors.Unauthenticated(
@@ -44,3 +48,11 @@ def verify_user_token(secret: str, token: str) -> str:
     if not isinstance(subject, str) or not subject:
         raise errors.Unauthenticated("The user token names no user.", field="token")
     return subject
+
+
+def accepted_until(token: str) -> dt.datetime:
+    """When a token that ``verify_user_token`` accepted stops being accepted: its ``exp``
+    plus the leeway. Only for a token already verified (the signature is not checked)."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    expires = dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC)
+    return expires + LEEWAY

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -12,10 +13,12 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from sse_starlette import EventSourceResponse
 
+from tidings.auth import tokens
 from tidings.auth.dependencies import EndUser
 from tidings.inbox import schemas
 from tidings.inbox.service import InboxService
-from tidings.kit.live import RECOUNT, LiveHub
+from tidings.kit import errors
+from tidings.kit.live import CLOSED, RECOUNT, LiveHub
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,21 @@ _SSE_EVENT: dict[str, Any] = {
     },
 }
 """One Server-Sent Event of the live stream."""
+
+EXPIRED = "expired"
+"""The last event of a stream whose token stopped being accepted."""
+PING_SECONDS = 20
+"""A comment line this often keeps proxies from closing an idle stream."""
+STREAM_RETRY_SECONDS = 10
+
+
+class TooManyStreams(errors.Unavailable):
+    """The process holds ``max_streams`` live streams already."""
+
+    code = "too_many_streams"
+
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(STREAM_RETRY_SECONDS)}
 
 
 @router.get("/inbox", response_model=schemas.Page)
@@ -70,11 +88,28 @@ async def mark_many(body: schemas.MarkMany, user: EndUser, inbox: Inbox) -> sche
 @router.get(
     "/inbox/stream",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}}}},
+    responses={
+        200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}}},
+        503: {"description": "This process holds as many streams as it may; retry later"},
+    },
 )
 async def stream(request: Request, user: EndUser, inbox: Inbox) -> EventSourceResponse:
-    """Server-Sent Events: ``counts`` at once, then ``item`` and ``counts`` as they change."""
+    """Server-Sent Events: ``counts`` at once, then ``item`` and ``counts`` as they change.
+
+    The stream ends with ``expired`` when the token stops being accepted (ask the
+    application for a new one and open a new stream with it), or with ``closed`` when
+    the same user opened more streams than a process keeps (the oldest closes).
+    """
     hub: LiveHub = request.app.state.live
+    limit = request.app.state.settings.max_streams
+    if hub.streams >= limit:
+        raise TooManyStreams(
+            f"This server holds {limit} live streams already; retry in a moment "
+            "(the inbox API itself still answers)."
+        )
+    loop = asyncio.get_running_loop()
+    until = tokens.accepted_until(_presented_token(request))
+    expires = loop.time() + (until - dt.datetime.now(dt.UTC)).total_seconds()
     shutting_down = anyio.Event()
 
     async def events() -> AsyncIterator[dict[str, Any]]:
@@ -82,29 +117,64 @@ async def stream(request: Request, user: EndUser, inbox: Inbox) -> EventSourceRe
             # Counted after subscribing, so nothing falls between the count and the stream.
             initial = await inbox.counts(user)
             yield {"event": "counts", "data": initial.model_dump_json()}
-            while not shutting_down.is_set():
-                try:
-                    message = await asyncio.wait_for(queue.get(), timeout=0.5)
-                except TimeoutError:
-                    if await request.is_disconnected():
-                        return
-                    continue
-                if message["event"] == RECOUNT:
-                    try:
-                        counts = await inbox.counts(user)
-                    except Exception:
-                        # Live push is best effort: the next change, or the next
-                        # connection, brings the counts.
-                        log.warning("live counts for a stream failed", exc_info=True)
+            farewell = asyncio.ensure_future(shutting_down.wait())
+            try:
+                while (message := await _next_message(queue, farewell, expires)) is not None:
+                    if message["event"] == RECOUNT:
+                        try:
+                            counts = await inbox.counts(user)
+                        except Exception:
+                            # Live push is best effort: the next change, or the next
+                            # connection, brings the counts.
+                            log.warning("live counts for a stream failed", exc_info=True)
+                            continue
+                        yield {"event": "counts", "data": counts.model_dump_json()}
                         continue
-                    yield {"event": "counts", "data": counts.model_dump_json()}
-                    continue
-                yield {"event": message["event"], "data": orjson.dumps(message["data"]).decode()}
+                    data = orjson.dumps(message["data"]).decode()
+                    yield {"event": message["event"], "data": data}
+                    if message["event"] in (CLOSED, EXPIRED):
+                        return
+            finally:
+                farewell.cancel()
 
     # On server shutdown the stream ends cleanly; EventSource reconnects by itself.
     return EventSourceResponse(
-        events(), ping=15, shutdown_event=shutting_down, shutdown_grace_period=1.0
+        events(), ping=PING_SECONDS, shutdown_event=shutting_down, shutdown_grace_period=1.0
     )
+
+
+async def _next_message(
+    queue: asyncio.Queue[dict[str, Any]], farewell: asyncio.Future[Any], expires: float
+) -> dict[str, Any] | None:
+    """The stream's next message: one from the hub, ``EXPIRED`` once the token has
+    expired, or None when the server shuts down. An idle stream waits here at no cost:
+    no polling, one timer for its expiry."""
+    loop = asyncio.get_running_loop()
+    if loop.time() >= expires:
+        return {"event": EXPIRED, "data": {"reason": "token_expired"}}
+    getter = asyncio.ensure_future(queue.get())
+    try:
+        await asyncio.wait(
+            {getter, farewell}, timeout=expires - loop.time(), return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        if not getter.done():
+            getter.cancel()  # a cancelled get takes nothing off the queue
+    if getter.done() and not getter.cancelled():
+        return getter.result()
+    if farewell.done():
+        return None
+    return {"event": EXPIRED, "data": {"reason": "token_expired"}}
+
+
+def _presented_token(request: Request) -> str:
+    """The user token the request was let in with, as the ``end_user`` dependency read
+    it: ``?token=`` first, else the bearer header."""
+    query = request.query_params.get("token")
+    if query:
+        return query
+    _scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    return credential.strip()
 
 
 @router.get("/inbox/{item_id}", response_model=schemas.Item)

@@ -8,6 +8,10 @@ has a connection open there, so the broker sends an update only to the processes
 hold its user; what arrives is handed to a ``LocalHub`` inside, which keeps its bounded
 queues and ``resync``.
 
+A user holds at most ``max_per_user`` connections in one process: a new one closes the
+user's oldest, which is told why (``CLOSED``), so a forgotten tab or a client that leaks
+connections cannot pile them up.
+
 Live push is best-effort: the inbox row is the truth, and a client that misses a message
 catches up on its next ``counts``/``resync``. A broker that is down costs live updates
 (logged), never the caller's work.
@@ -49,6 +53,11 @@ _COMPLAIN_EVERY = 30.0
 """Seconds between two warnings about the same broker trouble."""
 
 
+CLOSED = "closed"
+"""The last message of a connection that a newer one of the same user pushed out; its
+data says why (``TOO_MANY_STREAMS``)."""
+TOO_MANY_STREAMS = "too_many_streams"
+
 RECOUNT = "recount"
 """The event that asks the process holding a user's connections to send their fresh
 counts: only that process knows whether anyone listens, so only it pays for the count."""
@@ -74,6 +83,11 @@ class LiveHub(Protocol):
         ...
 
     @property
+    def streams(self) -> int:
+        """Connections open in this process, of all users together."""
+        ...
+
+    @property
     def spans_processes(self) -> bool:
         """Whether connections may be held by other processes than this one: then
         ``listening`` cannot tell who listens, and a user's counts are worked out where
@@ -83,10 +97,14 @@ class LiveHub(Protocol):
 
 class LocalHub:
     """In-process hub. A slow connection's queue is bounded: when it overflows, the
-    connection gets a ``resync`` message instead of an unbounded backlog."""
+    connection gets a ``resync`` message instead of an unbounded backlog. A user's
+    connections beyond ``max_per_user`` close, oldest first, with ``CLOSED``."""
 
-    def __init__(self) -> None:
-        self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+    def __init__(self, *, max_per_user: int | None = None) -> None:
+        # Per user, the connections' queues in the order they opened (a dict keeps it).
+        self._subscribers: dict[str, dict[asyncio.Queue[dict[str, Any]], None]] = defaultdict(dict)
+        self._max_per_user = max_per_user
+        self._streams = 0
 
     async def start(self) -> None:
         return None
@@ -105,18 +123,35 @@ class LocalHub:
     @asynccontextmanager
     async def subscribe(self, user_id: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_QUEUE_LIMIT)
-        self._subscribers[user_id].add(queue)
+        subscribers = self._subscribers[user_id]
+        subscribers[queue] = None
+        self._streams += 1
+        if self._max_per_user is not None and len(subscribers) > self._max_per_user:
+            oldest = next(iter(subscribers))
+            self._unsubscribe(user_id, oldest)
+            # Off the list first, so no later message can push this last one out.
+            _drain(oldest)
+            oldest.put_nowait({"event": CLOSED, "data": {"reason": TOO_MANY_STREAMS}})
         try:
             yield queue
         finally:
-            subscribers = self._subscribers.get(user_id)
-            if subscribers is not None:
-                subscribers.discard(queue)
-                if not subscribers:
-                    del self._subscribers[user_id]
+            self._unsubscribe(user_id, queue)
+
+    def _unsubscribe(self, user_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        subscribers = self._subscribers.get(user_id)
+        if subscribers is None or queue not in subscribers:
+            return  # already pushed out by a newer connection
+        del subscribers[queue]
+        self._streams -= 1
+        if not subscribers:
+            del self._subscribers[user_id]
 
     def connections(self, user_id: str) -> int:
         return len(self._subscribers.get(user_id, ()))
+
+    @property
+    def streams(self) -> int:
+        return self._streams
 
     def listening(self, user_ids: Iterable[str]) -> list[str]:
         return [user_id for user_id in user_ids if user_id in self._subscribers]
@@ -128,11 +163,12 @@ class LocalHub:
 
 def build_live_hub(settings: Settings) -> LiveHub:
     """The hub ``settings.live_backend`` names; call ``start()`` before use."""
+    per_user = settings.max_streams_per_user
     if settings.live_backend == "nats":
-        return NatsHub(settings.nats_servers, settings.nats_prefix)
+        return NatsHub(settings.nats_servers, settings.nats_prefix, max_per_user=per_user)
     if settings.live_backend == "redis":
-        return RedisHub(settings.redis_url, settings.redis_prefix)
-    return LocalHub()
+        return RedisHub(settings.redis_url, settings.redis_prefix, max_per_user=per_user)
+    return LocalHub(max_per_user=per_user)
 
 
 def user_token(user_id: str) -> str:
@@ -148,8 +184,8 @@ class _BrokerHub:
 
     broker = "broker"
 
-    def __init__(self) -> None:
-        self._local = LocalHub()
+    def __init__(self, *, max_per_user: int | None = None) -> None:
+        self._local = LocalHub(max_per_user=max_per_user)
         self._interest: dict[str, int] = {}
         """user id → open connections in this process."""
         self._lock = asyncio.Lock()
@@ -199,6 +235,10 @@ class _BrokerHub:
     def connections(self, user_id: str) -> int:
         """Open connections of the user in this process."""
         return self._local.connections(user_id)
+
+    @property
+    def streams(self) -> int:
+        return self._local.streams
 
     def listening(self, user_ids: Iterable[str]) -> list[str]:
         return list(user_ids)
@@ -257,8 +297,9 @@ class NatsHub(_BrokerHub):
         *,
         name: str = "tidings-live",
         connect_wait: float = 5.0,
+        max_per_user: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(max_per_user=max_per_user)
         self._servers = list(servers)
         self._prefix = prefix
         self._name = name
@@ -391,8 +432,8 @@ class RedisHub(_BrokerHub):
 
     broker = "Redis"
 
-    def __init__(self, redis_url: str, prefix: str) -> None:
-        super().__init__()
+    def __init__(self, redis_url: str, prefix: str, *, max_per_user: int | None = None) -> None:
+        super().__init__(max_per_user=max_per_user)
         self._redis: Redis = Redis.from_url(
             redis_url,
             socket_connect_timeout=2.0,

@@ -48,6 +48,21 @@ class Settings(BaseSettings):
     # Where the buckets live: in each API process, or in Redis, shared by all of them.
     rate_limit_backend: Literal["local", "redis"] = "local"
 
+    # Bounds on the connections of each HTTP process (``serve``, ``api``): a connection
+    # that has not sent a whole request head within ``header_timeout_seconds`` is closed,
+    # a request whose body has not all arrived after ``body_timeout_seconds`` of waiting
+    # for it ends with 408, an idle keep-alive connection is closed after
+    # ``keepalive_timeout_seconds``, and beyond ``max_connections`` open connections
+    # requests are answered 503 (``/healthz`` and ``/readyz`` still answer).
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    keepalive_timeout_seconds: int = Field(default=5, ge=1)
+    max_connections: int = Field(default=4000, ge=1)
+    # Live inbox streams: how many one user may hold open in a process (a new one closes
+    # that user's oldest), and how many a process holds in all (beyond: 503).
+    max_streams_per_user: int = Field(default=10, ge=1)
+    max_streams: int = Field(default=2000, ge=1)
+
     worker_enabled: bool = True
     worker_batch_size: int = Field(default=500, ge=1, le=5000)
     worker_lease_seconds: float = Field(default=30.0, gt=0)

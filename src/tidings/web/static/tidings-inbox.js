@@ -8,6 +8,10 @@
  * left out), theme (light | dark | auto), page-size (items per page, 1-100), lang.
  * Events (on the element): tidings-open (cancelable; detail.item), tidings-counts
  * (detail.counts), tidings-connection (detail.state), tidings-unauthorized.
+ * Property: tokenProvider, a function returning a fresh user token (or a promise of
+ * one); when the token expires or is refused, the widget asks it once and carries on
+ * with the new token. Without it, the widget stops and fires tidings-unauthorized; the
+ * page then sets a new token attribute.
  * Every text from the server is set with textContent, never parsed as HTML.
  */
 (() => {
@@ -250,6 +254,9 @@
       this._backoff = BACKOFF_FIRST_MS;
       this._connectionState = "closed";
       this._started = false;
+      this._tokenProvider = null;
+      this._renewing = false;
+      this._freshToken = false;
 
       this._bell.addEventListener("click", () => this.toggle());
       this._markAll.addEventListener("click", () => this.markAllRead());
@@ -301,6 +308,15 @@
     /** "connecting", "open", "reconnecting", "unauthorized" or "closed". */
     get connectionState() {
       return this._connectionState;
+    }
+
+    /** A function returning a fresh user token (or a promise of one), or null. */
+    get tokenProvider() {
+      return this._tokenProvider;
+    }
+
+    set tokenProvider(provider) {
+      this._tokenProvider = typeof provider === "function" ? provider : null;
     }
 
     /** The latest counts: {unread, unseen, total}. */
@@ -361,6 +377,7 @@
     }
 
     _restart() {
+      this._freshToken = false;
       this._disconnect();
       this._generation += 1;
       this._items.clear();
@@ -400,8 +417,37 @@
 
     _unauthorized() {
       this._disconnect();
+      // A token the provider has just given that is refused too is not asked again:
+      // asking in a loop would hammer both servers.
+      if (this._tokenProvider && !this._renewing && !this._freshToken) {
+        this._renew(this._generation);
+        return;
+      }
+      this._refused();
+    }
+
+    _refused() {
       this._setConnection("unauthorized");
       this.dispatchEvent(new CustomEvent("tidings-unauthorized", { bubbles: true }));
+    }
+
+    async _renew(generation) {
+      this._renewing = true;
+      this._setConnection("reconnecting");
+      let token = "";
+      try {
+        token = await this._tokenProvider();
+      } catch {
+        token = "";
+      }
+      this._renewing = false;
+      if (generation !== this._generation) return;
+      if (typeof token === "string" && token && token !== this._token) {
+        this.setAttribute("token", token);
+        this._freshToken = true;
+        return;
+      }
+      this._refused();
     }
 
     // --- the live stream, reconnected with exponential backoff --------------------------
@@ -415,6 +461,7 @@
         if (generation !== this._generation) return;
         const recovered = this._connectionState === "reconnecting";
         this._backoff = BACKOFF_FIRST_MS;
+        this._freshToken = false;
         this._setConnection("open");
         // Whatever arrived while the stream was down is on the first page.
         if (recovered) this._refreshFirstPage();
@@ -423,6 +470,17 @@
       source.addEventListener("item", (event) => this._onMessage(generation, event, "item"));
       source.addEventListener("resync", () => {
         if (generation === this._generation) this._refreshFirstPage();
+      });
+      // The token stopped being accepted: the same one would only be refused again.
+      source.addEventListener("expired", () => {
+        if (generation === this._generation) this._unauthorized();
+      });
+      // A newer stream of the same user took this one's place (too many were open):
+      // reconnecting would push out another one, so this one stays closed.
+      source.addEventListener("closed", () => {
+        if (generation !== this._generation) return;
+        this._disconnect();
+        this._setConnection("closed");
       });
       source.addEventListener("error", () => {
         if (generation !== this._generation) return;
