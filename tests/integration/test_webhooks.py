@@ -3,22 +3,31 @@ ownership and filters."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import standardwebhooks
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.conftest import eventually
 from tests.integration.test_client import free_port, serving
 from tidings.app import Runtime
 from tidings.kit import errors
 from tidings.kit.settings import Settings
-from tidings.webhooks import outbox, sender
+from tidings.webhooks import addresses, outbox, sender
 from tidings.webhooks.service import WebhooksService
 
 
@@ -158,7 +167,9 @@ async def test_a_delivery_reaches_the_receiver_signed_and_in_order(
     assert [headers["webhook-id"] for headers, _body in app.requests] == written
     assert len(set(written)) == 4
     assert all(len(m["log"]) == 1 and m["log"][0]["status"] == 200 for m in log)
-    assert log[0]["log"][0]["response"] == "thanks"
+    # The producer learns the size of the receiver's answer, never what it said.
+    assert log[0]["log"][0]["response"] == "6 bytes"
+    assert "thanks" not in json.dumps(log)
 
     # A test message goes the same way.
     response = await client.post(f"/v1/webhooks/{endpoint['id']}/test", headers=producer)
@@ -378,10 +389,17 @@ async def test_internal_addresses_are_refused_unless_allowed(runtime: Runtime) -
         "http://10.1.2.3/hook",
         "http://[::1]/hook",
         "http://169.254.169.254/latest",
+        "http://100.100.100.200/latest/meta-data",
+        "http://192.0.0.8/hook",
+        "http://[2002:7f00:1::1]/hook",
+        "http://[fec0::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://[64:ff9b::a9fe:a9fe]/latest",
     ):
         with pytest.raises(errors.Invalid) as refused:
             await strict.create(key, url=url, description=None, types=None, states=None)
         assert refused.value.field == "url"
+        assert "TIDINGS_WEBHOOKS_ALLOW_PRIVATE=true" in refused.value.message
 
 
 async def test_endpoints_hear_only_the_types_their_filter_and_key_allow(
@@ -469,3 +487,183 @@ def test_the_previous_secret_signs_only_while_its_grace_lasts() -> None:
     assert sender.signing_secrets(endpoint, now) == ["whsec_new", "whsec_old"]
     later = now + dt.timedelta(seconds=1)
     assert sender.signing_secrets(endpoint, later) == ["whsec_new"]
+
+
+@contextlib.asynccontextmanager
+async def strict_tidings(
+    make_settings: Callable[..., Settings], database_url: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """Tidings as deployed: endpoints may not point inside its own network."""
+    from tidings.app import build_runtime, create_app
+
+    settings = make_settings(
+        database_url=database_url,
+        webhooks_allow_private=False,
+        webhooks_retry_seconds=[0.0],
+    )
+    tidings = create_app(runtime=build_runtime(settings))
+    async with (
+        tidings.router.lifespan_context(tidings),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=tidings), base_url="http://tidings.test"
+        ) as client,
+    ):
+        yield client, await key_headers(tidings.state.runtime, "*")
+
+
+def resolving(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> None:
+    """Names resolve as ``answers`` says, at the moment they are asked."""
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return list(answers[host])
+
+    monkeypatch.setattr(addresses, "resolve", resolve)
+
+
+async def test_an_internal_address_is_refused_over_http_naming_the_setting(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    async with strict_tidings(make_settings, database_url) as (client, headers):
+        for url in ("http://100.100.100.200/latest", "https://[fec0::1]/hook"):
+            response = await client.post("/v1/webhooks", json={"url": url}, headers=headers)
+            assert response.status_code == 422, response.text
+            error = response.json()["error"]
+            assert error["field"] == "url"
+            assert "TIDINGS_WEBHOOKS_ALLOW_PRIVATE" in error["message"]
+
+
+async def test_a_name_that_turns_internal_after_registration_is_not_sent_to(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    receiver: tuple[Receiver, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, url = receiver
+    answers = {"hooks.example": ["93.184.216.34"]}
+    resolving(monkeypatch, answers)
+    async with strict_tidings(make_settings, database_url) as (client, headers):
+        hook = url.replace("127.0.0.1", "hooks.example")
+        endpoint = await register(client, headers, hook)
+        # The name now points at the deployment itself (DNS rebinding).
+        answers["hooks.example"] = ["127.0.0.1"]
+        response = await client.post(f"/v1/webhooks/{endpoint['id']}/test", headers=headers)
+        assert response.status_code == 202, response.text
+
+        async def given_up() -> bool:
+            log = await log_of(client, headers, endpoint["id"])
+            return log[0]["state"] == "failed"
+
+        await eventually(given_up)
+        (message,) = await log_of(client, headers, endpoint["id"])
+        assert [a["error"] for a in message["log"]] == [
+            "refused: 127.0.0.1 is an internal address"
+        ] * 2
+        assert app.requests == []
+
+
+async def test_a_message_goes_to_the_address_resolved_with_the_hosts_own_name(
+    client: httpx.AsyncClient,
+    producer: dict[str, str],
+    receiver: tuple[Receiver, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, url = receiver
+    resolving(monkeypatch, {"hooks.example": ["127.0.0.1"]})
+    hook = url.replace("127.0.0.1", "hooks.example")
+    endpoint = await register(client, producer, hook)
+    response = await client.post(f"/v1/webhooks/{endpoint['id']}/test", headers=producer)
+    assert response.status_code == 202, response.text
+
+    async def arrived() -> bool:
+        return len(app.requests) == 1
+
+    await eventually(arrived)
+    headers, _body = app.requests[0]
+    assert headers["host"] == hook.split("/")[2]
+    assert app.verified(endpoint["secret"])[0]["type"] == "webhook.test"
+
+
+def tls_certificate(directory: Path, name: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA, and a certificate it signed for ``name`` only (no address)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webhook test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+async def test_https_to_the_checked_address_verifies_the_certificate_of_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca_file, cert_file, key_file = tls_certificate(tmp_path, "hooks.example")
+    app = Receiver()
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        log_level="error",
+        ssl_certfile=str(cert_file),
+        ssl_keyfile=str(key_file),
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: asyncio.sleep(0, server.started))
+        resolving(monkeypatch, {"hooks.example": ["127.0.0.1"], "other.example": ["127.0.0.1"]})
+        trusted = ssl.create_default_context(cafile=str(ca_file))
+        async with sender.Clients(10.0, verify=trusted) as clients:
+            sent = await sender.post(
+                clients,
+                f"https://hooks.example:{port}/hooks",
+                b"{}",
+                {"content-type": "application/json"},
+                allow_private=True,
+            )
+            assert (sent.status, sent.error, sent.response) == (200, None, "6 bytes")
+            assert app.requests[0][0]["host"] == f"hooks.example:{port}"
+
+            # The certificate is checked against the URL's name, not the address.
+            wrong = await sender.post(
+                clients, f"https://other.example:{port}/hooks", b"{}", {}, allow_private=True
+            )
+            assert wrong.status is None
+            assert "certificate" in (wrong.error or "").lower()
+            assert len(app.requests) == 1
+    finally:
+        server.should_exit = True
+        await task

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tidings.delivery.states import DeliveryState
+
+_SIZE = re.compile(r"(more than )?[0-9]+ bytes")
 
 TypePattern = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -96,7 +99,16 @@ class AttemptOut(BaseModel):
     status: int | None
     error: str | None
     duration_ms: int | None
-    response: str | None
+    response: str | None = Field(
+        description="The size of the receiver's answer (`6 bytes`); its content is never "
+        "kept or shown."
+    )
+
+    @field_validator("response")
+    @classmethod
+    def _size_only(cls, value: str | None) -> str | None:
+        # Attempts logged by earlier versions kept the start of the answer itself.
+        return value if value is None or _SIZE.fullmatch(value) else None
 
 
 class Message(BaseModel):

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import ssl
 import time
 import weakref
 from collections.abc import Mapping, Sequence
@@ -32,8 +33,9 @@ from tidings.webhooks import addresses, outbox, repository
 
 log = logging.getLogger(__name__)
 
-RESPONSE_EXCERPT = 500
-"""How much of a receiver's answer the log keeps."""
+RESPONSE_READ_LIMIT = 65_536
+"""How much of a receiver's answer is read, only to count its size: the log keeps the
+status and the size, never the content, which the producer must not see through us."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Attempt:
     error: str | None
     duration_ms: int
     response: str | None
+    """The size of the receiver's answer (``"6 bytes"``), never its content."""
 
     @property
     def ok(self) -> bool:
@@ -115,16 +118,11 @@ class WebhookSender:
 
     async def send(self, jobs: Sequence[Job]) -> None:
         """Send each job's message, oldest first."""
-        async with httpx.AsyncClient(
-            timeout=self._policy.timeout_seconds,
-            follow_redirects=False,
-            transport=self._transport,
-            headers={"user-agent": f"Tidings-Webhooks/{__version__}"},
-        ) as client:
+        async with Clients(self._policy.timeout_seconds, transport=self._transport) as clients:
             for job in sorted(jobs, key=lambda j: str(j.payload["message"])):
-                await self._send_one(client, job)
+                await self._send_one(clients, job)
 
-    async def _send_one(self, client: httpx.AsyncClient, job: Job) -> None:
+    async def _send_one(self, clients: Clients, job: Job) -> None:
         async with self._db.reader() as conn:
             message = await repository.message(conn, job.payload["message"])
             endpoint = (
@@ -146,34 +144,23 @@ class WebhookSender:
             async with self._db.transaction() as conn:
                 await self._queue.complete(conn, [job])
             return
-        attempt = await self._post(client, endpoint, message)
+        attempt = await self._post(clients, endpoint, message)
         await self._settle(job, endpoint, message, attempt)
 
     async def _post(
-        self, client: httpx.AsyncClient, endpoint: Mapping[str, Any], message: Mapping[str, Any]
+        self, clients: Clients, endpoint: Mapping[str, Any], message: Mapping[str, Any]
     ) -> Attempt:
-        started = time.perf_counter()
-
-        def took() -> int:
-            return int((time.perf_counter() - started) * 1000)
-
-        if not self._policy.allow_private:
-            internal = await addresses.internal_address(endpoint["url"])
-            if internal is not None:
-                return Attempt(None, f"refused: {internal} is an internal address", took(), None)
         body = body_of(message["payload"])
         now = self._clock.now()
         headers = signed_headers(signing_secrets(endpoint, now), message["msg_id"], now, body)
         headers["content-type"] = "application/json"
-        try:
-            response = await client.post(
-                endpoint["url"], content=body.encode("utf-8"), headers=headers
-            )
-        except httpx.HTTPError as exc:
-            return Attempt(None, f"{type(exc).__name__}: {exc}"[:1000], took(), None)
-        excerpt = response.text[:RESPONSE_EXCERPT] if response.content else None
-        error = None if response.is_success else f"HTTP {response.status_code}"
-        return Attempt(response.status_code, error, took(), excerpt)
+        return await post(
+            clients,
+            endpoint["url"],
+            body.encode("utf-8"),
+            headers,
+            allow_private=self._policy.allow_private,
+        )
 
     async def _settle(
         self,
@@ -259,6 +246,102 @@ class WebhookSender:
                 self._policy.disable_after,
                 attempt.error,
             )
+
+
+class Clients:
+    """The HTTP clients of one batch, one per host name.
+
+    Connections are pooled by the address they go to; a client per name keeps a
+    connection whose certificate was checked for one name from carrying a request for
+    another name that resolves to the same address.
+    """
+
+    def __init__(
+        self,
+        timeout_seconds: float,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        self._timeout = timeout_seconds
+        self._transport = transport
+        self._verify = verify
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def of(self, name: str) -> httpx.AsyncClient:
+        """The client for requests to host ``name``."""
+        found = self._clients.get(name)
+        if found is None:
+            found = self._clients[name] = httpx.AsyncClient(
+                timeout=self._timeout,
+                follow_redirects=False,
+                # No proxy from the environment: the connection goes to the checked address.
+                trust_env=False,
+                verify=self._verify,
+                transport=self._transport,
+                headers={"user-agent": f"Tidings-Webhooks/{__version__}"},
+            )
+        return found
+
+    async def __aenter__(self) -> Clients:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+async def post(
+    clients: Clients,
+    url: str,
+    content: bytes,
+    headers: Mapping[str, str],
+    *,
+    allow_private: bool,
+) -> Attempt:
+    """POST ``content`` to ``url``, at the address its host was checked to have.
+
+    The check runs at every attempt, not only when the endpoint was registered: the
+    name may resolve elsewhere now. The connection then goes to the address checked,
+    never to a second answer of the resolver, with the URL's host name for the Host
+    header and for TLS (SNI and the certificate's name).
+    """
+    started = time.perf_counter()
+
+    def took() -> int:
+        return int((time.perf_counter() - started) * 1000)
+
+    try:
+        target = await addresses.target_of(url, allow_private=allow_private)
+    except addresses.Refused as exc:
+        return Attempt(None, f"refused: {exc.address} is an internal address", took(), None)
+    except addresses.Unresolved as exc:
+        return Attempt(None, str(exc)[:1000], took(), None)
+    extensions = {"sni_hostname": target.server_name} if target.url.startswith("https") else {}
+    try:
+        async with clients.of(target.server_name).stream(
+            "POST",
+            target.url,
+            content=content,
+            headers={**headers, "host": target.host},
+            extensions=extensions,
+        ) as response:
+            size = await _answer_size(response)
+    except httpx.HTTPError as exc:
+        return Attempt(None, f"{type(exc).__name__}: {exc}"[:1000], took(), None)
+    error = None if response.is_success else f"HTTP {response.status_code}"
+    return Attempt(response.status_code, error, took(), size)
+
+
+async def _answer_size(response: httpx.Response) -> str:
+    """How big the answer is, reading no more of it than ``RESPONSE_READ_LIMIT``."""
+    size = 0
+    async for chunk in response.aiter_raw():
+        size += len(chunk)
+        if size > RESPONSE_READ_LIMIT:
+            return f"more than {RESPONSE_READ_LIMIT} bytes"
+    return f"{size} bytes"
 
 
 @dataclass(frozen=True)

@@ -49,13 +49,17 @@ class WebhooksService:
         problem = addresses.problem_with(url)
         if problem is not None:
             raise errors.Invalid(problem, field="url")
-        if not self._allow_private:
-            internal = await addresses.internal_address(url)
-            if internal is not None:
-                raise errors.Invalid(
-                    f"The URL points inside this deployment's network ({internal}).",
-                    field="url",
-                )
+        try:
+            await addresses.addresses_of(url, allow_private=self._allow_private)
+        except addresses.Refused as exc:
+            raise errors.Invalid(
+                f"The URL points inside this deployment's network ({exc.address}); an "
+                f"operator can allow such endpoints with "
+                f"{addresses.ALLOW_PRIVATE_SETTING}=true.",
+                field="url",
+            ) from None
+        except addresses.Unresolved:
+            pass  # sending to it fails and is logged like any other failure
         return url
 
     async def create(
