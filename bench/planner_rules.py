@@ -526,7 +526,7 @@ async def one_run(
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-                _key, secret = await runtime.auth.create_key("bench", ["*"])
+                _key, secret = await runtime.auth.create_key("bench", ["*", "preferences:write"])
                 api = Api(client, secret)
                 t0 = time.perf_counter()
                 await set_preferences(api, args)

@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from tidings.app import Runtime, build_runtime, create_app
+from tidings.auth import keys
 from tidings.kit import migrate
 from tidings.kit.settings import Settings
 
@@ -139,8 +140,9 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def api_key(runtime: Runtime) -> str:
-    """A producer key that may publish every type."""
-    _key, plaintext = await runtime.auth.create_key("tests", ["*"])
+    """A producer key that may publish every type and hold every capability scope (users,
+    topics, preferences, the dev mailbox) but is not an operator's."""
+    _key, plaintext = await runtime.auth.create_key("tests", ["*", *keys.CAPABILITIES])
     return plaintext
 
 

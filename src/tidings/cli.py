@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tidings import catalog
+from tidings.auth import keys
 from tidings.auth.service import AuthService
 from tidings.catalog import evolution
 from tidings.kit import errors, logs, migrate
@@ -214,42 +215,60 @@ def catalog_check(
 def keys_create(
     name: Annotated[str, typer.Option(help="Who the key is for, e.g. a team.")],
     types: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--types",
-            "--scope",
-            help="Type patterns it may publish, e.g. 'comment.*'; 'admin' for an operator.",
+            help="Notification types it may publish and read, as patterns: 'comment.*'.",
         ),
-    ],
+    ] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            help="What else it may do: users:read, users:write, users:erase, topics:read, "
+            "topics:write, preferences:read, preferences:write, dev:mailbox; admin for an "
+            "operator (implies all). Repeat it or separate with commas.",
+        ),
+    ] = None,
 ) -> None:
-    """Create an API key; the key itself is printed alone on the last line, once."""
+    """Create an API key with only the scopes given; the key itself is printed alone on
+    the last line, once."""
     settings = _settings()
-    scopes = [pattern.strip() for value in types for pattern in value.split(",") if pattern.strip()]
+    given = [*(types or []), *(scope or [])]
+    scopes = [part.strip() for value in given for part in value.split(",") if part.strip()]
 
-    async def create(service: AuthService) -> tuple[str, str]:
-        key, plaintext = await service.create_key(name, scopes)
-        return key.id, plaintext
+    async def create(service: AuthService) -> tuple[keys.ApiKey, str]:
+        return await service.create_key(name, scopes)
 
     _ensure_schema(settings)
     try:
-        key_id, plaintext = _run(lambda: _with_auth(settings, create))
+        key, plaintext = _run(lambda: _with_auth(settings, create))
     except errors.TidingsError as exc:
         raise _fail(exc.message) from None
-    err.print(f"created key {key_id} for {name!r}, may publish: {', '.join(scopes)}")
+    err.print(
+        f"created key {key.id} for {name!r}; types: {', '.join(key.type_patterns) or 'none'}; "
+        f"scopes: {', '.join(_granted(key)) or 'none'}"
+    )
     print(plaintext)
+
+
+def _granted(key: keys.ApiKey) -> list[str]:
+    """A key's capability scopes as given (``admin`` stays one word)."""
+    return [s for s in key.scopes if keys.is_capability(s)]
 
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """List API keys (never their secrets)."""
+    """List API keys (never their secrets), with their type patterns and scopes."""
     settings = _settings()
 
-    async def listing(service: AuthService) -> list[tuple[str, str, str, str, str]]:
+    async def listing(service: AuthService) -> list[tuple[str, str, str, str, str, str]]:
         return [
             (
                 k.id,
                 k.name,
-                ", ".join(k.scopes),
+                ", ".join(k.type_patterns),
+                ", ".join(_granted(k)),
                 k.created_at.isoformat(timespec="seconds"),
                 "revoked" if k.revoked_at else "active",
             )
@@ -257,7 +276,7 @@ def keys_list() -> None:
         ]
 
     _ensure_schema(settings)
-    table = Table("id", "name", "types", "created", "status")
+    table = Table("id", "name", "types", "scopes", "created", "status")
     for row in _run(lambda: _with_auth(settings, listing)):
         table.add_row(*row)
     out.print(table)
@@ -265,7 +284,7 @@ def keys_list() -> None:
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: str) -> None:
-    """Revoke an API key (a running server stops accepting it within seconds)."""
+    """Revoke an API key: every process refuses it from its next request."""
     settings = _settings()
     try:
         _run(lambda: _with_auth(settings, lambda service: service.revoke_key(key_id)))

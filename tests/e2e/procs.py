@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import CATALOG, ROOT
+from tidings.auth.keys import CAPABILITIES
 
 TIDINGS = str(Path(sys.executable).with_name("tidings"))
 START_TIMEOUT = 30.0
@@ -90,7 +91,9 @@ def last_line(output: str) -> str:
 
 async def create_key(env: Mapping[str, str]) -> str:
     done = await asyncio.to_thread(
-        run_cli, ["keys", "create", "--name", "e2e", "--types", "*"], env
+        run_cli,
+        ["keys", "create", "--name", "e2e", "--types", "*", "--scope", ",".join(CAPABILITIES)],
+        env,
     )
     return last_line(done.stdout)
 

@@ -196,12 +196,15 @@ async def test_published_event_reaches_every_open_stream_of_its_recipient(
         assert carol_deliveries[0]["message_id"] is None
 
         # The mail catcher holds exactly one message: Bob's, under his delivery's id and
-        # Message-ID. Any key may look, even one that may not publish comments.
+        # Message-ID. Only a key with the dev:mailbox scope may look.
         made = await asyncio.to_thread(
             run_cli, ["keys", "create", "--name", "other", "--types", "board.invited"], env
         )
         other_key = last_line(made.stdout)
         box = await client.get("/v1/dev/mailbox", headers={"Authorization": f"Bearer {other_key}"})
+        assert box.status_code == 403, box.text
+        assert box.json()["error"]["scope"] == "dev:mailbox"
+        box = await client.get("/v1/dev/mailbox", headers=producer)
         assert box.status_code == 200, box.text
         messages = box.json()["messages"]
         assert len(messages) == 1, messages

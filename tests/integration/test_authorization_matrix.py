@@ -19,7 +19,10 @@ from fastapi.routing import iter_route_contexts
 
 from tests.conftest import eventually
 from tidings.app import Runtime
-from tidings.auth import tokens
+from tidings.auth import keys, tokens
+
+SCOPED = tuple(f"scope:{capability}" for capability in keys.CAPABILITIES)
+"""A key per capability scope, holding that scope alone (no type pattern)."""
 
 KINDS = (
     "none",
@@ -31,11 +34,13 @@ KINDS = (
     "owner",
     "other",
     "admin",
+    *SCOPED,
 )
 """Credential kinds: nothing; a garbage bearer; an expired user token; a revoked key; a
-producer key whose scopes cover the type involved (``comment.*``) and one whose scopes do
-not (``billing.*``); the token of the user the data belongs to (``u-bob``) and of another
-user (``u-eve``); an operator's key (scope ``admin`` only)."""
+producer key whose type patterns cover the type involved (``comment.*``) and one whose
+patterns do not (``billing.*``), neither with a capability scope; the token of the user the
+data belongs to (``u-bob``) and of another user (``u-eve``); an operator's key (scope
+``admin`` only); and a key with one capability scope and nothing else."""
 
 PUBLIC = {
     "/openapi.json": "the API's own description",
@@ -71,10 +76,17 @@ class Row:
     params: dict[str, str] = field(default_factory=dict)
     removes: bool = False
     """The call removes what the path names: each credential gets a fresh one."""
+    scope: str | None = None
+    """The capability scope the operation needs: its holders get what ``admin`` gets,
+    every other producer key 403."""
 
     def expected(self, kind: str) -> int:
         if kind in ("none", "wrong", "expired", "revoked"):
             return 401
+        if kind.startswith("scope:"):
+            if self.scope is None:
+                return self.producer_out  # a key with no type pattern
+            return self.admin if kind == f"scope:{self.scope}" else 403
         status: int = getattr(self, kind)
         return status
 
@@ -100,6 +112,12 @@ def producer(method: str, route: str, path: str, ok: int, **kw: Any) -> Row:
 def scoped(method: str, route: str, path: str, ok: int, **kw: Any) -> Row:
     """A producer endpoint about one type: the key's scopes (or ``admin``) must cover it."""
     return Row(method, route, path, ok, 403, 403, 403, ok, **kw)
+
+
+def capability(method: str, route: str, path: str, scope: str, ok: int, **kw: Any) -> Row:
+    """A producer endpoint that needs a capability scope (or ``admin``), whatever the key's
+    type patterns."""
+    return Row(method, route, path, 403, 403, 403, 403, ok, scope=scope, **kw)
 
 
 def operator(method: str, route: str, path: str, ok: int, **kw: Any) -> Row:
@@ -130,31 +148,61 @@ TABLE = [
     ),
     scoped("GET", "/v1/events/{event_id}", "/v1/events/{event_id}", 200),
     scoped("GET", "/v1/deliveries/{delivery_id}", "/v1/deliveries/{delivery_id}", 200),
-    producer("PUT", "/v1/users/{user_id}", "/v1/users/u-bob", 200, body={"name": "Bob"}),
-    producer("GET", "/v1/users/{user_id}", "/v1/users/u-bob", 200),
-    producer("DELETE", "/v1/users/{user_id}", "/v1/users/u-gone", 404),
-    producer(
+    capability(
+        "PUT", "/v1/users/{user_id}", "/v1/users/u-bob", keys.USERS_WRITE, 200, body={"name": "Bob"}
+    ),
+    capability("GET", "/v1/users/{user_id}", "/v1/users/u-bob", keys.USERS_READ, 200),
+    capability("DELETE", "/v1/users/{user_id}", "/v1/users/u-gone", keys.USERS_ERASE, 404),
+    capability(
         "PUT",
         "/v1/topics/{topic}/subscribers",
         "/v1/topics/board:b-1/subscribers",
+        keys.TOPICS_WRITE,
         200,
         body={"user_ids": ["u-bob"]},
     ),
-    producer(
+    capability(
         "DELETE",
         "/v1/topics/{topic}/subscribers",
         "/v1/topics/board:b-2/subscribers",
+        keys.TOPICS_WRITE,
         200,
         body={"user_ids": ["u-bob"]},
     ),
-    producer("GET", "/v1/topics/{topic}/subscribers", "/v1/topics/board:b-1/subscribers", 200),
-    producer("GET", "/v1/users/{user_id}/preferences", "/v1/users/u-bob/preferences", 200),
-    producer("PUT", "/v1/users/{user_id}/preferences", "/v1/users/u-bob/preferences", 200, body={}),
-    producer("GET", "/v1/tenants/{tenant_id}/preferences", "/v1/tenants/acme/preferences", 200),
-    producer(
+    capability(
+        "GET",
+        "/v1/topics/{topic}/subscribers",
+        "/v1/topics/board:b-1/subscribers",
+        keys.TOPICS_READ,
+        200,
+    ),
+    capability(
+        "GET",
+        "/v1/users/{user_id}/preferences",
+        "/v1/users/u-bob/preferences",
+        keys.PREFERENCES_READ,
+        200,
+    ),
+    capability(
+        "PUT",
+        "/v1/users/{user_id}/preferences",
+        "/v1/users/u-bob/preferences",
+        keys.PREFERENCES_WRITE,
+        200,
+        body={},
+    ),
+    capability(
+        "GET",
+        "/v1/tenants/{tenant_id}/preferences",
+        "/v1/tenants/acme/preferences",
+        keys.PREFERENCES_READ,
+        200,
+    ),
+    capability(
         "PUT",
         "/v1/tenants/{tenant_id}/preferences",
         "/v1/tenants/acme/preferences",
+        keys.PREFERENCES_WRITE,
         200,
         body={},
     ),
@@ -165,7 +213,7 @@ TABLE = [
         200,
         body=PREVIEW,
     ),
-    producer("GET", "/v1/dev/mailbox", "/v1/dev/mailbox", 200),
+    capability("GET", "/v1/dev/mailbox", "/v1/dev/mailbox", keys.DEV_MAILBOX, 200),
     operator("GET", "/v1/users/{user_id}/deliveries", "/v1/users/u-bob/deliveries", 200),
     operator("GET", "/v1/dead-letters", "/v1/dead-letters", 200),
     operator(
@@ -252,7 +300,9 @@ async def _credentials(runtime: Runtime) -> dict[str, dict[str, str]]:
     _in, producer_in = await runtime.auth.create_key("matrix-in", ["comment.*"])
     _out, producer_out = await runtime.auth.create_key("matrix-out", ["billing.*"])
     _admin, admin = await runtime.auth.create_key("matrix-admin", ["admin"])
-    revoked_key, revoked = await runtime.auth.create_key("matrix-revoked", ["*"])
+    revoked_key, revoked = await runtime.auth.create_key(
+        "matrix-revoked", ["*", *keys.CAPABILITIES]
+    )
     await runtime.auth.revoke_key(revoked_key.id)
     expired = tokens.issue_user_token(
         runtime.settings.signing_secret,
@@ -270,6 +320,9 @@ async def _credentials(runtime: Runtime) -> dict[str, dict[str, str]]:
         "owner": bearer(runtime.auth.issue_user_token("u-bob")),
         "other": bearer(runtime.auth.issue_user_token("u-eve")),
         "admin": bearer(admin),
+    } | {
+        f"scope:{capability}": bearer((await runtime.auth.create_key(capability, [capability]))[1])
+        for capability in keys.CAPABILITIES
     }
 
 
@@ -376,6 +429,10 @@ async def test_each_credential_gets_the_status_its_row_says(
             elif expected >= 400:
                 error = response.json()["error"]
                 assert error["code"] in ("unauthenticated", "forbidden", "not_found"), error
+                if expected == 403 and row.scope and kind not in ("owner", "other"):
+                    # The refusal names the scope to ask for and how to get a key with it.
+                    assert error["scope"] == row.scope, error
+                    assert f"--scope {row.scope}" in error["message"], error
     assert not wrong, "\n".join(wrong)
 
 

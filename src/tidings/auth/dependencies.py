@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
 
+from tidings.auth import keys
 from tidings.auth.keys import ApiKey
 from tidings.auth.rate_limit import Limiter
 from tidings.auth.service import AuthService
@@ -87,12 +89,39 @@ async def operator(key: Annotated[ApiKey, Depends(producer)]) -> ApiKey:
     if not key.is_operator:
         raise errors.Forbidden(
             "This needs an operator's key: one created with the 'admin' scope "
-            "(tidings keys create --name ops --types admin).",
+            "(tidings keys create --name ops --scope admin).",
             field="authorization",
         )
     return key
 
 
+def requires(capability: str) -> Callable[[ApiKey], Awaitable[ApiKey]]:
+    """A dependency: a producer's key that holds ``capability`` (or ``admin``); 401
+    without a key, 403 naming the scope to ask for with another."""
+    assert capability in keys.CAPABILITIES, capability
+
+    async def holder(key: Annotated[ApiKey, Depends(producer)]) -> ApiKey:
+        if not key.has(capability):
+            raise errors.Forbidden(
+                f"This needs the {capability!r} scope ({keys.CAPABILITIES[capability]}); "
+                f"the key {key.name!r} has {', '.join(key.scopes)}. An operator creates a key "
+                f"with it: tidings keys create --name <name> --scope {capability}.",
+                field="authorization",
+                scope=capability,
+            )
+        return key
+
+    return holder
+
+
 Producer = Annotated[ApiKey, Depends(producer)]
 Operator = Annotated[ApiKey, Depends(operator)]
 EndUser = Annotated[str, Depends(end_user)]
+UsersReader = Annotated[ApiKey, Depends(requires(keys.USERS_READ))]
+UsersWriter = Annotated[ApiKey, Depends(requires(keys.USERS_WRITE))]
+UsersEraser = Annotated[ApiKey, Depends(requires(keys.USERS_ERASE))]
+TopicsReader = Annotated[ApiKey, Depends(requires(keys.TOPICS_READ))]
+TopicsWriter = Annotated[ApiKey, Depends(requires(keys.TOPICS_WRITE))]
+PreferencesReader = Annotated[ApiKey, Depends(requires(keys.PREFERENCES_READ))]
+PreferencesWriter = Annotated[ApiKey, Depends(requires(keys.PREFERENCES_WRITE))]
+MailboxReader = Annotated[ApiKey, Depends(requires(keys.DEV_MAILBOX))]

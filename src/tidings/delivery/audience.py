@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
 from tidings.email.suppressions import Suppressions, normalise_address
+from tidings.events.service import carried_addresses, recipient_profile
 from tidings.planning import planner
 from tidings.planning.rules.preferences import Preferences
 from tidings.preferences.service import PlanningPreferences, PreferencesService
@@ -22,8 +23,12 @@ class Audience:
     preferences: PlanningPreferences
     suppressed: Mapping[str, str]
 
-    def recipient(self, user_id: str) -> planner.Recipient:
-        return planner.Recipient.from_profile(user_id, self.profiles.get(user_id))
+    def recipient(self, user_id: str, event: Mapping[str, Any] | None = None) -> planner.Recipient:
+        """``user_id`` as ``event``'s deliveries see them: their stored profile, with what
+        the event carried for them on top."""
+        return planner.Recipient.from_profile(
+            user_id, recipient_profile(event, user_id, self.profiles.get(user_id))
+        )
 
     def preferences_of(self, user_id: str, tenant: str) -> Preferences:
         return self.preferences.of(user_id, tenant)
@@ -56,10 +61,15 @@ class AudienceLoader:
         self._suppressions = suppressions
 
     async def load(
-        self, conn: AsyncConnection, user_ids: Collection[str], tenants: Collection[str]
+        self,
+        conn: AsyncConnection,
+        user_ids: Collection[str],
+        tenants: Collection[str],
+        events: Iterable[Mapping[str, Any]] = (),
     ) -> Audience:
         profiles = await self._users.profiles(conn, user_ids)
         addresses = [p["email"] for p in profiles.values() if p.get("email")]
+        addresses += sorted(carried_addresses(events) - set(addresses))
         return Audience(
             profiles=profiles,
             preferences=await self._preferences.for_planning(conn, user_ids, tenants),

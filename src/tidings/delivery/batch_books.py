@@ -59,7 +59,7 @@ async def load(
         rules = ntype.rules
         if rules.dedup is not None:
             for user in users:
-                key = dedup_key_of(event, ntype, audience.recipient(user))
+                key = dedup_key_of(event, ntype, audience.recipient(user, event))
                 dedup_users[key] = user
                 dedup_keys[(event["id"], user)] = key
         if rules.throttle is not None:

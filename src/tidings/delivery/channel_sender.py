@@ -22,7 +22,7 @@ from tidings.delivery.plan_rows import event_context
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
 from tidings.delivery.worker import RetryPolicy
-from tidings.events.service import EventsService
+from tidings.events.service import EventsService, recipient_profile
 from tidings.kit import metrics, tracing
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
@@ -108,7 +108,8 @@ class ChannelSender:
                 finished.append(job)
                 continue
             recipient = planner.Recipient.from_profile(
-                record["user_id"], profiles.get(record["user_id"])
+                record["user_id"],
+                recipient_profile(event, record["user_id"], profiles.get(record["user_id"])),
             )
             try:
                 sends.append(self._prepare(job, record, plugin, event, digest, recipient))

@@ -39,7 +39,7 @@ from tidings.email.providers.base import (
     TransientSendError,
 )
 from tidings.email.suppressions import Suppressions, normalise_address
-from tidings.events.service import EventsService
+from tidings.events.service import EventsService, carried_addresses, recipient_profile
 from tidings.inbox.service import InboxService
 from tidings.kit import job_context, metrics, tracing
 from tidings.kit.clock import Clock
@@ -115,6 +115,7 @@ class EmailSender:
             }
             profiles = await self._users.profiles(conn, {d["user_id"] for d in deliveries.values()})
             addresses = [p["email"] for p in profiles.values() if p.get("email")]
+            addresses += sorted(carried_addresses(events.values()) - set(addresses))
             suppressed = await self._suppressions.among(conn, addresses) if addresses else {}
             watched = await _shown_in(
                 conn, [j.payload["unless_seen"] for j in jobs if j.payload.get("unless_seen")]
@@ -130,12 +131,13 @@ class EmailSender:
             if delivery is None or delivery["state"] != DeliveryState.SCHEDULED:
                 finished.append(job)  # erased, or already sent by an earlier run
                 continue
+            event = events.get(delivery["event_id"])
             recipient = planner.Recipient.from_profile(
-                delivery["user_id"], profiles.get(delivery["user_id"])
+                delivery["user_id"],
+                recipient_profile(event, delivery["user_id"], profiles.get(delivery["user_id"])),
             )
             # The list may have grown since planning: a bounce arrived meanwhile.
             digest = digest_rows.get(job.payload.get("digest", ""))
-            event = events.get(delivery["event_id"])
             reason = None
             if not recipient.email:
                 reason = planner.SuppressionReason.NO_ADDRESS

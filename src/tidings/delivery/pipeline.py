@@ -208,7 +208,10 @@ class Pipeline:
                 e["id"]: e for e in await self._events.load(conn, [d["event_id"] for d in held])
             }
             audience = await self._audience.load(
-                conn, {d["user_id"] for d in held}, {e["tenant"] for e in found.values()}
+                conn,
+                {d["user_id"] for d in held},
+                {e["tenant"] for e in found.values()},
+                found.values(),
             )
             silent = {j.payload["delivery"]: bool(j.payload.get("silent")) for j in jobs}
             rows = Rows()
@@ -229,10 +232,10 @@ class Pipeline:
             collapser = await open_collapser(
                 self._inbox,
                 conn,
-                [(e, audience.recipient(d["user_id"]), t) for d, e, t in pending],
+                [(e, audience.recipient(d["user_id"], e), t) for d, e, t in pending],
             )
             for delivery, event, ntype in pending:
-                recipient = audience.recipient(delivery["user_id"])
+                recipient = audience.recipient(delivery["user_id"], event)
                 item_id = collapser.place(
                     ntype, event, recipient, delivery["id"], now, silent=silent[delivery["id"]]
                 )
@@ -275,13 +278,15 @@ class Pipeline:
                 for e, t, users in pairs
             ]
         all_users = {user for _, _, users in pairs for user in users}
-        audience = await self._audience.load(conn, all_users, {e["tenant"] for e, _, _ in pairs})
+        audience = await self._audience.load(
+            conn, all_users, {e["tenant"] for e, _, _ in pairs}, [e for e, _, _ in pairs]
+        )
         books = await batch_books.load(conn, self._counters, self._catalog, pairs, audience, now)
         collapser = await open_collapser(
             self._inbox,
             conn,
             [
-                (event, audience.recipient(user), ntype)
+                (event, audience.recipient(user, event), ntype)
                 for event, ntype, users in pairs
                 if ntype.rules.collapse is not None
                 for user in users
@@ -291,9 +296,8 @@ class Pipeline:
         for event, ntype, users in pairs:
             for user in users:
                 mine = books.owned_by(ids.derived_id(event["id"], user))
-                self._plan_one(
-                    event, ntype, audience.recipient(user), audience, mine, collapser, rows, now
-                )
+                recipient = audience.recipient(user, event)
+                self._plan_one(event, ntype, recipient, audience, mine, collapser, rows, now)
         marks, hits = await self._record(conn, rows, books, now)
         due = {job.lane for job in rows.jobs if job.run_at is None or job.run_at <= now}
         # Counters outside the database (Redis) do not roll back with this transaction.

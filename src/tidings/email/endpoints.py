@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tidings import catalog
-from tidings.auth.dependencies import Producer
+from tidings.auth.dependencies import MailboxReader, Producer
 from tidings.email import unsubscribe_tokens
 from tidings.email.composer import EmailComposer
 from tidings.kit import errors
@@ -140,11 +140,14 @@ async def preview(
 @router.get("/v1/dev/mailbox", response_model=MailboxOut)
 async def mailbox(
     request: Request,
-    _key: Producer,
+    _key: MailboxReader,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     to: str | None = None,
 ) -> MailboxOut:
-    """Messages the built-in mail catcher received, newest first (embedded default only)."""
+    """Messages the built-in mail catcher received, newest first (embedded default only).
+
+    They hold every recipient's mail, password resets and unsubscribe links included, so
+    only a key with ``dev:mailbox`` (or ``admin``) reads them."""
     catcher = request.app.state.mail_catcher
     if catcher is None:
         raise errors.NotFound(

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
+from tidings.auth import keys
 from tidings.auth.keys import ApiKey
 from tidings.events import repository, schemas
 from tidings.kit import errors, ids, metrics, tracing
@@ -116,6 +117,14 @@ class EventsService:
         body_hash = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
         event_id = ids.new_id()
         recipients = event.recipients or []
+        carried = {
+            r.id: r.model_dump(mode="json", exclude_unset=True, exclude={"id"})
+            for r in recipients
+            if r.model_fields_set - {"id"}
+        }
+        # Only a key that may write profiles stores what its events carry; any other key's
+        # fields serve this event's deliveries and change no one's stored profile.
+        stores_profiles = key.has(keys.USERS_WRITE)
         return Prepared(
             event_id=event_id,
             tenant=event.tenant,
@@ -133,10 +142,11 @@ class EventsService:
                 "topic": event.topic,
                 "data": body["data"],
                 "api_key_id": key.id,
+                "recipient_profiles": None if stores_profiles or not carried else carried,
             },
-            profiles=[
-                r.model_dump(exclude_unset=True) for r in recipients if r.model_fields_set - {"id"}
-            ],
+            profiles=[{"id": uid, **fields} for uid, fields in carried.items()]
+            if stores_profiles
+            else [],
             trace=tracing.current_headers(),
         )
 
@@ -248,6 +258,29 @@ class EventsService:
     async def mark_planned(self, conn: AsyncConnection, event_ids: Sequence[str]) -> None:
         if event_ids:
             await repository.mark_planned(conn, event_ids, self._clock.now())
+
+
+def recipient_profile(
+    event: Mapping[str, Any] | None, user_id: str, stored: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    """The profile ``user_id`` has for ``event``'s deliveries: the stored one, with the
+    fields the event carried for them on top when its key could not store them."""
+    carried = (event or {}).get("recipient_profiles") or {}
+    fields = carried.get(user_id)
+    if not fields:
+        return stored
+    return {**(stored or {}), **fields}
+
+
+def carried_addresses(events: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The email addresses events carried for their recipients without storing them (to
+    check against the suppression list with the stored ones)."""
+    return {
+        fields["email"]
+        for event in events
+        for fields in (event.get("recipient_profiles") or {}).values()
+        if fields.get("email")
+    }
 
 
 def _claim(item: Prepared) -> tuple[str, str, str]:

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     # The demo page mints tokens for its example users: on by default only where nothing
     # is at stake (see ``demo_enabled``).
     demo: bool | None = None
+    # The demo serves its page and example users' tokens to loopback clients only; true
+    # serves them to anyone who can reach it. Its mailbox stays loopback-only regardless.
+    demo_remote: bool = False
     # Origins whose pages may call the end-user API (the inbox widget), e.g.
     # ``["https://app.example.com"]``; empty: the same origin only.
     cors_origins: list[str] = Field(default_factory=list)

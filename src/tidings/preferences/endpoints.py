@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from tidings.auth.dependencies import EndUser, Producer
+from tidings.auth.dependencies import EndUser, PreferencesReader, PreferencesWriter
 from tidings.events.schemas import Tenant
 from tidings.preferences import schemas
 from tidings.preferences.service import PreferencesService
@@ -30,9 +30,13 @@ Preferences = Annotated[PreferencesService, Depends(preferences_service)]
 
 @router.get("/users/{user_id}/preferences", response_model=schemas.PreferencesView)
 async def get_user_preferences(
-    user_id: UserIdPath, _key: Producer, preferences: Preferences, tenant: TenantQuery = None
+    user_id: UserIdPath,
+    _key: PreferencesReader,
+    preferences: Preferences,
+    tenant: TenantQuery = None,
 ) -> schemas.PreferencesView:
-    """A user's choices, and what applies to them (in ``tenant`` when given)."""
+    """A user's choices, and what applies to them (in ``tenant`` when given; scope
+    ``preferences:read``)."""
     return await preferences.get("user", user_id, tenant)
 
 
@@ -40,11 +44,12 @@ async def get_user_preferences(
 async def put_user_preferences(
     user_id: UserIdPath,
     body: schemas.ChoicesIn,
-    _key: Producer,
+    _key: PreferencesWriter,
     preferences: Preferences,
     tenant: TenantQuery = None,
 ) -> schemas.PreferencesView:
-    """Replace a user's whole choices document (a user without a profile is fine)."""
+    """Replace a user's whole choices document (a user without a profile is fine; scope
+    ``preferences:write``)."""
     return await preferences.put("user", user_id, body, tenant)
 
 
@@ -66,15 +71,20 @@ async def put_my_preferences(
 
 @router.get("/tenants/{tenant_id}/preferences", response_model=schemas.PreferencesView)
 async def get_tenant_preferences(
-    tenant_id: TenantPath, _key: Producer, preferences: Preferences
+    tenant_id: TenantPath, _key: PreferencesReader, preferences: Preferences
 ) -> schemas.PreferencesView:
-    """A tenant's defaults, and what they add up to over the catalog's."""
+    """A tenant's defaults, and what they add up to over the catalog's (scope
+    ``preferences:read``)."""
     return await preferences.get("tenant", tenant_id)
 
 
 @router.put("/tenants/{tenant_id}/preferences", response_model=schemas.PreferencesView)
 async def put_tenant_preferences(
-    tenant_id: TenantPath, body: schemas.ChoicesIn, _key: Producer, preferences: Preferences
+    tenant_id: TenantPath,
+    body: schemas.ChoicesIn,
+    _key: PreferencesWriter,
+    preferences: Preferences,
 ) -> schemas.PreferencesView:
-    """Replace a tenant's defaults: they apply under each of its users' own choices."""
+    """Replace a tenant's defaults: they apply under each of its users' own choices (scope
+    ``preferences:write``)."""
     return await preferences.put("tenant", tenant_id, body)

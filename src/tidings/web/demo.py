@@ -38,7 +38,8 @@ USERS = (
     DemoUser("u-dee", "Dee", "dee@example.com", "fr"),
 )
 
-# The demo publishes as this key; it is never stored, so it opens nothing else.
+# The demo publishes as this key; it is never stored, so it opens nothing else. It holds
+# no capability scope: the addresses its events carry serve those events only.
 DEMO_KEY = ApiKey(
     id="demo",
     name="demo page",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from tidings.kit import errors
 from tidings.web.demo import Demo
 
 if TYPE_CHECKING:
@@ -76,7 +78,40 @@ async def _demo(request: Request) -> Demo:
     )
 
 
+def is_loopback(request: Request) -> bool:
+    """Whether the request comes from this machine (127.0.0.0/8 or ::1), as the server
+    sees the client: behind a proxy, the address the proxy forwards when it is trusted."""
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _remote_allowed(request: Request) -> None:
+    """The demo's pages and tokens only for this machine, unless ``TIDINGS_DEMO_REMOTE``."""
+    runtime: Runtime = request.app.state.runtime
+    if not runtime.settings.demo_remote and not is_loopback(request):
+        raise errors.Forbidden(
+            "The demo is served only to this machine (loopback): it hands out tokens for "
+            "its example users. Open it on the machine running Tidings, or set "
+            "TIDINGS_DEMO_REMOTE=true to serve it to others.",
+            field="client",
+        )
+
+
+async def _local_only(request: Request) -> None:
+    """The mail the catcher holds (password resets, unsubscribe links) for this machine
+    only, whatever the settings."""
+    if not is_loopback(request):
+        raise errors.Forbidden(
+            "The demo's mailbox is shown only on the machine running Tidings (loopback).",
+            field="client",
+        )
+
+
 DemoDep = Annotated[Demo, Depends(_demo)]
+Served = [Depends(_remote_allowed)]
 
 
 @demo_router.get("/")
@@ -85,39 +120,50 @@ async def home() -> RedirectResponse:
 
 
 @demo_router.get("/demo")
-async def demo_page() -> HTMLResponse:
+async def demo_page(request: Request) -> HTMLResponse:
     """A page to fire example events as example users and watch the inbox and mailbox."""
+    try:
+        await _remote_allowed(request)
+    except errors.Forbidden as exc:
+        return HTMLResponse(_refusal(exc.message), status_code=403)
     content, _etag = _asset("demo.html")
     return HTMLResponse(content, headers={"Cache-Control": "no-cache"})
 
 
-@demo_router.get("/demo/api/setup")
-async def demo_setup(demo: DemoDep) -> dict[str, Any]:
+def _refusal(message: str) -> str:
+    return (
+        "<!doctype html><html lang=en><meta charset=utf-8><title>Tidings demo</title>"
+        f"<h1>Tidings demo</h1><p>{message}</p></html>"
+    )
+
+
+@demo_router.get("/demo/api/setup", dependencies=Served)
+async def demo_setup(request: Request, demo: DemoDep) -> dict[str, Any]:
     """The example users and the types the demo can fire."""
-    return demo.setup()
+    return demo.setup() | {"local": is_loopback(request)}
 
 
-@demo_router.post("/demo/api/session", response_model=SessionOut)
+@demo_router.post("/demo/api/session", response_model=SessionOut, dependencies=Served)
 async def demo_session(body: SessionIn, demo: DemoDep) -> SessionOut:
     """A user token for one example user, for the widget on the demo page."""
     return SessionOut(user=body.user, token=demo.token(body.user))
 
 
-@demo_router.post("/demo/api/fire", status_code=202, response_model=FiredOut)
+@demo_router.post("/demo/api/fire", status_code=202, response_model=FiredOut, dependencies=Served)
 async def demo_fire(body: FireIn, demo: DemoDep) -> FiredOut:
     """Publish a type's example event from one example user to another."""
     return FiredOut(event_id=await demo.fire(body.type, to=body.to, actor=body.actor))
 
 
-@demo_router.get("/demo/api/events/{event_id}")
+@demo_router.get("/demo/api/events/{event_id}", dependencies=Served)
 async def demo_outcome(event_id: str, demo: DemoDep) -> dict[str, Any]:
     """What became of a fired event: each delivery's channel, state and reason."""
     return {"deliveries": await demo.outcome(event_id)}
 
 
-@demo_router.get("/demo/api/mailbox")
+@demo_router.get("/demo/api/mailbox", dependencies=[Depends(_local_only)])
 async def demo_mailbox(
     demo: DemoDep, user: str, limit: Annotated[int, Query(ge=1, le=100)] = 20
 ) -> dict[str, Any]:
-    """The newest emails the mail catcher holds for one example user."""
+    """The newest emails the mail catcher holds for one example user (loopback only)."""
     return {"messages": await demo.mailbox(user, limit)}
