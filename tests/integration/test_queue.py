@@ -327,3 +327,38 @@ async def test_a_lane_claim_is_served_by_the_lane_index(sql_queue: SqlQueue) -> 
     # The index yields the lane's jobs in run order: nothing left to sort.
     assert "sort" not in plan.lower(), plan
     assert "temp b-tree" not in plan.lower(), plan
+
+
+async def test_a_delay_asked_while_the_clock_ran_ahead_counts_from_now(
+    queue: Queue, clock: FrozenClock
+) -> None:
+    right = clock.now()
+    clock.advance(3600)  # the clock runs an hour ahead while these are scheduled
+    ahead = clock.now()
+    await enqueue(
+        queue,
+        NewJob("at-once", "plan", {}, lane=0),
+        NewJob("retried", "plan", {}, lane=1),
+        NewJob("delayed", "plan", {}, lane=2, run_at=ahead + LEASE, delayed_from=ahead),
+        NewJob("timer", "plan", {}, lane=3, run_at=ahead + LEASE),
+    )
+    [job] = await queue.claim("w", 10, LEASE, lanes=[1])
+    await queue.retry(job, "boom", ahead + dt.timedelta(seconds=1))
+    clock.at = right  # and is put right
+
+    [due] = await queue.claim("w", 10, LEASE, lanes=[0])
+    assert due.id == "at-once"
+    assert await queue.claim("w", 10, LEASE, lanes=[1, 2]) == []
+    clock.advance(2)
+    await delay_passes(queue, 1.5)
+    [again] = await queue.claim("w", 10, LEASE, lanes=[1])
+    assert (again.id, again.attempts) == ("retried", 2)
+    assert await queue.claim("w", 10, LEASE, lanes=[2]) == []
+    clock.advance(LEASE.total_seconds())
+    [delayed] = await queue.claim("w", 10, LEASE, lanes=[2])
+    assert delayed.id == "delayed"
+    # A timer set to a time of its own keeps it, right or wrong.
+    assert await queue.claim("w", 10, LEASE, lanes=[3]) == []
+    clock.at = ahead + LEASE
+    [timer] = await queue.claim("w", 10, LEASE, lanes=[3])
+    assert timer.id == "timer"

@@ -277,6 +277,8 @@ class Pipeline:
                 (e, t, [u for u in users if ids.derived_id(e["id"], u) not in done])
                 for e, t, users in pairs
             ]
+        rows = Rows()
+        pairs = await self._drop_erased(conn, pairs, rows, now)
         all_users = {user for _, _, users in pairs for user in users}
         audience = await self._audience.load(
             conn, all_users, {e["tenant"] for e, _, _ in pairs}, [e for e, _, _ in pairs]
@@ -292,7 +294,6 @@ class Pipeline:
                 for user in users
             ],
         )
-        rows = Rows()
         for event, ntype, users in pairs:
             for user in users:
                 mine = books.owned_by(ids.derived_id(event["id"], user))
@@ -303,6 +304,35 @@ class Pipeline:
         # Counters outside the database (Redis) do not roll back with this transaction.
         async with undo_on_error(self._counters, marks, hits):
             return await self._inbox.store(conn, collapser.rows), due
+
+    async def _drop_erased(
+        self,
+        conn: AsyncConnection,
+        pairs: list[tuple[Mapping[str, Any], catalog.NotificationType, list[str]]],
+        rows: Rows,
+        now: dt.datetime,
+    ) -> list[tuple[Mapping[str, Any], catalog.NotificationType, list[str]]]:
+        """Leave out recipients erased after their event was accepted: each gets a
+        notification whose every channel is suppressed (``erased``) under their
+        pseudonym, and the event names them by it. Read under the recipients' locks, so
+        an erasure committed before is seen, and one that comes after finds these rows."""
+        erased = await self._users.erasures(conn, {u for _, _, users in pairs for u in users})
+        if not erased:
+            return pairs
+        kept = []
+        forgotten: dict[str, list[str]] = {}
+        for event, ntype, users in pairs:
+            live = []
+            for user in users:
+                erasure = erased.get(user)
+                if erasure is None or not erasure.covers(event["created_at"]):
+                    live.append(user)
+                    continue
+                forgotten.setdefault(event["id"], []).append(user)
+                _record_erased(event, ntype, user, erasure.pseudonym, rows, now)
+            kept.append((event, ntype, live))
+        await self._users.forget_in_events(conn, forgotten)
+        return kept
 
     def _plan_one(
         self,
@@ -415,6 +445,8 @@ class Pipeline:
             now=now,
         )
         lane = ntype.priority.lane
+        # A type's delay and the unseen wait count from now; quiet hours end at a time.
+        delayed_from = now if plan.reason in _DELAYS else None
         if plan.channel == planner.EMAIL and plan.action in (Action.DELIVER, Action.HOLD):
             payload: dict[str, Any] = {"delivery": delivery_id, "user": recipient.id}
             if plan.unless_seen and in_app_item is not None:
@@ -426,6 +458,7 @@ class Pipeline:
                     payload=payload,
                     lane=lane,
                     run_at=plan.not_before,
+                    delayed_from=delayed_from,
                 )
             )
         elif plan.channel != planner.IN_APP and plan.action in (Action.DELIVER, Action.HOLD):
@@ -440,6 +473,7 @@ class Pipeline:
                     },
                     lane=lane,
                     run_at=plan.not_before,
+                    delayed_from=delayed_from,
                 )
             )
         elif plan.channel == planner.IN_APP and plan.action is Action.HOLD:
@@ -450,6 +484,7 @@ class Pipeline:
                     payload={"delivery": delivery_id, "silent": plan.silent, "user": recipient.id},
                     lane=lane,
                     run_at=plan.not_before,
+                    delayed_from=delayed_from,
                 )
             )
 
@@ -471,6 +506,43 @@ class Pipeline:
                 conn, hits, forget_before=now - batch_books.throttle_horizon(self._catalog)
             )
         return marks, hits
+
+
+def _record_erased(
+    event: Mapping[str, Any],
+    ntype: catalog.NotificationType,
+    user: str,
+    pseudonym: str,
+    rows: Rows,
+    now: dt.datetime,
+) -> None:
+    """The rows of a notification not made because its recipient was erased: the ids
+    planning would have used (a job run again finds them), the pseudonym as the user."""
+    notification_id = ids.derived_id(event["id"], user)
+    rows.notifications.append(
+        {
+            "id": notification_id,
+            "event_id": event["id"],
+            "user_id": pseudonym,
+            "type": event["type"],
+            "created_at": now,
+        }
+    )
+    for channel in sorted(ntype.channels):
+        rows.delivery(
+            delivery_id=ids.derived_id(event["id"], user, channel),
+            notification_id=notification_id,
+            event_id=event["id"],
+            user_id=pseudonym,
+            channel=channel,
+            state=DeliveryState.SUPPRESSED,
+            reason=planner.SuppressionReason.ERASED,
+            detail=None,
+            now=now,
+        )
+
+
+_DELAYS = frozenset({planner.HoldReason.DELAYED, planner.HoldReason.WAITING_UNSEEN})
 
 
 def _planned_for(

@@ -45,7 +45,7 @@ from tidings.kit import metrics
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.partitions import PartitionLeases
-from tidings.kit.queue import Job, NewJob, SqlQueue, WakeUps, dead_letter_row
+from tidings.kit.queue import Job, NewJob, SqlQueue, WakeUps, bound_schedules, dead_letter_row
 from tidings.kit.tables import dead_letters, jobs
 
 log = logging.getLogger(__name__)
@@ -302,6 +302,7 @@ class JetStreamQueue:
         if self._db.is_postgres:
             due = due.with_for_update(skip_locked=True)
         async with self._db.transaction() as conn:
+            await bound_schedules(self._db, conn, now)
             rows = (await conn.execute(due)).all()
             if not rows:
                 return 0
@@ -419,6 +420,7 @@ class JetStreamQueue:
             .values(
                 attempts=attempts,
                 run_at=now + dt.timedelta(seconds=delay),
+                scheduled_at=now,
                 last_error=f"relay: {type(failure).__name__}: {failure}"[:4000],
             )
         )

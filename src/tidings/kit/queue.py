@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.kit import metrics, tracing
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
-from tidings.kit.tables import dead_letters, jobs
+from tidings.kit.tables import UTCDateTime, dead_letters, jobs
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ class NewJob:
     run_at: dt.datetime | None = None
     headers: Mapping[str, str] | None = None
     """Trace context to carry to the job's handler; by default the enqueuer's current one."""
+    delayed_from: dt.datetime | None = None
+    """When ``run_at`` is a delay counted from a moment (a type's delay), that moment.
+    Without it, a ``run_at`` is a time of its own (quiet hours, a digest window's end),
+    kept as given; a job without ``run_at`` is a delay of nothing from now."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,58 @@ class Queue(Protocol):
     async def wait(
         self, seconds: float, lanes: Collection[int] | None = None, *, since: int | None = None
     ) -> None: ...
+
+
+SCHEDULE_SLACK = dt.timedelta(seconds=5)
+"""How far ahead of a queue's clock the moment a delay was asked at may be before the
+queue decides that the scheduler's clock ran ahead, and counts the delay from now."""
+_BOUND_BATCH = 1000
+
+
+def scheduled_at(job: NewJob, now: dt.datetime) -> dt.datetime | None:
+    """The moment ``job``'s delay counts from, or None for a timer set to a time."""
+    if job.run_at is None:
+        return now
+    return job.delayed_from
+
+
+async def bound_schedules(db: Database, conn: AsyncConnection, now: dt.datetime) -> int:
+    """Bring back jobs scheduled by a clock that ran ahead; returns how many moved.
+
+    A delay asked at a moment more than ``SCHEDULE_SLACK`` after ``now`` was counted
+    from a wrong clock: a 30 s backoff computed an hour ahead would wait an hour and
+    30 s once the clock is put right. Such a job keeps its delay, counted from now.
+    Timers set to a time of their own (no ``scheduled_at``) keep it. Rows another
+    transaction holds are left to it: two queues bounding at once never wait on each other.
+    """
+    c = jobs.c
+    found = (
+        sa.select(c.id, c.run_at, c.scheduled_at)
+        .where(c.scheduled_at > now + SCHEDULE_SLACK)
+        .limit(_BOUND_BATCH)
+    )
+    if db.is_postgres:
+        found = found.with_for_update(skip_locked=True)
+    rows = (await conn.execute(found)).all()
+    if not rows:
+        return 0
+    await conn.execute(
+        jobs.update()
+        .where(
+            c.id == sa.bindparam("job_id"),
+            c.scheduled_at == sa.bindparam("asked_at", type_=UTCDateTime()),
+        )
+        .values(run_at=sa.bindparam("due_at", type_=UTCDateTime()), scheduled_at=now),
+        [
+            {
+                "job_id": row.id,
+                "asked_at": row.scheduled_at,
+                "due_at": now + max(dt.timedelta(0), row.run_at - row.scheduled_at),
+            }
+            for row in rows
+        ],
+    )
+    return len(rows)
 
 
 def backoff(attempts: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -174,6 +230,7 @@ class SqlQueue:
                     "payload": job.payload,
                     "lane": job.lane,
                     "run_at": job.run_at or now,
+                    "scheduled_at": scheduled_at(job, now),
                     "attempts": 0,
                     "created_at": now,
                     "headers": dict(job.headers) if job.headers else context,
@@ -220,6 +277,7 @@ class SqlQueue:
             )
         )
         async with self._db.transaction() as conn:
+            await bound_schedules(self._db, conn, now)
             rows = (await conn.execute(stmt)).all()
         # RETURNING comes in no particular order; hand the jobs out as they were chosen.
         chosen = sorted(rows, key=lambda r: (r.lane, r.run_at))
@@ -237,12 +295,19 @@ class SqlQueue:
         """Nothing left to do: ``complete`` deleted the jobs with the handler's commit."""
 
     async def retry(self, job: Job, error: str, run_at: dt.datetime) -> None:
-        """Give a failed job back, to run again at ``run_at``."""
+        """Give a failed job back, to run again at ``run_at``: a backoff from now, by
+        this queue's clock."""
         async with self._db.transaction() as conn:
             await conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job.id)
-                .values(run_at=run_at, lease_until=None, leased_by=None, last_error=error[:4000])
+                .values(
+                    run_at=run_at,
+                    scheduled_at=self._clock.now(),
+                    lease_until=None,
+                    leased_by=None,
+                    last_error=error[:4000],
+                )
             )
         metrics.of(self._db).job_retried(job.kind)
 
@@ -350,7 +415,13 @@ class InMemoryQueue:
         for job in new_jobs:
             self.jobs.setdefault(
                 job.id,
-                {"job": job, "run_at": job.run_at or now, "attempts": 0, "lease_until": None},
+                {
+                    "job": job,
+                    "run_at": job.run_at or now,
+                    "scheduled_at": scheduled_at(job, now),
+                    "attempts": 0,
+                    "lease_until": None,
+                },
             )
 
     async def claim(
@@ -361,6 +432,11 @@ class InMemoryQueue:
         lanes: Collection[int] | None = None,
     ) -> list[Job]:
         now = self._clock.now()
+        for entry in self.jobs.values():
+            asked_at = entry["scheduled_at"]
+            if asked_at is not None and asked_at > now + SCHEDULE_SLACK:
+                entry["run_at"] = now + max(dt.timedelta(0), entry["run_at"] - asked_at)
+                entry["scheduled_at"] = now
         due = sorted(
             (
                 entry
@@ -399,6 +475,7 @@ class InMemoryQueue:
     async def retry(self, job: Job, error: str, run_at: dt.datetime) -> None:
         entry = self.jobs[job.id]
         entry["run_at"] = run_at
+        entry["scheduled_at"] = self._clock.now()
         entry["lease_until"] = None
 
     async def release(self, job: Job) -> None:

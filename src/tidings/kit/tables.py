@@ -216,7 +216,13 @@ jobs = sa.Table(
     # Trace context (W3C traceparent/tracestate) of the work that enqueued the job.
     sa.Column("headers", JSON),
     _now_column(),
+    # When ``run_at`` is a delay counted from a moment (a retry's backoff, a job due at
+    # once): that moment, by the clock of whoever scheduled it. Null for a timer set to
+    # a time of its own (a digest window's end, quiet hours). A moment still in the
+    # future means that clock ran ahead; the queue then counts the delay from now.
+    sa.Column("scheduled_at", UTCDateTime()),
     sa.Index(None, "lane", "run_at"),
+    sa.Index(None, "scheduled_at"),
 )
 
 dead_letters = sa.Table(
@@ -401,4 +407,14 @@ channel_addresses = sa.Table(
     _now_column(),
     _now_column("updated_at"),
     sa.Index(None, "channel", "user_id"),
+)
+
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    # The erased user's pseudonym (``erased:`` and a hash of the id): the id itself is
+    # not kept. Work for events accepted up to ``erased_before`` is dropped for them.
+    sa.Column("pseudonym", sa.String(255), primary_key=True),
+    sa.Column("erased_before", UTCDateTime(), nullable=False),
+    _now_column(),
 )

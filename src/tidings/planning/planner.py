@@ -38,6 +38,8 @@ class SuppressionReason(enum.StrEnum):
     DEDUPLICATED = "deduplicated"
     THROTTLED = "throttled"
     SEEN_IN_APP = "seen_in_app"
+    ERASED = "erased"
+    """The recipient was erased after the event was accepted."""
 
 
 class HoldReason(enum.StrEnum):

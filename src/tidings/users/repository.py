@@ -9,14 +9,23 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings.kit import ids
 from tidings.kit.db import Database
 from tidings.kit.tables import (
     channel_addresses,
+    dedup_marks,
     deliveries,
+    delivery_transitions,
+    digest_entries,
+    digests,
+    erasures,
     events,
     inbox_items,
+    mailbox,
     notifications,
+    preference_sets,
     subscriptions,
+    throttle_hits,
     topics,
     users,
 )
@@ -76,13 +85,87 @@ async def get_profiles(
     return found
 
 
-async def erase_user(conn: AsyncConnection, user_id: str, pseudonym: str) -> bool:
-    """Delete a user's profile, inbox, subscriptions and channel addresses (push
-    subscriptions); pseudonymise what must stay."""
-    existed = (await conn.execute(users.delete().where(users.c.id == user_id))).rowcount > 0
-    await conn.execute(inbox_items.delete().where(inbox_items.c.user_id == user_id))
-    await conn.execute(channel_addresses.delete().where(channel_addresses.c.user_id == user_id))
-    await conn.execute(subscriptions.delete().where(subscriptions.c.user_id == user_id))
+async def lock_user(db: Database, conn: AsyncConnection, user_id: str) -> None:
+    """Wait for any planning of ``user_id`` to commit, and hold it off until this
+    transaction ends: the per-recipient lock the planner takes (same key, same space).
+    SQLite has a single writer and needs none."""
+    if db.is_postgres:
+        await conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:user, 7411))"),
+            {"user": user_id},
+        )
+
+
+async def latest_event_time(conn: AsyncConnection) -> dt.datetime | None:
+    """When the newest stored event was accepted (the index on ``created_at`` answers)."""
+    latest: dt.datetime | None = (
+        await conn.execute(sa.select(sa.func.max(events.c.created_at)))
+    ).scalar_one()
+    if latest is not None and latest.tzinfo is None:
+        latest = latest.replace(tzinfo=dt.UTC)  # SQLite keeps naive UTC
+    return latest
+
+
+async def record_erasure(
+    db: Database, conn: AsyncConnection, pseudonym: str, before: dt.datetime, now: dt.datetime
+) -> None:
+    """Keep the erasure: work for events accepted up to ``before`` is dropped; a later
+    erasure of the same id moves the moment on, never back."""
+    stmt = db.upsert(erasures).values(pseudonym=pseudonym, erased_before=before, created_at=now)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[erasures.c.pseudonym],
+            set_={"erased_before": before, "created_at": now},
+            where=erasures.c.erased_before < before,
+        )
+    )
+
+
+async def erasures_of(conn: AsyncConnection, pseudonyms: Iterable[str]) -> dict[str, dt.datetime]:
+    """pseudonym → the moment before which its work is dropped, for those erased."""
+    wanted = list(set(pseudonyms))
+    found: dict[str, dt.datetime] = {}
+    for start in range(0, len(wanted), 1000):
+        rows = await conn.execute(
+            sa.select(erasures.c.pseudonym, erasures.c.erased_before).where(
+                erasures.c.pseudonym.in_(wanted[start : start + 1000])
+            )
+        )
+        found.update({row.pseudonym: row.erased_before for row in rows})
+    return found
+
+
+_PENDING = ("planned", "scheduled")
+"""Delivery states with work still to do (the delivery state machine's own names)."""
+_ERASED = "erased"
+
+
+async def erase_user(conn: AsyncConnection, user_id: str, pseudonym: str, now: dt.datetime) -> bool:
+    """Delete a user's profile, inbox, subscriptions, preferences, channel addresses
+    (push subscriptions), pending digests, rule state and caught mail; stop their
+    pending deliveries; pseudonymise what must stay. Returns whether anything was found."""
+    profile = await get_profile(conn, user_id)
+    existed = profile is not None
+    await conn.execute(users.delete().where(users.c.id == user_id))
+    for table in (inbox_items, channel_addresses, subscriptions, digest_entries, digests):
+        await conn.execute(table.delete().where(table.c.user_id == user_id))
+    await conn.execute(dedup_marks.delete().where(dedup_marks.c.user_id == user_id))
+    await conn.execute(
+        throttle_hits.delete().where(
+            throttle_hits.c.scope.startswith(f"{user_id}|", autoescape=True)
+        )
+    )
+    await conn.execute(
+        preference_sets.delete().where(
+            preference_sets.c.owner_kind == "user", preference_sets.c.owner_id == user_id
+        )
+    )
+    theirs = sa.select(deliveries.c.id).where(deliveries.c.user_id == user_id)
+    caught: sa.ColumnElement[bool] = mailbox.c.delivery_id.in_(theirs.scalar_subquery())
+    if profile is not None and profile.get("email"):
+        caught = sa.or_(caught, mailbox.c.recipient == profile["email"])
+    await conn.execute(mailbox.delete().where(caught))
+    await _stop_pending(conn, user_id, now)
     event_ids = [
         row.event_id
         for row in await conn.execute(
@@ -93,19 +176,68 @@ async def erase_user(conn: AsyncConnection, user_id: str, pseudonym: str) -> boo
         await conn.execute(
             table.update().where(table.c.user_id == user_id).values(user_id=pseudonym)
         )
+    await forget_in_events(conn, {event_id: {user_id: pseudonym} for event_id in event_ids})
+    return existed or bool(event_ids)
+
+
+async def _stop_pending(conn: AsyncConnection, user_id: str, now: dt.datetime) -> None:
+    """Suppress the user's planned and scheduled deliveries (reason ``erased``), so a
+    delay, a digest or a retry that fires later finds nothing to send."""
+    pending = [
+        row.id
+        for row in await conn.execute(
+            sa.select(deliveries.c.id).where(
+                deliveries.c.user_id == user_id, deliveries.c.state.in_(_PENDING)
+            )
+        )
+    ]
+    if not pending:
+        return
+    for start in range(0, len(pending), 500):
+        chunk = pending[start : start + 500]
+        await conn.execute(
+            deliveries.update()
+            .where(deliveries.c.id.in_(chunk), deliveries.c.state.in_(_PENDING))
+            .values(state="suppressed", reason=_ERASED, detail=None, updated_at=now)
+        )
+    await conn.execute(
+        delivery_transitions.insert(),
+        [
+            {
+                "id": ids.derived_id(delivery_id, "suppressed", _ERASED),
+                "delivery_id": delivery_id,
+                "state": "suppressed",
+                "reason": _ERASED,
+                "at": now,
+                "stage": "erase",
+            }
+            for delivery_id in pending
+        ],
+    )
+
+
+async def forget_in_events(conn: AsyncConnection, renamed: Mapping[str, Mapping[str, str]]) -> None:
+    """In each event (id → {user id → pseudonym}), name those recipients by their
+    pseudonym and drop the profile fields the event carried for them."""
+    event_ids = list(renamed)
     for start in range(0, len(event_ids), 500):
         rows = await conn.execute(
-            sa.select(events.c.id, events.c.recipients).where(
+            sa.select(events.c.id, events.c.recipients, events.c.recipient_profiles).where(
                 events.c.id.in_(event_ids[start : start + 500])
             )
         )
         for row in rows.all():
-            if row.recipients and user_id in row.recipients:
-                replaced = [pseudonym if r == user_id else r for r in row.recipients]
-                await conn.execute(
-                    events.update().where(events.c.id == row.id).values(recipients=replaced)
-                )
-    return existed or bool(event_ids)
+            names = renamed[row.id]
+            changes: dict[str, Any] = {}
+            if row.recipients and any(r in names for r in row.recipients):
+                changes["recipients"] = [names.get(r, r) for r in row.recipients]
+            profiles = row.recipient_profiles
+            if isinstance(profiles, dict) and any(u in profiles for u in names):
+                changes["recipient_profiles"] = {
+                    u: fields for u, fields in profiles.items() if u not in names
+                }
+            if changes:
+                await conn.execute(events.update().where(events.c.id == row.id).values(**changes))
 
 
 async def subscribe(

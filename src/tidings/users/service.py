@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -11,6 +13,25 @@ from tidings.kit import errors, ids
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.users import repository, schemas
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """A user erased: the name their records keep, and the moment before which events
+    were accepted that must not reach them (events accepted later, for the same id
+    created again, are delivered)."""
+
+    pseudonym: str
+    erased_before: dt.datetime
+
+    def covers(self, event_created_at: dt.datetime) -> bool:
+        """Whether an event accepted at ``event_created_at`` came before the erasure."""
+        return event_created_at <= self.erased_before
+
+
+def pseudonym_of(user_id: str) -> str:
+    """The name an erased user's records keep."""
+    return "erased:" + ids.derived_id("erased", user_id)
 
 
 class UsersService:
@@ -36,13 +57,48 @@ class UsersService:
         return schemas.Profile.model_validate(dict(row))
 
     async def erase(self, user_id: str) -> None:
-        """Erase a user: profile, inbox and subscriptions go; deliveries keep a pseudonym."""
+        """Erase a user: profile, inbox, subscriptions and preferences go; deliveries keep
+        a pseudonym; work for events accepted before now is dropped, wherever it is.
+
+        The erasure is recorded even when nothing is stored for the id (the 404): events
+        already accepted for it may still be on their way to planning.
+        """
+        now = self._clock.now()
+        pseudonym = pseudonym_of(user_id)
         async with self._db.transaction() as conn:
-            found = await repository.erase_user(
-                conn, user_id, "erased:" + ids.derived_id("erased", user_id)
-            )
+            # Planning in progress for the user commits first, and is then erased here;
+            # planning that comes after sees the erasure.
+            await repository.lock_user(self._db, conn, user_id)
+            # Every event stored by now counts as accepted before the erasure, even one
+            # stamped by a clock ahead of this one.
+            latest = await repository.latest_event_time(conn)
+            before = now if latest is None else max(now, latest)
+            found = await repository.erase_user(conn, user_id, pseudonym, now)
+            await repository.record_erasure(self._db, conn, pseudonym, before, now)
         if not found:
             raise errors.NotFound(f"No user with id {user_id!r}.", field="id")
+
+    async def erasures(self, conn: AsyncConnection, user_ids: Iterable[str]) -> dict[str, Erasure]:
+        """The erasures of these users, by user id (for planning, under their locks)."""
+        by_pseudonym = {pseudonym_of(user): user for user in user_ids}
+        found = await repository.erasures_of(conn, by_pseudonym)
+        return {
+            by_pseudonym[pseudonym]: Erasure(pseudonym, before)
+            for pseudonym, before in found.items()
+        }
+
+    async def forget_in_events(
+        self, conn: AsyncConnection, erased: Mapping[str, Iterable[str]]
+    ) -> None:
+        """Name erased recipients (event id → user ids) by their pseudonym in the events
+        that list them, in the caller's transaction."""
+        await repository.forget_in_events(
+            conn,
+            {
+                event_id: {user: pseudonym_of(user) for user in users}
+                for event_id, users in erased.items()
+            },
+        )
 
     async def upsert_profiles(
         self, conn: AsyncConnection, profiles: Sequence[Mapping[str, Any]]
