@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
 
 from tests.conftest import eventually
 from tidings.app import Runtime
@@ -168,6 +169,56 @@ async def test_sign_out_needs_the_csrf_token_and_ends_the_session(
     done = await console.post("/console/logout", data={"csrf": token})
     assert done.status_code == 303
     assert (await console.get("/console")).status_code == 303
+
+
+async def test_a_cookie_copied_before_sign_out_opens_nothing_after_it(
+    console: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    copied = console.cookies[sessions.COOKIE]
+    token = await csrf(console)
+    done = await console.post("/console/logout", data={"csrf": token})
+    assert done.status_code == 303
+    # The browser forgot the cookie; whoever kept a copy tries it.
+    console.cookies.set(sessions.COOKIE, copied, path="/console")
+    for path in ("/console", "/console/catalog", "/console/dead-letters"):
+        response = await console.get(path)
+        assert response.status_code == 303, path
+        assert response.headers["location"].startswith("/console/login")
+    assert (await console.get("/console/api/stats")).status_code == 401
+    preview = await console.post(
+        "/console/api/preview/comment.created", json={}, headers={"X-CSRF-Token": token}
+    )
+    assert preview.status_code == 401
+    # The sign-in page offers to sign in again rather than redirecting to the overview.
+    assert (await console.get("/console/login")).status_code == 200
+
+
+async def test_text_outside_ascii_in_the_cookie_or_csrf_token_is_refused_not_a_crash(
+    console: httpx.AsyncClient, app: FastAPI
+) -> None:
+    signed = console.cookies[sessions.COOKIE]
+    body, signature = signed.split(".")
+    for value in ("é", "bödy.sïgnature", f"{body}.{signature[:-1]}é", f"{body}é.{signature}"):
+        raw = f"{sessions.COOKIE}={value}".encode()
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=console.base_url
+        ) as stranger:
+            page = await stranger.get("/console", headers={"cookie": raw})
+            assert page.status_code == 303, value
+            assert page.headers["location"].startswith("/console/login")
+            stats = await stranger.get("/console/api/stats", headers={"cookie": raw})
+            assert stats.status_code == 401, value
+    for token in ("é", "ü" * 43):
+        preview = await console.post(
+            "/console/api/preview/comment.created",
+            json={},
+            headers={"X-CSRF-Token": token.encode()},
+        )
+        assert preview.status_code == 403, token
+        assert preview.json()["error"]["field"] == "csrf"
+        refused = await console.post("/console/logout", data={"csrf": token})
+        assert refused.status_code == 403, token
+    assert (await console.get("/console")).status_code == 200
 
 
 async def test_a_revoked_key_ends_its_console_sessions(

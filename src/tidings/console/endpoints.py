@@ -103,10 +103,13 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    """End the session."""
+    """End the session, here and for any copy of its cookie."""
     operator = await signed_in(request)
-    if operator is not None and not csrf_ok(request, operator, (await form(request)).get("csrf")):
-        return failed(request, operator, csrf_error())
+    if operator is not None:
+        if not csrf_ok(request, operator, (await form(request)).get("csrf")):
+            return failed(request, operator, csrf_error())
+        found = runtime(request)
+        await sessions.end(found.counters, found.db, operator.session, found.clock.now())
     response = RedirectResponse("/console/login", 303)
     response.delete_cookie(sessions.COOKIE, path="/console")
     return response

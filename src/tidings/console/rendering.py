@@ -63,7 +63,9 @@ async def signed_in(request: Request) -> Operator | None:
     session = sessions.unseal(
         secret(request), request.cookies.get(sessions.COOKIE), found.clock.now()
     )
-    if session is None:
+    if session is None or await sessions.ended(
+        found.counters, found.db, session, found.clock.now()
+    ):
         return None
     for key in await found.auth.list_keys():
         if key.id == session.key_id and key.revoked_at is None and key.is_operator:

@@ -2,6 +2,10 @@
 
 The cookie holds the operator key's id, an expiry and a random nonce, signed with an
 HMAC of a key derived from the deployment's secret. It never holds the key itself.
+
+Signing out ends the session on the server too: its nonce is marked as signed out in
+the counters (the database's, or Redis) until the session would have expired, so a
+copy of the cookie taken before stops working at once, in every process.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
+
+from tidings.kit.counters import Counters, NewMark
+from tidings.kit.db import Database
 
 COOKIE = "tidings_console"
 LIFETIME = dt.timedelta(hours=12)
@@ -41,7 +48,8 @@ def seal(secret: str, session: Session) -> str:
 
 def unseal(secret: str, value: str | None, now: dt.datetime) -> Session | None:
     """The session a cookie value holds; None when it is missing, forged or expired."""
-    if not value or value.count(".") != 1:
+    # Only ASCII was ever sealed; anything else is refused before it meets the HMAC.
+    if not value or not value.isascii() or value.count(".") != 1:
         return None
     body, signature = value.split(".")
     if not hmac.compare_digest(signature, _sign(secret, "session", body)):
@@ -65,7 +73,34 @@ def csrf_token(secret: str, session: Session) -> str:
 
 def csrf_ok(secret: str, session: Session, presented: str | None) -> bool:
     """Whether ``presented`` is this session's CSRF token (constant time)."""
-    return bool(presented) and hmac.compare_digest(str(presented), csrf_token(secret, session))
+    if not presented or not str(presented).isascii():
+        return False  # compare_digest raises on other text; no token has any
+    return hmac.compare_digest(str(presented), csrf_token(secret, session))
+
+
+async def end(counters: Counters, db: Database, session: Session, now: dt.datetime) -> None:
+    """Sign the session out for good: its cookie opens nothing from now on."""
+    mark = NewMark(
+        key=_signed_out_key(session),
+        user_id=f"console:{session.key_id}",
+        owner=None,
+        first_seen=now,
+        expires_at=max(session.expires_at, now + dt.timedelta(seconds=1)),
+    )
+    async with db.transaction() as conn:
+        await counters.save_marks(conn, [mark], now=now)
+
+
+async def ended(counters: Counters, db: Database, session: Session, now: dt.datetime) -> bool:
+    """Whether the session was signed out."""
+    key = _signed_out_key(session)
+    async with db.reader() as conn:
+        return key in await counters.live_marks(conn, [key], now)
+
+
+def _signed_out_key(session: Session) -> str:
+    # A digest, as the counters' keys are: it cannot meet a dedup mark's.
+    return hashlib.sha256(f"tidings-console-signed-out:{session.nonce}".encode()).hexdigest()
 
 
 def _sign(secret: str, purpose: str, message: str) -> str:

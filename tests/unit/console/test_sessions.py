@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from tidings.console import sessions
+from tidings.kit.counters import InMemoryCounters
+from tidings.kit.db import Database
 
 SECRET = "s" * 48
 NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
@@ -55,3 +58,30 @@ def test_a_csrf_token_belongs_to_one_session() -> None:
     assert not sessions.csrf_ok(SECRET, mine, "")
     # A session's signature is not its CSRF token.
     assert token != sessions.seal(SECRET, mine).split(".")[1]
+
+
+@pytest.mark.parametrize("value", ["é", "bödy.sïgnature", "abc.dé", "\udcff.x"])
+def test_a_cookie_with_text_outside_ascii_opens_nothing(value: str) -> None:
+    assert sessions.unseal(SECRET, value, NOW) is None
+
+
+@pytest.mark.parametrize("presented", ["é", "\udcff", "ü" * 43])
+def test_a_csrf_token_with_text_outside_ascii_is_refused(presented: str) -> None:
+    session = sessions.start("key-1", NOW)
+    assert not sessions.csrf_ok(SECRET, session, presented)
+    assert sessions.csrf_ok(SECRET, session, sessions.csrf_token(SECRET, session))
+
+
+async def test_a_signed_out_session_stays_ended_until_it_would_have_expired(
+    tmp_path: Path,
+) -> None:
+    counters = InMemoryCounters()
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'console.db'}", pool_size=1)
+    session, other = sessions.start("key-1", NOW), sessions.start("key-1", NOW)
+    try:
+        await sessions.end(counters, db, session, NOW)
+        assert await sessions.ended(counters, db, session, NOW + dt.timedelta(hours=11))
+        assert not await sessions.ended(counters, db, other, NOW)
+        assert not await sessions.ended(counters, db, session, session.expires_at)
+    finally:
+        await db.dispose()
