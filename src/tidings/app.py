@@ -444,6 +444,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.rate_limits = rate_limits
     http.install_error_handlers(app)
     http.document_errors(app)
+    app.add_middleware(http.StrictJson)
     app.add_middleware(http.RefuseNul)
     app.add_middleware(http.BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(tracing.RequestSpans)

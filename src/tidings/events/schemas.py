@@ -14,9 +14,11 @@ from pydantic import (
     StringConstraints,
 )
 
+from tidings.kit import errors, json_input
 from tidings.users.schemas import Name, ProfileFields, TopicKey, UserId
 
 Tenant = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9:._\-]{0,199}$")]
+AvatarUrl = Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")]
 
 
 class Actor(BaseModel):
@@ -26,7 +28,7 @@ class Actor(BaseModel):
 
     id: UserId
     name: Name | None = None
-    avatar_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    avatar_url: AvatarUrl | None = None
 
 
 class RecipientIn(ProfileFields):
@@ -39,20 +41,15 @@ def _id_to_recipient(value: Any) -> Any:
     return {"id": value} if isinstance(value, str) else value
 
 
-def _without_nul(data: dict[str, Any]) -> dict[str, Any]:
-    """Refuse NUL anywhere in the payload: PostgreSQL cannot store it, and a payload is
-    kept the same on every engine."""
-    pending: list[Any] = [data]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                raise ValueError("text in 'data' may not contain the NUL character (\\u0000)")
-        elif isinstance(value, dict):
-            pending.extend(value.keys())
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
+def _storable(data: dict[str, Any]) -> dict[str, Any]:
+    """Refuse what a store would keep differently or not at all (NUL, lone surrogates,
+    integers beyond 64 bits, NaN, deep nesting): a payload is kept the same on every
+    engine. The HTTP API refuses these before parsing; events from the broker meet them
+    here."""
+    try:
+        json_input.check(data, "data")
+    except errors.Invalid as exc:
+        raise ValueError(exc.message) from None
     return data
 
 
@@ -75,7 +72,7 @@ class EventIn(BaseModel):
         | None
     ) = None
     topic: TopicKey | None = None
-    data: Annotated[dict[str, Any], AfterValidator(_without_nul)] = Field(default_factory=dict)
+    data: Annotated[dict[str, Any], AfterValidator(_storable)] = Field(default_factory=dict)
 
 
 class BatchIn(BaseModel):

@@ -56,8 +56,28 @@ class Conflict(TidingsError):
 
 
 class Unavailable(TidingsError):
+    """Tidings cannot serve the request now (its database does not answer); the same
+    request may succeed later. With ``retry_after``, the answer says when to try."""
+
     status = 503
     code = "unavailable"
+
+    def __init__(
+        self, message: str, *, retry_after: int | None = None, field: str | None = None
+    ) -> None:
+        if retry_after is None:
+            super().__init__(message, field=field)
+        else:
+            super().__init__(message, field=field, retry_after=retry_after)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str] | None:
+        return None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
+
+class UnsupportedMediaType(TidingsError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class TooLarge(TidingsError):

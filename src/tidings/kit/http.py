@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tidings.kit import errors
+from tidings.kit import errors, json_input
 
 log = logging.getLogger(__name__)
 
@@ -188,16 +187,49 @@ class _TooLarge(Exception):
     pass
 
 
-# An escaped NUL in JSON: ``\u0000`` after an even number of backslashes (an odd number
-# would make the backslash itself the escaped character).
-_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-
-
 class RefuseNul:
-    """Answers 422 to a request with NUL in its path, query or JSON body.
+    """Answers 422 to a request with NUL in its path or query.
 
     PostgreSQL cannot store NUL in text, and what one engine keeps the other must keep
-    too: the character is refused at the edge, for every endpoint alike.
+    too: the character is refused at the edge, for every endpoint alike (``StrictJson``
+    does the same for JSON bodies, after decoding them).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            where = _nul_in(scope)
+            if where is not None:
+                await _answer(
+                    send,
+                    errors.Invalid(
+                        f"The request's {where} contains the NUL character (\\u0000), "
+                        "which Tidings does not store.",
+                        field=where,
+                    ),
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+def _nul_in(scope: Scope) -> str | None:
+    if "\x00" in scope.get("path", ""):
+        return "path"
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query.lower() or b"\x00" in query:
+        return "query"
+    return None
+
+
+class StrictJson:
+    """Decodes and checks every JSON request body before a route parses it: UTF-8 only
+    (415 otherwise), and no value either engine would store differently or refuse (see
+    ``json_input.check``); a 422 names the offending field.
+
+    Checking the decoded text, not the bytes, matters: a NUL escaped as ``\\u0000`` or
+    sent in UTF-16 is one only after decoding.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -207,19 +239,12 @@ class RefuseNul:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if "\x00" in scope.get("path", ""):
-            await self._reject(send, "path")
-            return
-        query: bytes = scope.get("query_string", b"")
-        if b"%00" in query.lower() or b"\x00" in query:
-            await self._reject(send, "query")
-            return
         content_type = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), b"")
         if b"json" not in content_type.lower():
             await self.app(scope, receive, send)
             return
         # JSON is parsed whole anyway: read it first (BodySizeLimit bounds it), look, then
-        # hand the same bytes on.
+        # hand the same bytes on (the route's parser skips a UTF-8 byte order mark too).
         chunks: list[bytes] = []
         while True:
             message = await receive()
@@ -230,19 +255,23 @@ class RefuseNul:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if _JSON_NUL.search(body):
-            await self._reject(send, "body")
+        try:
+            problem = json_input.media_type_problem(content_type)
+            if problem is not None:
+                raise problem
+            if body:
+                json_input.parse(json_input.decode(body))
+        except errors.TidingsError as exc:
+            await _answer(send, exc)
             return
         whole: Message = {"type": "http.request", "body": body, "more_body": False}
         await self.app(scope, _replay([whole], receive), send)
 
-    async def _reject(self, send: Send, where: str) -> None:
-        body = errors.Invalid(
-            f"The request's {where} contains the NUL character (\\u0000), which Tidings "
-            "does not store.",
-            field=where,
-        ).body()
-        await JSONResponse(body, status_code=422)({"type": "http"}, _no_receive, send)
+
+async def _answer(send: Send, error: errors.TidingsError) -> None:
+    """Send ``error`` as the response, from a middleware (outside the routes' handlers)."""
+    response = JSONResponse(error.body(), status_code=error.status, headers=error.headers())
+    await response({"type": "http"}, _no_receive, send)
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
