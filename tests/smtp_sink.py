@@ -105,6 +105,7 @@ class SmtpSink:
         host: str = "127.0.0.1",
         port: int = 0,
         data_size_limit: int | None = 32 * 1024 * 1024,
+        smtputf8: bool = True,
     ) -> None:
         if security not in ("none", "starttls", "tls"):
             raise ValueError(f"unknown security {security!r}")
@@ -114,6 +115,8 @@ class SmtpSink:
         self.port = port
         self.threaded = threaded
         self.data_size_limit = data_size_limit
+        self.smtputf8 = smtputf8
+        """Whether the sink offers SMTPUTF8 (RFC 6531) in its EHLO answer."""
         self.ca_file: Path | None = None
         """The CA certificate a client must trust to verify this sink (TLS only)."""
         self._state = _State()
@@ -292,7 +295,7 @@ class SmtpSink:
             number=number,
             loop=loop,
             hostname="sink.test",
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=self.smtputf8,
             data_size_limit=self.data_size_limit,
             tls_context=self._tls_context if self.security == "starttls" else None,
             require_starttls=self.security == "starttls",

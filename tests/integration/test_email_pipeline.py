@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import email
+import email.parser
 import email.policy
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
@@ -323,7 +324,7 @@ async def test_an_address_no_header_can_carry_fails_that_delivery_only(
     event = {
         **canonical_event,
         "recipients": [
-            {"id": "u-bob", "email": "bob@exämple.com"},
+            {"id": "u-bob", "email": "bob..smith@example.com"},
             {"id": "u-cy", "email": "cy@example.com"},
         ],
     }
@@ -410,3 +411,90 @@ async def test_a_batch_that_runs_out_of_lease_gives_back_what_it_has_not_sent(
     message_ids = [r.message["Message-ID"] for r in sink.received]
     assert len(message_ids) == len(set(message_ids)) == 24
     assert any("given back" in record.getMessage() for record in caplog.records)
+
+
+INTERNATIONAL = {
+    "u-idn": "bob@exämple.com",
+    "u-utf8": "bøb@example.com",
+    "u-both": "zoë@bücher.example",
+    "u-plain": "cy@example.com",
+}
+
+
+async def publish_to_international_addresses(
+    app: FastAPI, canonical_event: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The canonical event to one user per kind of address; their settled deliveries."""
+    runtime: Runtime = app.state.runtime
+    _key, plaintext = await runtime.auth.create_key("intl", ["*"])
+    event = {
+        **canonical_event,
+        "recipients": [{"id": user, "email": address} for user, address in INTERNATIONAL.items()],
+    }
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://tidings.test"
+    ) as client:
+        event_id = await publish(client, {"Authorization": f"Bearer {plaintext}"}, event)
+
+    async def all_settled() -> bool:
+        found = await deliveries_of(runtime, event_id, "email")
+        return len(found) == 4 and all(d["state"] not in ("planned", "scheduled") for d in found)
+
+    await eventually(all_settled)
+    return {d["user_id"]: d for d in await deliveries_of(runtime, event_id, "email")}
+
+
+async def test_international_addresses_are_delivered_over_smtputf8(
+    make_settings: Callable[..., Settings], database_url: str, canonical_event: dict[str, Any]
+) -> None:
+    async with (
+        SmtpSink(smtputf8=True) as sink,
+        sending_to(sink, make_settings, database_url) as app,
+    ):
+        deliveries = await publish_to_international_addresses(app, canonical_event)
+        assert {user: d["state"] for user, d in deliveries.items()} == dict.fromkeys(
+            INTERNATIONAL, "sent"
+        )
+        received = await sink.wait_for(4)
+        runtime: Runtime = app.state.runtime
+    by_envelope = {r.rcpt_tos: r for r in received}
+    # The domain travels in its ASCII form; a local part outside ASCII as it is.
+    assert set(by_envelope) == {
+        ("bob@xn--exmple-cua.com",),
+        ("bøb@example.com",),
+        ("zoë@xn--bcher-kva.example",),
+        ("cy@example.com",),
+    }
+    for (rcpt,), message in by_envelope.items():
+        assert ("SMTPUTF8" in message.mail_options) == (not rcpt.isascii())
+        # RFC 6532: the headers are UTF-8 text.
+        parsed = email.parser.Parser(policy=email.policy.default).parsestr(
+            message.raw.decode("utf-8")
+        )
+        (to,) = parsed["To"].addresses
+        assert to.addr_spec == rcpt
+        assert dkim.verify(message.raw, dnsfunc=dkim_dns(runtime))
+
+
+async def test_a_server_without_smtputf8_gets_what_it_can_carry_and_the_rest_fail_saying_why(
+    make_settings: Callable[..., Settings], database_url: str, canonical_event: dict[str, Any]
+) -> None:
+    async with (
+        SmtpSink(smtputf8=False) as sink,
+        sending_to(sink, make_settings, database_url) as app,
+    ):
+        deliveries = await publish_to_international_addresses(app, canonical_event)
+        received = await sink.wait_for(2)
+    assert {user: d["state"] for user, d in deliveries.items()} == {
+        "u-idn": "sent",
+        "u-plain": "sent",
+        "u-utf8": "failed",
+        "u-both": "failed",
+    }
+    assert sorted(r.rcpt_tos for r in received) == [
+        ("bob@xn--exmple-cua.com",),
+        ("cy@example.com",),
+    ]
+    for user in ("u-utf8", "u-both"):
+        assert deliveries[user]["reason"] == "rejected"
+        assert "does not offer SMTPUTF8" in deliveries[user]["detail"]

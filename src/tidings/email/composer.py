@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidings import catalog
-from tidings.email import mime, unsubscribe_tokens
+from tidings.email import addresses, mime, unsubscribe_tokens
 from tidings.email.dkim import DkimSigner
 from tidings.email.message import OutgoingEmail, RenderedEmail
 
@@ -103,8 +103,9 @@ class EmailComposer:
         return OutgoingEmail(
             delivery_id=delivery_id,
             message_id=message_id,
-            sender=self._sender.address,
-            recipient=to_address,
+            # The envelope as the headers have it: an internationalised domain in ASCII.
+            sender=addresses.for_sending(self._sender.address),
+            recipient=addresses.for_sending(to_address),
             raw=raw,
             subject=rendered.subject,
         )

@@ -4,7 +4,10 @@ The message is written by hand rather than through ``email.message.EmailMessage`
 standard library's header folder loses whitespace where it folds between encoded words
 and can overrun line limits, its body encoder rewrites every ``str.splitlines``
 separator, and it encodes long URLs in List-Unsubscribe as encoded words, so none of
-that round-trips. What comes out is 7-bit ASCII with CRLF line endings, every line at
+that round-trips. What comes out is 7-bit ASCII with CRLF line endings (but for an address
+whose local part is not ASCII, which From and To carry as UTF-8, RFC 6532: such a
+message needs a server offering SMTPUTF8; an internationalised domain is written in its
+ASCII form and needs nothing), every line at
 most 78 characters (76 where it holds RFC 2047 encoded words) except where a long
 unbreakable ASCII token (a URL, an address, a display name, an extra header's value)
 must stay whole, and never more than 998.
@@ -31,6 +34,7 @@ from datetime import datetime
 from email.utils import format_datetime
 from types import MappingProxyType
 
+from tidings.email import addresses
 from tidings.email.message import RenderedEmail
 
 _SOFT_LIMIT = 78
@@ -47,6 +51,9 @@ _DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
 _ADDR_SPEC = re.compile(rf"{_DOT_ATOM}@{_DOMAIN}", re.ASCII)
+# RFC 6531: atext grows every character outside ASCII (those that print: see below).
+_UTF8_ATEXT = r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])"
+_UTF8_ADDR_SPEC = re.compile(rf"{_UTF8_ATEXT}+(?:\.{_UTF8_ATEXT}+)*@{_DOMAIN}")
 _MESSAGE_ID = re.compile(rf"<{_DOT_ATOM}@{_DOMAIN}>", re.ASCII)
 _ATOM_PHRASE = re.compile(rf"{_ATEXT}+(?: {_ATEXT}+)*", re.ASCII)
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*", re.ASCII)
@@ -157,7 +164,7 @@ def build_message(
     delimiter = f"--{boundary}\r\n".encode("ascii")
     return b"".join(
         (
-            "".join(headers).encode("ascii"),
+            "".join(headers).encode("utf-8"),
             b"\r\n",
             delimiter,
             _part("text/plain", rendered.text),
@@ -176,10 +183,22 @@ def _valid_message_id(message_id: str) -> bool:
 
 
 def _checked_address(address: str, role: str) -> str:
-    local, _, _ = address.rpartition("@")
-    if len(address) > 254 or len(local) > 64 or not _ADDR_SPEC.fullmatch(address):
-        raise ValueError(f"the {role} {address!r} is not a plausible email address")
-    return address
+    """``address`` as a header carries it (its domain in ASCII), once it is plausible."""
+    implausible = ValueError(f"the {role} {address!r} is not a plausible email address")
+    try:
+        sending = addresses.for_sending(address)
+    except ValueError as exc:
+        raise ValueError(f"{implausible}: {exc}") from None
+    local, _, _ = sending.rpartition("@")
+    if len(sending.encode()) > 254 or len(local.encode()) > 64:
+        raise implausible
+    if sending.isascii():
+        if not _ADDR_SPEC.fullmatch(sending):
+            raise implausible
+    elif not (local.isprintable() and _UTF8_ADDR_SPEC.fullmatch(sending)):
+        # Controls, separators, format characters (bidi overrides) are not printable.
+        raise implausible
+    return sending
 
 
 def _neutralised(value: str) -> str:

@@ -8,13 +8,15 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings.email import addresses
 from tidings.kit.db import Database
 from tidings.kit.tables import email_suppressions
 
 
 def normalise(address: str) -> str:
-    """Addresses compare case-insensitively (in practice, whatever RFC 5321 allows)."""
-    return address.strip().lower()
+    """Addresses compare case-insensitively (in practice, whatever RFC 5321 allows), an
+    internationalised domain in its ASCII form."""
+    return addresses.normalise(address)
 
 
 async def suppress(

@@ -40,6 +40,14 @@ async def test_sends_the_raw_message(ses: SesProvider, verified: str) -> None:
     assert recorded["raw_data"].encode() == email.raw
 
 
+async def test_an_address_needing_smtputf8_fails_saying_so_and_is_not_sent(
+    ses: SesProvider, verified: str
+) -> None:
+    with pytest.raises(PermanentSendError, match="only ASCII before the @"):
+        await ses.send(make_email(1, recipient="bøb@example.com"))
+    assert sent_by_moto(verified) == []
+
+
 async def test_many_sends_share_one_client(ses: SesProvider, verified: str) -> None:
     accepted = [await ses.send(make_email(n)) for n in range(5)]
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import email.parser
+import email.policy
 import email.utils
 from typing import Any
 
@@ -146,8 +148,11 @@ def test_display_names_are_quoted_or_encoded(
         "bob@example.com, eve@example.net",
         "bob@-example.com",
         "bob..x@example.com",
-        "zoë@example.com",
-        "bob@exämple.com",
+        "\u202ezoë@example.com",
+        "zo\u00a0ë@example.com",
+        "zoë@ex\u202eample.com",
+        "bob@exämple..com",
+        "ø" * 33 + "@example.com",
         "b" * 65 + "@example.com",
         "",
     ],
@@ -164,6 +169,28 @@ def test_implausible_addresses_are_refused(address: str, role: str) -> None:
 def test_plausible_addresses_pass(address: str) -> None:
     (parsed,) = parse(build(recipient=address))["To"].addresses
     assert parsed.addr_spec == address
+
+
+@pytest.mark.parametrize(
+    ("address", "written"),
+    [
+        ("bob@exämple.com", "bob@xn--exmple-cua.com"),
+        ("bob@BÜCHER.example", "bob@xn--bcher-kva.example"),
+        ("zoë@example.com", "zoë@example.com"),
+        ("josé.álvarez@bücher.example", "josé.álvarez@xn--bcher-kva.example"),
+    ],
+)
+@pytest.mark.parametrize("role", ["sender", "recipient"])
+def test_international_addresses_are_written_with_an_ascii_domain(
+    address: str, written: str, role: str
+) -> None:
+    raw = build(**{role: address})
+    header = "From" if role == "sender" else "To"
+    # RFC 6532: a local part outside ASCII is UTF-8 in the header; all else stays ASCII.
+    assert raw.isascii() == written.isascii()
+    message = email.parser.Parser(policy=email.policy.default).parsestr(raw.decode("utf-8"))
+    (parsed,) = message[header].addresses
+    assert parsed.addr_spec == written
 
 
 def test_structure_is_multipart_alternative_text_then_html() -> None:

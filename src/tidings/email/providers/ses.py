@@ -12,6 +12,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
+from tidings.email import addresses
 from tidings.email.message import OutgoingEmail
 from tidings.email.providers._ratelimit import RateLimiter
 from tidings.email.providers.base import (
@@ -106,6 +107,13 @@ class SesProvider:
         """
         if self._closed:
             raise TransientSendError("the SES provider is closed", provider=NAME)
+        for address in (email.sender, email.recipient):
+            if addresses.needs_smtputf8(address):
+                raise PermanentSendError(
+                    f"Amazon SES cannot send to or from {address!r}: it takes only ASCII "
+                    "before the @ (no SMTPUTF8)",
+                    provider=NAME,
+                )
         if self._limiter is not None:
             await self._limiter.acquire()
         request: dict[str, Any] = {

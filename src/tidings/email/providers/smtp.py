@@ -166,7 +166,14 @@ class SmtpProvider:
                 # Refused before MAIL FROM: an address that is malformed, or that needs
                 # SMTPUTF8 the server lacks. The connection itself is fine.
                 self._checkin(smtp)
-                raise PermanentSendError(str(exc), provider=NAME) from exc
+                reason = str(exc)
+                if options and not smtp.supports_extension("smtputf8"):
+                    needing = email.recipient if not email.recipient.isascii() else email.sender
+                    reason = (
+                        f"the SMTP server does not offer SMTPUTF8, which {needing!r} needs "
+                        "(it has characters outside ASCII before the @)"
+                    )
+                raise PermanentSendError(reason, provider=NAME) from exc
             except Exception as exc:
                 # A timeout or anything unforeseen leaves the session in an unknown
                 # state: never hand that connection out again.
