@@ -5,13 +5,14 @@ Each is a 4xx naming the field, never a 500, and the API goes on serving afterwa
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import CANONICAL_EVENT
+from tests.conftest import CANONICAL_EVENT, eventually
 
 JSON = {"Content-Type": "application/json"}
 
@@ -198,3 +199,79 @@ async def test_values_at_the_bounds_are_kept_exactly_and_one_past_them_refused(
 
 def _cursor(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+BAD_CURSORS = [
+    ("leaves the calendar in UTC", _cursor(b"0001-01-01T00:00:00+14:00|x")),
+    ("past the calendar in UTC", _cursor(b"9999-12-31T23:59:59-14:00|x")),
+    ("a time without a zone", _cursor(b"2024-01-01T00:00:00|x")),
+    ("not base64", "!!!"),
+    ("base64 with junk", _cursor(b"2024-01-01T00:00:00+00:00|x") + "$%"),
+    ("not UTF-8 once decoded", _cursor(b"\xff\xfe|\x80")),
+    ("no id", _cursor(b"2024-01-01T00:00:00+00:00|")),
+    ("no separator", _cursor(b"2024-01-01T00:00:00+00:00")),
+    ("huge", _cursor(b"2024-01-01T00:00:00+00:00|" + b"x" * 5000)),
+]
+
+
+@pytest.fixture
+async def operator(runtime: Any) -> dict[str, str]:
+    _key, plaintext = await runtime.auth.create_key("ops", ["admin"])
+    return {"Authorization": f"Bearer {plaintext}"}
+
+
+async def test_a_cursor_never_handed_out_is_a_422_on_cursor(
+    client: httpx.AsyncClient, user_headers: Any, operator: dict[str, str]
+) -> None:
+    for name, cursor in BAD_CURSORS:
+        for path, headers in (
+            ("/v1/me/inbox", user_headers("u-bob")),
+            ("/v1/users/u-bob/deliveries", operator),
+        ):
+            response = await client.get(path, params={"cursor": cursor}, headers=headers)
+            assert response.status_code == 422, (name, path, response.text)
+            assert_error(response, 422, "invalid", "cursor")
+
+
+async def test_an_id_cursor_longer_than_any_id_is_a_422_on_cursor(
+    client: httpx.AsyncClient, producer: dict[str, str], operator: dict[str, str]
+) -> None:
+    published = await client.post("/v1/events", json=CANONICAL_EVENT, headers=producer)
+    event_id = published.json()["event_id"]
+    huge = "u" * 256
+    for path, headers in (
+        ("/v1/topics/board:1/subscribers", producer),
+        (f"/v1/events/{event_id}", producer),
+        ("/v1/dead-letters", operator),
+    ):
+        response = await client.get(path, params={"cursor": huge}, headers=headers)
+        assert_error(response, 422, "invalid", "cursor")
+        kept = await client.get(path, params={"cursor": "u" * 255}, headers=headers)
+        assert kept.status_code == 200, kept.text
+
+
+async def test_an_inbox_cursor_is_an_instant_whatever_its_offset(
+    client: httpx.AsyncClient, producer: dict[str, str], user_headers: Any
+) -> None:
+    bob = user_headers("u-bob")
+    for n in range(3):
+        event = {**CANONICAL_EVENT, "idempotency_key": f"page-{n}"}
+        assert (await client.post("/v1/events", json=event, headers=producer)).status_code == 202
+
+    async def all_arrived() -> bool:
+        return len((await client.get("/v1/me/inbox", headers=bob)).json()["items"]) == 3
+
+    await eventually(all_arrived)
+    newest_first = (await client.get("/v1/me/inbox", headers=bob)).json()["items"]
+    first = await client.get("/v1/me/inbox", params={"limit": 1}, headers=bob)
+    cursor = first.json()["next_cursor"]
+    assert first.json()["items"] == newest_first[:1]
+    rest = await client.get("/v1/me/inbox", params={"cursor": cursor}, headers=bob)
+    assert rest.json()["items"] == newest_first[1:]
+    # The same instant written 14 hours ahead continues at the same place.
+    at, item_id = base64.urlsafe_b64decode(cursor + "==").decode().split("|", 1)
+    ahead = dt.datetime.fromisoformat(at).astimezone(dt.timezone(dt.timedelta(hours=14)))
+    shifted = _cursor(f"{ahead.isoformat()}|{item_id}".encode())
+    again = await client.get("/v1/me/inbox", params={"cursor": shifted}, headers=bob)
+    assert again.status_code == 200, again.text
+    assert again.json()["items"] == newest_first[1:]

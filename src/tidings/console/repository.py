@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import itertools
 from collections.abc import Mapping, Sequence
@@ -12,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.kit import errors
+from tidings.kit import cursors
 from tidings.kit.tables import (
     dead_letters,
     deliveries,
@@ -210,8 +209,7 @@ async def _page(
 
 def encode_cursor(row: Mapping[str, Any]) -> str:
     """The cursor that continues after ``row`` (its creation time and id)."""
-    raw = f"{row['created_at'].isoformat()}|{row['id']}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode_keyset(row["created_at"], row["id"])
 
 
 def decode_cursor(cursor: str | None) -> tuple[dt.datetime, str] | None:
@@ -220,14 +218,4 @@ def decode_cursor(cursor: str | None) -> tuple[dt.datetime, str] | None:
     Raises:
         errors.Invalid: the cursor is not one the console gave out.
     """
-    if not cursor:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, row_id = raw.split("|", 1)
-        when: dt.datetime | None = dt.datetime.fromisoformat(at)
-    except (ValueError, UnicodeDecodeError):
-        when = None
-    if when is None or when.tzinfo is None:
-        raise errors.Invalid("That is not a cursor the console gave out.", field="cursor")
-    return when, row_id
+    return cursors.decode_keyset(cursor)

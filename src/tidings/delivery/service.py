@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tidings.delivery import repository
+from tidings.kit import cursors
 from tidings.kit.db import Database
 
 
@@ -18,6 +19,6 @@ class DeliveryService:
     ) -> tuple[list[Mapping[str, Any]], str | None]:
         """A page of the event's deliveries and the cursor of the next page."""
         async with self._db.reader() as conn:
-            rows = await repository.for_event(conn, event_id, cursor, limit + 1)
+            rows = await repository.for_event(conn, event_id, cursors.after_id(cursor), limit + 1)
         next_cursor = rows[limit - 1]["id"] if len(rows) > limit else None
         return rows[:limit], next_cursor

@@ -116,7 +116,12 @@ async def page(
     if unread_only:
         query = query.where(c.read_at.is_(None))
     if before is not None:
-        query = query.where(sa.tuple_(c.created_at, c.id) < sa.tuple_(*before))
+        # Bound with the columns' types: the time is compared as the instant it is.
+        at, item_id = before
+        query = query.where(
+            sa.tuple_(c.created_at, c.id)
+            < sa.tuple_(sa.literal(at, c.created_at.type), sa.literal(item_id, c.id.type))
+        )
     rows = await conn.execute(query.order_by(c.created_at.desc(), c.id.desc()).limit(limit))
     return [dict(row._mapping) for row in rows]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.inbox import repository, schemas
-from tidings.kit import errors, metrics, tracing
+from tidings.kit import cursors, errors, metrics, tracing
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.live import RECOUNT, LiveHub
@@ -178,13 +176,15 @@ class InboxService:
             rows = await repository.page(
                 conn,
                 user_id,
-                before=_decode_cursor(cursor),
+                before=cursors.decode_keyset(cursor),
                 limit=limit + 1,
                 unread_only=unread_only,
                 archived=archived,
             )
         items = [_item(row) for row in rows[:limit]]
-        next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
+        next_cursor = (
+            cursors.encode_keyset(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+        )
         return schemas.Page(items=items, next_cursor=next_cursor)
 
     async def item(self, user_id: str, item_id: str) -> schemas.Item:
@@ -327,22 +327,3 @@ def _group(row: Mapping[str, Any]) -> schemas.Group | None:
     return schemas.Group(
         key=row["group_key"], count=row["group_count"], actors=row.get("group_actors") or []
     )
-
-
-def _encode_cursor(item: schemas.Item) -> str:
-    raw = f"{item.created_at.isoformat()}|{item.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None) -> tuple[dt.datetime, str] | None:
-    if not cursor:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, item_id = raw.split("|", 1)
-        return dt.datetime.fromisoformat(at), item_id
-    except (ValueError, UnicodeDecodeError):
-        raise errors.Invalid(
-            "The cursor is not one this API gave out; pass next_cursor back unchanged.",
-            field="cursor",
-        ) from None

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.delivery import repository as deliveries_repository
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
-from tidings.kit import errors
+from tidings.kit import cursors, errors
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.queue import NewJob, Queue
@@ -46,8 +46,9 @@ class DeadLetters:
         query = sa.select(dead_letters)
         if kind is not None:
             query = query.where(dead_letters.c.kind == kind)
-        if cursor:
-            query = query.where(dead_letters.c.id > cursor)
+        after = cursors.after_id(cursor)
+        if after is not None:
+            query = query.where(dead_letters.c.id > after)
         query = query.order_by(dead_letters.c.id).limit(limit + 1)
         async with self._db.reader() as conn:
             rows = [dict(r._mapping) for r in await conn.execute(query)]

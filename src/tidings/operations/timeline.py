@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +10,7 @@ import sqlalchemy as sa
 
 from tidings.auth.keys import ApiKey
 from tidings.delivery import repository as deliveries_repository
-from tidings.kit import errors
+from tidings.kit import cursors, errors
 from tidings.kit.db import Database
 from tidings.kit.tables import deliveries, notifications
 
@@ -79,7 +77,7 @@ class Timelines:
             query = query.where(d.created_at >= where.since)
         if where.until is not None:
             query = query.where(d.created_at < where.until)
-        before = _decode_cursor(cursor)
+        before = cursors.decode_keyset(cursor)
         if before is not None:
             at, last_id = before
             query = query.where(
@@ -90,26 +88,7 @@ class Timelines:
             rows = [dict(r._mapping) for r in await conn.execute(query)]
             steps = await deliveries_repository.transitions_of(conn, [r["id"] for r in rows])
         page = [{**row, "transitions": steps.get(row["id"], [])} for row in rows[:limit]]
-        return page, (_encode_cursor(page[-1]) if len(rows) > limit else None)
-
-
-def _encode_cursor(row: Mapping[str, Any]) -> str:
-    raw = f"{row['created_at'].isoformat()}|{row['id']}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None) -> tuple[dt.datetime, str] | None:
-    if not cursor:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, delivery_id = raw.split("|", 1)
-        when = dt.datetime.fromisoformat(at)
-    except (ValueError, UnicodeDecodeError):
-        when = None
-    if when is None or when.tzinfo is None:
-        raise errors.Invalid(
-            "The cursor is not one this API gave out; pass next_cursor back unchanged.",
-            field="cursor",
+        last = page[-1] if len(rows) > limit else None
+        return page, (
+            None if last is None else cursors.encode_keyset(last["created_at"], last["id"])
         )
-    return when, delivery_id
