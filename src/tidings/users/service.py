@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.kit import errors, ids
+from tidings.kit import cursors, errors, ids
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.users import repository, schemas
@@ -124,7 +124,9 @@ class UsersService:
         self, topic: str, cursor: str | None, limit: int
     ) -> schemas.SubscriberPage:
         async with self._db.reader() as conn:
-            rows = await repository.subscriber_page(conn, topic, cursor, limit + 1)
+            rows = await repository.subscriber_page(
+                conn, topic, cursors.after_id(cursor), limit + 1
+            )
         items = [
             schemas.Subscriber(user_id=r["user_id"], subscribed_at=r["created_at"])
             for r in rows[:limit]
