@@ -47,13 +47,18 @@ from tidings.kit.db import Database
 from tidings.kit.queue import Job, Queue, backoff
 from tidings.planning import planner
 from tidings.planning.rules import staleness
-from tidings.users.service import UsersService
+from tidings.users.service import UsersService, pseudonym_of
 
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY = 8
 """The most messages a batch has handed over (or is handing over) without their outcome
 committed: a worker that dies mid-batch sends again at most this many."""
+
+
+ERASURE_SKEW = dt.timedelta(seconds=5)
+"""How much earlier than a batch's read an erasure may be stamped (by another process's
+clock) and still be looked for: one already committed then was seen by the read."""
 
 
 @dataclass
@@ -168,7 +173,7 @@ class EmailSender:
                 continue
             sends.append(_Send(job, delivery, email))
 
-        await self._hand_over_all(sends, changes, finished, events)
+        await self._hand_over_all(sends, changes, finished, events, read_at=now)
 
     async def _hand_over_all(
         self,
@@ -176,9 +181,15 @@ class EmailSender:
         changes: list[StateChange],
         finished: list[Job],
         events: Mapping[str, Mapping[str, Any]],
+        *,
+        read_at: dt.datetime,
     ) -> None:
         """Hand ``sends`` to the provider, several at once, recording outcomes as they
         come, with the job changes already decided (``changes``, ``finished``).
+
+        Before the first message and after each commit, messages to users erased since
+        the batch was read are dropped (their deliveries were stopped by the erasure):
+        an erasure overtakes a batch within a few messages, not at its end.
 
         A message takes a place in the window when it is handed over and gives it back
         once its outcome is committed: at no moment are more than ``COMMIT_EVERY``
@@ -191,6 +202,8 @@ class EmailSender:
         loop = asyncio.get_running_loop()
         deadline = self._hand_over_until(loop.time())
         todo = list(reversed(sends))
+        since = read_at - ERASURE_SKEW
+        await self._drop_erased(todo, finished, since, events)
         flying: dict[asyncio.Future[Accepted | SendError], _Send] = {}
         retries: list[tuple[Job, str]] = []
         buried: list[tuple[Job, str]] = []
@@ -215,6 +228,7 @@ class EmailSender:
                 if unrecorded >= COMMIT_EVERY // 2 or not flying:
                     await self._commit(changes, finished, retries, buried)
                     unrecorded = 0
+                    await self._drop_erased(todo, finished, since, events)
             await self._commit(changes, finished, retries, buried)
         except Exception as exc:
             # Some jobs are settled already (completed, retried, given back): running
@@ -228,6 +242,37 @@ class EmailSender:
             for future in flying:
                 future.cancel()
             await asyncio.gather(*flying, return_exceptions=True)
+
+    async def _drop_erased(
+        self,
+        todo: list[_Send],
+        finished: list[Job],
+        since: dt.datetime,
+        events: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """Take out of ``todo`` the messages of events accepted before their recipient
+        was erased, by erasures made at ``since`` or later; their jobs are finished (the
+        erasure suppressed the deliveries). A user created again keeps later mail."""
+        if not todo:
+            return
+        async with self._db.reader() as conn:
+            erased = await self._users.erased_since(conn, since)
+        if not erased:
+            return
+
+        def covered(item: _Send) -> bool:
+            erasure = erased.get(pseudonym_of(item.delivery["user_id"]))
+            if erasure is None:
+                return False
+            event = events.get(item.delivery["event_id"])
+            # A digest's delivery has no event of its own: it counts from its planning.
+            accepted = item.delivery["created_at"] if event is None else event["created_at"]
+            return erasure.covers(accepted)
+
+        gone = [item for item in todo if covered(item)]
+        if gone:
+            finished.extend(item.job for item in gone)
+            todo[:] = [item for item in todo if not covered(item)]
 
     def _hand_over_until(self, now: float) -> float:
         """When to stop handing messages over: once half the lease is left, counted from

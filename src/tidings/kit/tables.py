@@ -417,4 +417,5 @@ erasures = sa.Table(
     sa.Column("pseudonym", sa.String(255), primary_key=True),
     sa.Column("erased_before", UTCDateTime(), nullable=False),
     _now_column(),
+    sa.Index(None, "created_at"),
 )

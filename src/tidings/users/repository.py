@@ -135,6 +135,17 @@ async def erasures_of(conn: AsyncConnection, pseudonyms: Iterable[str]) -> dict[
     return found
 
 
+async def erased_since(conn: AsyncConnection, since: dt.datetime) -> dict[str, dt.datetime]:
+    """pseudonym → the moment before which its work is dropped, for the users erased at
+    ``since`` or later."""
+    rows = await conn.execute(
+        sa.select(erasures.c.pseudonym, erasures.c.erased_before).where(
+            erasures.c.created_at >= since
+        )
+    )
+    return {row.pseudonym: row.erased_before for row in rows}
+
+
 _PENDING = ("planned", "scheduled")
 """Delivery states with work still to do (the delivery state machine's own names)."""
 _ERASED = "erased"

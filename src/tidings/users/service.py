@@ -87,6 +87,12 @@ class UsersService:
             for pseudonym, before in found.items()
         }
 
+    async def erased_since(self, conn: AsyncConnection, since: dt.datetime) -> dict[str, Erasure]:
+        """The erasures made at ``since`` or later, by pseudonym (for work that read its
+        recipients before and is still going)."""
+        found = await repository.erased_since(conn, since)
+        return {pseudonym: Erasure(pseudonym, before) for pseudonym, before in found.items()}
+
     async def forget_in_events(
         self, conn: AsyncConnection, erased: Mapping[str, Iterable[str]]
     ) -> None:

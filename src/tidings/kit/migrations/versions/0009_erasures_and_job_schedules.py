@@ -26,6 +26,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("pseudonym", name=op.f("pk_erasures")),
     )
+    with op.batch_alter_table("erasures", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_erasures_created_at"), ["created_at"], unique=False)
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("scheduled_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index(batch_op.f("ix_jobs_scheduled_at"), ["scheduled_at"], unique=False)
@@ -35,4 +37,6 @@ def downgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_jobs_scheduled_at"))
         batch_op.drop_column("scheduled_at")
+    with op.batch_alter_table("erasures", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_erasures_created_at"))
     op.drop_table("erasures")
