@@ -70,8 +70,9 @@ def serve(
     settings = _settings().model_copy(update=updates)
     logs.configure(logs.wants_json(settings.log_format), level=settings.log_level)
     _require_valid_catalog(settings)
+    if settings.is_embedded or not settings.secret:
+        _require_writable_data_dir(settings)
     if settings.is_embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
         migrate.upgrade(settings.resolved_database_url)
     application = create_app(settings)
     where = "embedded SQLite in " + str(settings.data_dir) if settings.is_embedded else "PostgreSQL"
@@ -79,6 +80,31 @@ def serve(
     if settings.demo_enabled:
         out.print(f"Demo: {settings.base_url}/demo  (example users, events and mailbox)")
     _listen(application, settings)
+
+
+def _require_writable_data_dir(settings: Settings) -> None:
+    """Stop with one line, not a traceback, when the data folder (the embedded database,
+    the generated secret and DKIM key) cannot be written."""
+    import tempfile
+
+    folder = settings.data_dir.absolute()
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(0, "a file is where the folder should be")
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".tidings-write-check-"):
+            pass
+        database = folder / "tidings.db"
+        if settings.is_embedded and database.exists():
+            with database.open("ab"):
+                pass
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise _fail(
+            f"cannot write to {folder} ({reason}): set TIDINGS_DATA_DIR to a folder Tidings "
+            "may write to, use PostgreSQL (TIDINGS_DATABASE_URL) with TIDINGS_SECRET, "
+            "or fix the permissions"
+        ) from None
 
 
 def _listen(application: Any, settings: Settings) -> None:
