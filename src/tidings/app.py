@@ -49,7 +49,7 @@ from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
 from tidings.inbox import endpoints as inbox_endpoints
 from tidings.inbox.service import InboxService
 from tidings.ingest.broker import BrokerIngest, IngestTopology
-from tidings.kit import http, metrics, tracing
+from tidings.kit import http, metrics, outage, tracing
 from tidings.kit.clock import Clock, SystemClock
 from tidings.kit.counters import Counters, RedisCounters, build_counters
 from tidings.kit.db import Database
@@ -161,7 +161,8 @@ class Runtime:
         try:
             async with self.db.reader() as conn:
                 await conn.execute(sa.text("SELECT 1"))
-            checks["database"] = "ok"
+            # A full disk or a read-only file lets reads through: writes failed lately.
+            checks["database"] = outage.of(self.db).problem() or "ok"
         except Exception as exc:
             checks["database"] = f"{type(exc).__name__}: {exc}"[:200]
         if isinstance(self.queue, JetStreamQueue):
@@ -442,7 +443,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         setattr(app.state, name, getattr(runtime, name))
     app.state.runtime = runtime
     app.state.rate_limits = rate_limits
-    http.install_error_handlers(app)
+    http.install_error_handlers(app, outage.of(runtime.db))
     http.document_errors(app)
     app.add_middleware(http.StrictJson)
     app.add_middleware(http.RefuseNul)

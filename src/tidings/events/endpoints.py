@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from tidings.auth.dependencies import Producer
 from tidings.delivery.service import DeliveryService
-from tidings.events import schemas
+from tidings.events import group_commit, schemas
 from tidings.events.group_commit import GroupCommitter
 from tidings.events.service import EventsService
 from tidings.kit import errors
@@ -64,7 +64,10 @@ async def publish_batch(
             field="events",
         )
     prepared = [events.prepare(key, event, f"events.{i}.") for i, event in enumerate(body.events)]
-    outcomes = await events.publish(prepared)
+    try:
+        outcomes = await events.publish(prepared)
+    except Exception as exc:
+        raise (group_commit.refusal(exc) or exc) from exc
     response.headers.update(events.deprecation_headers(event.type for event in body.events))
     return schemas.BatchAccepted(
         events=[schemas.Accepted(event_id=o.event_id, replayed=o.replayed) for o in outcomes]

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tidings.kit import errors, json_input
+from tidings.kit import errors, json_input, outage
 
 log = logging.getLogger(__name__)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves as ``{"error": {"code", "message", "field"?}}``."""
+def install_error_handlers(app: FastAPI, outages: outage.Outages | None = None) -> None:
+    """Every error leaves as ``{"error": {"code", "message", "field"?}}``; one that says
+    the database cannot serve now is a 503 with ``Retry-After``, logged once per outage
+    by ``outages``."""
+    outages = outages or outage.Outages()
 
     @app.exception_handler(errors.TidingsError)
     async def _tidings_error(_request: Request, exc: errors.TidingsError) -> JSONResponse:
@@ -35,19 +40,38 @@ def install_error_handlers(app: FastAPI) -> None:
             {"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code
         )
 
+    async def _storage_error(_request: Request, exc: Exception) -> JSONResponse:
+        unavailable = outages.unavailable(exc)
+        if unavailable is None:
+            raise exc  # a bug: on to the handler of last resort below
+        return JSONResponse(
+            unavailable.body(), status_code=unavailable.status, headers=unavailable.headers()
+        )
+
+    # Registered by class: the handler of any Exception runs last, and Starlette then
+    # raises again for the server to log a traceback, once per request. An outage is
+    # logged once, by ``outages``.
+    for kind in (sa.exc.SQLAlchemyError, sqlite3.Error, OSError):
+        app.add_exception_handler(kind, _storage_error)
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "internal",
-                    "message": "Tidings failed to handle this request; nothing was accepted. "
-                    "Retry it with the same idempotency key.",
-                }
-            },
-            status_code=500,
-        )
+        return _internal(exc)
+
+
+def _internal(exc: Exception) -> JSONResponse:
+    """The 500 for a failure that is neither the caller's nor an outage: a bug."""
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse(
+        {
+            "error": {
+                "code": "internal",
+                "message": "Tidings failed to handle this request; nothing was accepted. "
+                "Retry it with the same idempotency key.",
+            }
+        },
+        status_code=500,
+    )
 
 
 ERROR_SCHEMA: dict[str, Any] = {
