@@ -19,7 +19,7 @@ import httpx
 import sqlalchemy as sa
 
 from tidings.app import Runtime, build_runtime, create_app
-from tidings.auth import tokens
+from tidings.auth import keys, tokens
 from tidings.kit import tables
 from tidings.kit.clock import FrozenClock
 from tidings.kit.settings import Settings
@@ -177,7 +177,7 @@ async def rig(settings: Settings, clock: FrozenClock) -> AsyncIterator[Rig]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://tidings.test") as client:
-            _key, secret = await runtime.auth.create_key("tests", ["*"])
+            _key, secret = await runtime.auth.create_key("tests", ["*", *keys.CAPABILITIES])
 
             def headers(user: str) -> dict[str, str]:
                 # Signed at the real time: token expiry is checked against the real clock.

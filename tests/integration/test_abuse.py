@@ -261,8 +261,8 @@ async def test_a_burst_over_the_limit_gets_429_then_passes_after_retry_after(
     limited_app: FastAPI,
 ) -> None:
     runtime: Runtime = limited_app.state.runtime
-    _key, plaintext = await runtime.auth.create_key("busy", ["*"])
-    _other, other_plaintext = await runtime.auth.create_key("quiet", ["*"])
+    _key, plaintext = await runtime.auth.create_key("busy", ["*", "users:read"])
+    _other, other_plaintext = await runtime.auth.create_key("quiet", ["*", "users:read"])
     busy = {"Authorization": f"Bearer {plaintext}"}
     transport = httpx.ASGITransport(app=limited_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://tidings.test") as client:
@@ -325,7 +325,7 @@ async def test_shared_limits_hold_across_api_processes(
         redis_prefix=f"t{uuid.uuid4().hex[:10]}",
     )
     async with api_process(settings) as first, api_process(settings) as second:
-        _key, plaintext = await first.state.runtime.auth.create_key("busy", ["*"])
+        _key, plaintext = await first.state.runtime.auth.create_key("busy", ["*", "users:read"])
         busy = {"Authorization": f"Bearer {plaintext}"}
         statuses = []
         for app in (first, second, first, second, first, second):
@@ -349,7 +349,7 @@ async def test_shared_limits_let_requests_through_when_redis_is_down(
         redis_url=f"redis://127.0.0.1:{closed_port}/0",
     )
     async with api_process(settings) as app:
-        _key, plaintext = await app.state.runtime.auth.create_key("busy", ["*"])
+        _key, plaintext = await app.state.runtime.auth.create_key("busy", ["*", "users:read"])
         busy = {"Authorization": f"Bearer {plaintext}"}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t.test") as client:

@@ -60,7 +60,9 @@ async def tidings(make_settings: Callable[..., Settings], tmp_path: Path) -> Asy
         application = create_app(runtime=runtime)
         try:
             async with application.router.lifespan_context(application):
-                _key, plaintext = await runtime.auth.create_key("tests", ["*"])
+                _key, plaintext = await runtime.auth.create_key(
+                    "tests", ["*", "topics:write", "dev:mailbox"]
+                )
                 async with httpx.AsyncClient(
                     transport=httpx.ASGITransport(app=application), base_url="http://t.test"
                 ) as client:

@@ -455,7 +455,7 @@ async def test_without_declared_categories_any_well_formed_name_is_accepted(
             transport=httpx.ASGITransport(app=app), base_url="http://tidings.test"
         ) as client,
     ):
-        _key, secret = await app.state.runtime.auth.create_key("tests", ["*"])
+        _key, secret = await app.state.runtime.auth.create_key("tests", ["*", "preferences:write"])
         headers = {"Authorization": f"Bearer {secret}"}
         path = "/v1/users/u-ann/preferences"
 

@@ -66,3 +66,50 @@ def test_expired_and_foreign_tokens_are_refused() -> None:
     )
     with pytest.raises(errors.Unauthenticated):
         tokens.verify_user_token(SECRET, unsigned)
+
+
+@pytest.mark.parametrize(
+    ("scopes", "capability", "allowed"),
+    [
+        (("comment.*",), "users:write", False),
+        (("*",), "users:write", False),
+        (("comment.*", "users:write"), "users:write", True),
+        (("users:write",), "users:read", False),
+        (("admin",), "users:erase", True),
+        (("admin",), "dev:mailbox", True),
+    ],
+)
+def test_capabilities(scopes: tuple[str, ...], capability: str, allowed: bool) -> None:
+    key = keys.ApiKey("id", "team", "pfx", scopes, NOW)
+    assert key.has(capability) is allowed
+
+
+def test_a_capability_scope_is_never_a_type_pattern() -> None:
+    key = keys.ApiKey("id", "team", "pfx", ("users:write", "comment.*", "*:*"), NOW)
+    assert key.type_patterns == ("comment.*",)
+    assert key.capabilities == ("users:write",)
+    assert not key.may_publish("users.write")
+
+
+@pytest.mark.parametrize(
+    ("given", "wanted"),
+    [
+        ([" comment.* ", "users:read", "comment.*"], ["comment.*", "users:read"]),
+        (["admin"], ["admin"]),
+        (["billing.invoice_paid", "dev:mailbox"], ["billing.invoice_paid", "dev:mailbox"]),
+    ],
+)
+def test_checked_scopes_keep_known_ones_once(given: list[str], wanted: list[str]) -> None:
+    assert keys.checked_scopes(given) == wanted
+
+
+@pytest.mark.parametrize("scope", ["users:wrte", "preferences:*", "users", "Comment.*", "a b.*"])
+def test_checked_scopes_refuse_what_is_neither(scope: str) -> None:
+    with pytest.raises(errors.Invalid, match="Unknown scope") as refused:
+        keys.checked_scopes(["comment.*", scope])
+    assert refused.value.field == "scopes"
+
+
+def test_checked_scopes_need_one() -> None:
+    with pytest.raises(errors.Invalid, match="at least one scope"):
+        keys.checked_scopes([" ", ""])

@@ -91,3 +91,32 @@ def test_webhook_secret_is_stable_and_derived_from_the_deployment_secret(env: Pa
     first = CliRunner().invoke(app, ["email", "webhook-secret"]).stdout.strip()
     assert len(first) == 64
     assert CliRunner().invoke(app, ["email", "webhook-secret"]).stdout.strip() == first
+
+
+def test_keys_create_takes_types_and_scopes_and_lists_them_apart(env: Path) -> None:
+    runner = CliRunner()
+    made = runner.invoke(
+        app,
+        ["keys", "create", "--name", "web", "--types", "comment.*", "--scope", "users:write"],
+    )
+    assert made.exit_code == 0, made.output
+    assert "types: comment.*; scopes: users:write" in made.stderr
+    only_scopes = runner.invoke(
+        app, ["keys", "create", "--name", "sync", "--scope", "users:read,users:write"]
+    )
+    assert only_scopes.exit_code == 0, only_scopes.output
+    listed = runner.invoke(app, ["keys", "list"], terminal_width=200)
+    assert listed.exit_code == 0
+    web = next(line for line in listed.stdout.splitlines() if " web " in line)
+    assert "comment.*" in web
+    assert "users:write" in web
+    assert "scopes" in listed.stdout
+
+
+def test_keys_create_refuses_an_unknown_scope(env: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["keys", "create", "--name", "web", "--types", "comment.*", "--scope", "users:wrte"]
+    )
+    assert result.exit_code == 1
+    assert "Unknown scope 'users:wrte'" in result.stderr
+    assert "users:write" in result.stderr
