@@ -101,7 +101,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 def document_errors(app: FastAPI) -> None:
     """Make the OpenAPI document say what Tidings answers when a request fails: every
     operation may answer a 4xx with the ``Error`` body (422 included, which FastAPI
-    would otherwise describe with its own body)."""
+    would otherwise describe with its own body), and a 503 while the database is out."""
     render = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -122,6 +122,14 @@ def document_errors(app: FastAPI) -> None:
                 responses.setdefault(
                     "4XX",
                     {"description": "The request was refused; the body says why", "content": error},
+                )
+                responses.setdefault(
+                    "503",
+                    {
+                        "description": "The database does not answer just now: retry after "
+                        "the seconds in Retry-After",
+                        "content": error,
+                    },
                 )
         app.openapi_schema = document
         return document
