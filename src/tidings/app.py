@@ -317,6 +317,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             clock,
             settings.signing_secret,
             dt.timedelta(seconds=settings.user_token_ttl_seconds),
+            key_cache_seconds=settings.key_cache_seconds,
         ),
         users=users,
         events=events,

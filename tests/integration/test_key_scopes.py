@@ -3,6 +3,7 @@ are whose, how fast a revocation reaches every process, and who may read the mai
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -187,18 +188,24 @@ async def started(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, 
             yield client, runtime
 
 
-async def test_a_revoked_key_is_refused_by_every_process_at_its_next_request(
-    client: httpx.AsyncClient, runtime: Runtime, settings: Settings
+@pytest.mark.parametrize("cache_seconds", [0.0, 1.0])
+async def test_a_revoked_key_is_refused_by_every_process_within_the_cache_bound(
+    make_settings: Callable[..., Settings], database_url: str, cache_seconds: float
 ) -> None:
-    key, plaintext = await runtime.auth.create_key("team", ["comment.*", "users:read"])
-    headers = {"Authorization": f"Bearer {plaintext}"}
-    async with started(settings) as (other, _other_runtime):
-        # The other process has just seen the key work.
+    """The revoking process refuses the key at once; another process within
+    ``TIDINGS_KEY_CACHE_SECONDS`` (at its next request when that is 0)."""
+    settings = make_settings(database_url=database_url, key_cache_seconds=cache_seconds)
+    async with started(settings) as (client, runtime), started(settings) as (other, _):
+        key, plaintext = await runtime.auth.create_key("team", ["comment.*", "users:read"])
+        headers = {"Authorization": f"Bearer {plaintext}"}
+        # Both processes have just seen the key work.
         for answer in [await client.get("/v1/users/u-x", headers=headers)] + [
             await other.get("/v1/users/u-x", headers=headers) for _ in range(3)
         ]:
             assert answer.status_code == 404, answer.text
         await runtime.auth.revoke_key(key.id)
+        assert (await client.get("/v1/users/u-x", headers=headers)).status_code == 401
+        await asyncio.sleep(cache_seconds)
         refused = await other.get("/v1/users/u-x", headers=headers)
         assert refused.status_code == 401, refused.text
         assert refused.json()["error"]["code"] == "unauthenticated"

@@ -3,26 +3,42 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 from tidings.auth import keys, repository, tokens
 from tidings.kit import errors, ids
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 
+_MAX_REMEMBERED = 10_000
+"""Verified keys remembered at once; past it the memory starts afresh (keys are few)."""
+
 
 class AuthService:
     """Authenticates producers and end users.
 
-    Every request with a key reads that key's row (one primary-key-sized probe on the
-    unique ``prefix`` index), so a key revoked by any process is refused by every process
-    from its next request on; nothing about keys is cached in the process.
+    A verified key is remembered for ``key_cache_seconds`` (``TIDINGS_KEY_CACHE_SECONDS``,
+    1 s by default), so a burst of requests with one key costs one read of its row rather
+    than one per request. That is also the bound on revocation: a key revoked by any
+    process is refused by every process at most that long afterwards, and at once by the
+    process that revoked it. With 0, every request reads the key's row.
     """
 
-    def __init__(self, db: Database, clock: Clock, secret: str, token_ttl: dt.timedelta) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        secret: str,
+        token_ttl: dt.timedelta,
+        *,
+        key_cache_seconds: float = 1.0,
+    ) -> None:
         self._db = db
         self._clock = clock
         self._secret = secret
         self._token_ttl = token_ttl
+        self._key_cache_seconds = key_cache_seconds
+        self._verified: dict[str, tuple[float, keys.ApiKey]] = {}
 
     async def create_key(self, name: str, scopes: list[str]) -> tuple[keys.ApiKey, str]:
         """A new API key with exactly ``scopes`` (type patterns and capabilities); returns
@@ -59,6 +75,7 @@ class AuthService:
         async with self._db.transaction() as conn:
             if not await repository.revoke(conn, key_id, self._clock.now()):
                 raise errors.NotFound(f"No active key with id {key_id!r}.", field="id")
+        self._verified.clear()
 
     async def authenticate_key(self, authorization: str | None) -> keys.ApiKey:
         """The API key behind an ``Authorization: Bearer …`` header.
@@ -67,6 +84,9 @@ class AuthService:
             errors.Unauthenticated: no key, a malformed key, an unknown or revoked key.
         """
         plaintext = _bearer(authorization)
+        remembered = self._verified.get(plaintext)
+        if remembered is not None and remembered[0] > time.monotonic():
+            return remembered[1]
         prefix = keys.parse_prefix(plaintext)
         if prefix is None:
             raise errors.Unauthenticated("That is not a Tidings API key.", field="authorization")
@@ -74,6 +94,10 @@ class AuthService:
             found = await repository.by_prefix(conn, prefix)
         if found is None or not keys.matches(plaintext, found[1]) or found[0].revoked_at:
             raise errors.Unauthenticated("Unknown or revoked API key.", field="authorization")
+        if self._key_cache_seconds > 0:
+            if len(self._verified) >= _MAX_REMEMBERED:
+                self._verified.clear()
+            self._verified[plaintext] = (time.monotonic() + self._key_cache_seconds, found[0])
         return found[0]
 
     async def key_by_prefix(self, prefix: str) -> keys.ApiKey:

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch_events: int = Field(default=1000, ge=1, le=10_000)
     user_token_ttl_seconds: int = Field(default=3600, ge=60)
+    key_cache_seconds: float = Field(default=1.0, ge=0, le=10)
+    """How long a process trusts a key it verified: the bound on revocation elsewhere."""
     # Requests a second each API key and each end user may send, and the burst above
     # that; 0 turns the limit off. Counted in each API process on its own.
     rate_limit_per_second: float = Field(default=1000.0, ge=0)
