@@ -387,7 +387,8 @@ webhook_attempts = sa.Table(
     sa.Column("status", sa.Integer),
     sa.Column("error", sa.Text),
     sa.Column("duration_ms", sa.Integer),
-    # The start of the receiver's answer, for the log.
+    # The size of the receiver's answer ("N bytes"), never its content; older rows may
+    # hold text, which the API does not show.
     sa.Column("response", sa.Text),
     sa.Index(None, "message_id"),
 )
