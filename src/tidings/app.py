@@ -344,7 +344,12 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             interval=settings.retention_interval_seconds,
         ),
         webhooks=WebhooksService(
-            db, clock, queue, outbox, allow_private=settings.webhooks_allow_private
+            db,
+            clock,
+            queue,
+            outbox,
+            allow_private=settings.webhooks_allow_private,
+            max_per_key=settings.webhooks_max_per_key,
         ),
     )
     if settings.ingest_enabled:

@@ -667,3 +667,35 @@ async def test_https_to_the_checked_address_verifies_the_certificate_of_the_name
     finally:
         server.should_exit = True
         await task
+
+
+async def test_a_key_registers_at_most_its_bound_of_endpoints(
+    make_settings: Callable[..., Settings], database_url: str, receiver: tuple[Receiver, str]
+) -> None:
+    """One key cannot multiply every delivery's webhook work without end; the bound is
+    per key, so another team's key still registers."""
+    from tidings.app import build_runtime, create_app
+
+    _app, url = receiver
+    settings = make_settings(
+        database_url=database_url, webhooks_allow_private=True, webhooks_max_per_key=3
+    )
+    tidings = create_app(runtime=build_runtime(settings))
+    async with (
+        tidings.router.lifespan_context(tidings),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=tidings), base_url="http://tidings.test"
+        ) as client,
+    ):
+        runtime = tidings.state.runtime
+        ann, bob = await key_headers(runtime, "comment.*"), await key_headers(runtime, "mention.*")
+        made = [await register(client, ann, url) for _ in range(3)]
+        refused = await client.post("/v1/webhooks", json={"url": url}, headers=ann)
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert (error["code"], error["field"]) == ("limit_reached", "url")
+        assert "TIDINGS_WEBHOOKS_MAX_PER_KEY" in error["message"]
+        await register(client, bob, url)
+        gone = await client.delete(f"/v1/webhooks/{made[0]['id']}", headers=ann)
+        assert gone.status_code == 204
+        await register(client, ann, url)

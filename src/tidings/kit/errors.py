@@ -80,6 +80,13 @@ class UnsupportedMediaType(TidingsError):
     code = "unsupported_media_type"
 
 
+class LimitReached(TidingsError):
+    """Creating one more of something would pass the bound a deployment sets on it."""
+
+    status = 409
+    code = "limit_reached"
+
+
 class TooLarge(TidingsError):
     status = 413
     code = "too_large"

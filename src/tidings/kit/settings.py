@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     )
     webhooks_disable_after: int = Field(default=20, ge=1)
     webhooks_allow_private: bool = False
+    webhooks_max_per_key: int = Field(default=50, ge=1, le=10_000)
+    """Endpoints one API key may register: each delivery change is a message per endpoint."""
     webhooks_timeout_seconds: float = Field(default=10.0, gt=0)
     webhooks_cache_seconds: float = Field(default=5.0, ge=0)
 

@@ -17,6 +17,12 @@ async def add_endpoint(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
     await conn.execute(endpoints.insert().values(**row))
 
 
+async def count_endpoints(conn: AsyncConnection, api_key_id: str) -> int:
+    """How many endpoints ``api_key_id`` has registered (on the ``api_key_id`` index)."""
+    query = sa.select(sa.func.count()).where(endpoints.c.api_key_id == api_key_id)
+    return int((await conn.execute(query)).scalar_one())
+
+
 async def endpoint(conn: AsyncConnection, endpoint_id: str) -> dict[str, Any] | None:
     row = (await conn.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id))).first()
     return None if row is None else dict(row._mapping)

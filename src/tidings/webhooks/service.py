@@ -38,12 +38,14 @@ class WebhooksService:
         listeners: outbox.Outbox,
         *,
         allow_private: bool,
+        max_per_key: int = 50,
     ) -> None:
         self._db = db
         self._clock = clock
         self._queue = queue
         self._outbox = listeners
         self._allow_private = allow_private
+        self._max_per_key = max_per_key
 
     async def _checked_url(self, url: str) -> str:
         problem = addresses.problem_with(url)
@@ -71,7 +73,13 @@ class WebhooksService:
         types: list[str] | None,
         states: list[str] | None,
     ) -> dict[str, Any]:
-        """Register an endpoint for ``key``; the result carries its secret."""
+        """Register an endpoint for ``key``; the result carries its secret.
+
+        Raises:
+            errors.LimitReached: the key already has ``max_per_key`` endpoints (each
+                delivery change becomes one message per matching endpoint, so the bound
+                is what keeps one key from multiplying the work of every delivery).
+        """
         now = self._clock.now()
         row = {
             "id": ids.new_id(),
@@ -89,6 +97,13 @@ class WebhooksService:
             "updated_at": now,
         }
         async with self._db.transaction() as conn:
+            if await repository.count_endpoints(conn, key.id) >= self._max_per_key:
+                raise errors.LimitReached(
+                    f"This key already has {self._max_per_key} webhook endpoints, as many as "
+                    "TIDINGS_WEBHOOKS_MAX_PER_KEY allows: delete one you no longer use, or "
+                    "send several event kinds to one endpoint with its types filter.",
+                    field="url",
+                )
             await repository.add_endpoint(conn, row)
         self._outbox.invalidate()
         return row
