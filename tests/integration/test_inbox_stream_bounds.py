@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import AsyncIterator, Callable
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
@@ -133,10 +134,14 @@ async def test_a_process_over_its_stream_cap_answers_503_with_retry_after(
         open_stream(client, token_for(app, "u-bob")),
         open_stream(client, token_for(app, "u-eve")),
     ):
-        refused = await client.get("/v1/me/inbox/stream", params={"token": token_for(app, "u-zed")})
-        assert refused.status_code == 503, refused.text
-        assert refused.headers["retry-after"] == "10"
-        assert refused.json()["error"]["code"] == "too_many_streams"
+        # Read as a stream: a stream that opened would never end.
+        async with client.stream(
+            "GET", "/v1/me/inbox/stream", params={"token": token_for(app, "u-zed")}
+        ) as refused:
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "10"
+            body = await refused.aread()
+        assert orjson.loads(body)["error"]["code"] == "too_many_streams"
         # The rest of the inbox API still answers.
         counts = await client.get(
             "/v1/me/inbox/counts", headers={"Authorization": f"Bearer {token_for(app, 'u-zed')}"}
