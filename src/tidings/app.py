@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from tidings import __version__, catalog
 from tidings.auth.rate_limit import Limiter, RateLimits, SharedRateLimits
 from tidings.auth.service import AuthService
+from tidings.catalog import endpoints as catalog_endpoints
+from tidings.catalog.reload import CatalogReloader
 from tidings.channels import runtime as channel_runtime
 from tidings.channels.interface import Channel
 from tidings.console import endpoints as console_endpoints
@@ -49,7 +51,7 @@ from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
 from tidings.inbox import endpoints as inbox_endpoints
 from tidings.inbox.service import InboxService
 from tidings.ingest.broker import BrokerIngest, IngestTopology
-from tidings.kit import http, metrics, outage, tracing
+from tidings.kit import http, metrics, migrate, outage, tracing
 from tidings.kit.clock import Clock, SystemClock
 from tidings.kit.counters import Counters, RedisCounters, build_counters
 from tidings.kit.db import Database
@@ -120,7 +122,11 @@ class Runtime:
     webhooks: WebhooksService
     channels: dict[str, Channel]
     """The plugin channels this process runs, by name."""
+    reloader: CatalogReloader
+    """Replaces ``catalog`` with the folder's current content, for every service at once."""
     ingest: BrokerIngest | None = None
+    schema_ready: bool = field(default=False, init=False, repr=False)
+    """The schema was seen at this version's revision: it is not read again."""
 
     async def start(self, *, consume: bool, relay_poll: float | None = None) -> None:
         """Connect the engines and start what this process runs in the background: the
@@ -165,6 +171,8 @@ class Runtime:
             checks["database"] = outage.of(self.db).problem() or "ok"
         except Exception as exc:
             checks["database"] = f"{type(exc).__name__}: {exc}"[:200]
+        if checks["database"] == "ok" and self.db.is_postgres:
+            checks["schema"] = await self._schema()
         if isinstance(self.queue, JetStreamQueue):
             checks["nats"] = "ok" if self.queue.connected else "not connected"
         if isinstance(self.counters, RedisCounters):
@@ -176,6 +184,21 @@ class Runtime:
         if self.ingest is not None:
             checks["ingest"] = "ok" if self.ingest.connected else "not connected"
         return checks
+
+    async def _schema(self) -> str:
+        """Whether the schema is the one this version needs ("ok" or what to do). Only
+        PostgreSQL is asked: the embedded SQLite file is brought up to date by the process
+        that opens it. Once at the revision, the answer is kept: schemas do not go back."""
+        if not self.schema_ready:
+            try:
+                async with self.db.reader() as conn:
+                    problem = migrate.problem(await migrate.revision_of(conn))
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"[:200]
+            if problem is not None:
+                return problem
+            self.schema_ready = True
+        return "ok"
 
     async def close(self) -> None:
         if self.ingest is not None:
@@ -337,6 +360,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         timelines=Timelines(db),
         dead_letters=DeadLetters(db, clock, queue),
         channels=plugins,
+        reloader=CatalogReloader(types, channel_runtime.switchable),
         retention=Retention(
             db,
             clock,
@@ -462,6 +486,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(email_endpoints.router)
     app.include_router(feedback_endpoints.router)
     app.include_router(operations_endpoints.router)
+    app.include_router(catalog_endpoints.router)
     app.include_router(webhooks_endpoints.router)
     app.include_router(console_endpoints.router)
     for router in channel_runtime.routers(runtime.channels):

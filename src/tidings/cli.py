@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -13,6 +14,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import url as sa_url
 
 from tidings import catalog
 from tidings.auth import keys
@@ -61,25 +63,34 @@ def _fail(message: str) -> typer.Exit:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default TIDINGS_PORT or 8000).")] = None,
+    migrate_now: Annotated[
+        bool,
+        typer.Option(
+            "--migrate",
+            help="Bring a PostgreSQL schema up to date first (as TIDINGS_MIGRATE_ON_START).",
+        ),
+    ] = False,
 ) -> None:
     """Run API, workers and timers in one process (the embedded default needs no servers)."""
 
     from tidings.app import create_app
 
-    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    updates: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if migrate_now:
+        updates["migrate_on_start"] = True
     settings = _settings().model_copy(update=updates)
     logs.configure(logs.wants_json(settings.log_format), level=settings.log_level)
     _require_valid_catalog(settings)
     if settings.is_embedded or not settings.secret:
         _require_writable_data_dir(settings)
-    if settings.is_embedded:
-        migrate.upgrade(settings.resolved_database_url)
+    _ensure_schema(settings)
+    listening, settings = _claim_port(settings)
     application = create_app(settings)
     where = "embedded SQLite in " + str(settings.data_dir) if settings.is_embedded else "PostgreSQL"
     out.print(f"Tidings {application.version} on {where}, catalog {settings.catalog}")
     if settings.demo_enabled:
         out.print(f"Demo: {settings.base_url}/demo  (example users, events and mailbox)")
-    _listen(application, settings)
+    _listen(application, settings, listening, watch_catalog=True)
 
 
 def _require_writable_data_dir(settings: Settings) -> None:
@@ -107,18 +118,44 @@ def _require_writable_data_dir(settings: Settings) -> None:
         ) from None
 
 
-def _listen(application: Any, settings: Settings) -> None:
-    """Serve ``application`` over HTTP until stopped, saying where."""
+def _claim_port(settings: Settings) -> tuple[socket.socket, Settings]:
+    """The HTTP port, listening, and the settings with its number (``--port 0`` takes a
+    free one); a port that is taken stops the command with one line naming the setting."""
+    from tidings.processes import PortInUse, listen
+
+    try:
+        listening = listen(settings)
+    except PortInUse as exc:
+        raise _fail(str(exc.strerror)) from None
+    except OSError as exc:
+        raise _fail(
+            f"{exc.strerror or exc}: set TIDINGS_HOST (or --host) to an address of this machine"
+        ) from None
+    port = int(listening.getsockname()[1])
+    return listening, settings.model_copy(update={"port": port})
+
+
+def _listen(
+    application: Any, settings: Settings, listening: socket.socket, *, watch_catalog: bool = False
+) -> None:
+    """Serve ``application`` over HTTP on ``listening`` until stopped, saying where."""
     from tidings.processes import serve_http
 
     out.print(f"Listening on {settings.base_url}  (API docs: {settings.base_url}/docs)")
-    serve_http(application, settings)
+    serve_http(application, settings, listening, watch_catalog=watch_catalog)
 
 
 @app.command()
 def api(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default TIDINGS_PORT or 8000).")] = None,
+    migrate_now: Annotated[
+        bool,
+        typer.Option(
+            "--migrate",
+            help="Bring a PostgreSQL schema up to date first (as TIDINGS_MIGRATE_ON_START).",
+        ),
+    ] = False,
 ) -> None:
     """Run only the HTTP API (scale-out: as many as needed, behind a load balancer)."""
 
@@ -126,10 +163,13 @@ def api(
 
     updates: dict[str, Any] = {"worker_enabled": False}
     updates.update({k: v for k, v in (("host", host), ("port", port)) if v is not None})
+    if migrate_now:
+        updates["migrate_on_start"] = True
     settings = _process_settings(updates)
+    listening, settings = _claim_port(settings)
     application = create_app(settings)
     out.print(f"Tidings API {application.version}, queue {settings.queue_backend}")
-    _listen(application, settings)
+    _listen(application, settings, listening)
 
 
 @app.command()
@@ -144,11 +184,18 @@ def worker(
     health_port: Annotated[
         int | None, typer.Option(help="Port for /healthz and /readyz (default 8001).")
     ] = None,
+    migrate_now: Annotated[
+        bool,
+        typer.Option(
+            "--migrate",
+            help="Bring a PostgreSQL schema up to date first (as TIDINGS_MIGRATE_ON_START).",
+        ),
+    ] = False,
 ) -> None:
     """Run only the pipeline's worker: lease jobs and plan and deliver them."""
     from tidings.processes import run_worker
 
-    updates: dict[str, Any] = {}
+    updates: dict[str, Any] = {"migrate_on_start": True} if migrate_now else {}
     if stage:
         updates["worker_stages"] = ",".join(stage)
     if lanes is not None:
@@ -156,7 +203,10 @@ def worker(
     if health_port is not None:
         updates["health_port"] = health_port
     settings = _process_settings(updates)
-    _run(lambda: run_worker(settings))
+    try:
+        _run(lambda: run_worker(settings))
+    except OSError as exc:
+        raise _fail(f"{exc.strerror or exc}: choose another with --health-port") from None
 
 
 @app.command()
@@ -164,16 +214,27 @@ def scheduler(
     health_port: Annotated[
         int | None, typer.Option(help="Port for /healthz and /readyz (default 8002).")
     ] = None,
+    migrate_now: Annotated[
+        bool,
+        typer.Option(
+            "--migrate",
+            help="Bring a PostgreSQL schema up to date first (as TIDINGS_MIGRATE_ON_START).",
+        ),
+    ] = False,
 ) -> None:
     """Run the timer relay of the JetStream queue (several may run; each timer fires once)."""
     from tidings.processes import run_scheduler
 
     updates: dict[str, Any] = {} if health_port is None else {"health_port": health_port}
+    if migrate_now:
+        updates["migrate_on_start"] = True
     settings = _process_settings(updates)
     try:
         _run(lambda: run_scheduler(settings))
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"{exc.strerror or exc}: choose another with --health-port") from None
 
 
 def _settings() -> Settings:
@@ -377,9 +438,32 @@ async def _with_auth(settings: Settings, use: Callable[[AuthService], Awaitable[
 
 
 def _ensure_schema(settings: Settings) -> None:
+    """Make sure the schema is the one this version needs before anything uses it. The
+    embedded SQLite file is brought up to date; PostgreSQL only when asked
+    (``TIDINGS_MIGRATE_ON_START``, ``--migrate``): otherwise a schema behind stops the
+    command with one line naming ``tidings db upgrade``, rather than a process that looks
+    ready and fails on every job."""
+    url = settings.resolved_database_url
     if settings.is_embedded:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        migrate.upgrade(settings.resolved_database_url)
+        migrate.upgrade(url)
+        return
+    try:
+        found = _run(lambda: migrate.revision(url))
+    except Exception as exc:
+        shown = sa_url.make_url(url).render_as_string(hide_password=True)
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise _fail(
+            f"cannot reach the database at {shown} ({type(exc).__name__}: {reason}): "
+            "start it, or fix TIDINGS_DATABASE_URL"
+        ) from None
+    problem = migrate.problem(found)
+    if problem is None:
+        return
+    if not (settings.migrate_on_start and migrate.upgradable(found)):
+        raise _fail(problem)
+    migrate.upgrade_exclusive(url)
+    err.print(f"database migrated from {found or '(empty)'} to revision {migrate.head()}")
 
 
 def main() -> None:

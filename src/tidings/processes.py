@@ -5,6 +5,8 @@ connection bounds, and the scale-out processes beside the API, ``tidings worker`
 Each of the latter builds the same runtime as ``tidings serve``, starts only its own part
 of it, and answers ``/healthz`` and ``/readyz`` on a port of its own, so an orchestrator
 can tell a process that runs from one that can work.
+
+Every process reloads its catalog on SIGHUP; ``tidings serve`` also watches the folder.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fastapi import FastAPI
 
 from tidings import __version__
 from tidings.app import Runtime, add_health_routes, build_runtime
+from tidings.catalog.reload import CatalogReloader
 from tidings.kit import bounds
 from tidings.kit.jetstream import JetStreamQueue
 from tidings.kit.settings import Settings
@@ -56,11 +59,84 @@ def http_config(application: Any, settings: Settings) -> uvicorn.Config:
     )
 
 
-def serve_http(application: Any, settings: Settings) -> None:
-    """Serve ``application`` over HTTP until SIGTERM/SIGINT, within the bounds of
-    ``settings``."""
+class PortInUse(OSError):
+    """The HTTP port is taken by another process."""
+
+
+def listen(settings: Settings) -> socket.socket:
+    """The HTTP port of ``settings``, listening already: taken here, before anything says
+    "Listening", so that a busy port is a clear refusal and not a line after it.
+
+    Raises:
+        PortInUse: another process holds the port; the message names the settings.
+        OSError: the host cannot be listened on (not an address of this machine, say).
+    """
+    try:
+        listening = _bind(settings.host, settings.port)
+    except socket.gaierror as exc:
+        raise OSError(exc.errno, f"cannot listen on {settings.host!r}: {exc.strerror}") from exc
+    if listening is None:
+        raise PortInUse(
+            errno.EADDRINUSE,
+            f"port {settings.port} on {settings.host} is already in use: set TIDINGS_PORT "
+            "(or --port) to a free port, or stop the process that holds it",
+        )
+    return listening
+
+
+def serve_http(
+    application: Any,
+    settings: Settings,
+    listening: socket.socket | None = None,
+    *,
+    watch_catalog: bool = False,
+) -> None:
+    """Serve ``application`` over HTTP (on ``listening`` when given, see ``listen``) until
+    SIGTERM/SIGINT, within the bounds of ``settings``; reload the catalog on SIGHUP, and
+    with ``watch_catalog`` whenever its folder changes."""
     bounds.raise_open_files_limit(settings.max_connections + SPARE_FILES)
-    uvicorn.Server(http_config(application, settings)).run()
+    server = uvicorn.Server(http_config(application, settings))
+    runtime: Runtime = application.state.runtime
+    sockets = None if listening is None else [listening]
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(_serve_reloading(server, sockets, runtime.reloader, watch_catalog))
+
+
+async def _serve_reloading(
+    server: uvicorn.Server,
+    sockets: list[socket.socket] | None,
+    reloader: CatalogReloader,
+    watch: bool,
+) -> None:
+    async with catalog_reloads(reloader, watch=watch):
+        await server.serve(sockets)
+
+
+@contextlib.asynccontextmanager
+async def catalog_reloads(reloader: CatalogReloader, *, watch: bool) -> AsyncIterator[None]:
+    """Reload the catalog on SIGHUP while the block runs, and with ``watch`` whenever a
+    file of its folder changes."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
+    stop = asyncio.Event()
+    watching = (
+        asyncio.create_task(_watch(reloader, stop), name="tidings-catalog-watch") if watch else None
+    )
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        stop.set()
+        if watching is not None:
+            await watching
+
+
+async def _watch(reloader: CatalogReloader, stop: asyncio.Event) -> None:
+    try:
+        await reloader.watch(stop)
+    except Exception:
+        # The process serves on; SIGHUP and the admin endpoint still reload.
+        log.warning("watching %s stopped; send SIGHUP to reload", reloader.folder, exc_info=True)
 
 
 async def run_worker(settings: Settings) -> None:
@@ -101,7 +177,10 @@ async def _run_until_stopped(runtime: Runtime, chosen_port: int | None, default:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with serve_health(runtime, chosen_port, default):
+        async with (
+            serve_health(runtime, chosen_port, default),
+            catalog_reloads(runtime.reloader, watch=False),
+        ):
             await stop.wait()
     finally:
         # Running batches get their time to finish; unacknowledged messages return to

@@ -215,6 +215,7 @@ TABLE = [
     ),
     capability("GET", "/v1/dev/mailbox", "/v1/dev/mailbox", keys.DEV_MAILBOX, 200),
     operator("GET", "/v1/users/{user_id}/deliveries", "/v1/users/u-bob/deliveries", 200),
+    operator("POST", "/v1/catalog/reload", "/v1/catalog/reload", 200),
     operator("GET", "/v1/dead-letters", "/v1/dead-letters", 200),
     operator(
         "POST", "/v1/dead-letters/replay", "/v1/dead-letters/replay", 200, body={"kind": "plan"}

@@ -21,13 +21,45 @@ from tidings.channels.interface import Channel
 SUFFIXES = (".yaml", ".yml")
 
 
-@dataclass(frozen=True, eq=False)
-class Catalog:
-    """The notification types of one catalog folder, by key; iterating yields the types."""
+@dataclass(frozen=True)
+class _Contents:
+    """What one load of the folder declared: swapped as a whole, never edited."""
 
     types: Mapping[str, NotificationType]
-    source_dir: Path
-    categories: Mapping[str, Category] = field(default_factory=lambda: MappingProxyType({}))
+    categories: Mapping[str, Category]
+
+
+class Catalog:
+    """The notification types of one catalog folder, by key; iterating yields the types.
+
+    Services keep the one ``Catalog`` of their process and read it on every use, so a
+    reload (``adopt``) is seen by all of them at once: the types and categories are held
+    in one reference that is replaced, never changed in place.
+    """
+
+    def __init__(
+        self,
+        types: Mapping[str, NotificationType],
+        source_dir: Path,
+        categories: Mapping[str, Category] | None = None,
+    ) -> None:
+        self.source_dir = source_dir
+        self._contents = _Contents(types, MappingProxyType(dict(categories or {})))
+
+    @property
+    def types(self) -> Mapping[str, NotificationType]:
+        """The types, by key."""
+        return self._contents.types
+
+    @property
+    def categories(self) -> Mapping[str, Category]:
+        """The categories declared in ``categories.yaml``, by name."""
+        return self._contents.categories
+
+    def adopt(self, newer: Catalog) -> None:
+        """Serve ``newer``'s types and categories from now on. One reference changes, so
+        a reader sees either the old catalog or the new one, never a mix of the two."""
+        self._contents = newer._contents
 
     def category(self, name: str) -> Category:
         """The category ``name``: as declared, or an optional one when undeclared."""
@@ -39,9 +71,10 @@ class Catalog:
         return self.types.get(key)
 
     def __contains__(self, item: object) -> bool:
+        types = self.types
         if isinstance(item, NotificationType):
-            return self.types.get(item.key) is item
-        return isinstance(item, str) and item in self.types
+            return types.get(item.key) is item
+        return isinstance(item, str) and item in types
 
     def __len__(self) -> int:
         return len(self.types)

@@ -29,7 +29,7 @@ Format = Literal["auto", "json", "console"]
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _MASK = "<email>"
 _HANDLER_NAME = "tidings"
-_QUIET_AT_INFO = ("asyncio", "aiosqlite", "httpx", "httpcore", "nats")
+_QUIET_AT_INFO = ("asyncio", "aiosqlite", "httpx", "httpcore", "nats", "watchfiles")
 
 
 def wants_json(log_format: Format, stream: TextIO | None = None) -> bool:

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     data_dir: Path = Path(".tidings")
     database_url: str | None = None
+    # PostgreSQL: bring the schema up to date when a process starts, instead of refusing
+    # to start on an older one (the embedded SQLite file is always brought up to date).
+    migrate_on_start: bool = False
     catalog: Path = Path("catalog")
     secret: str | None = Field(default=None, repr=False)
     public_url: str | None = None
