@@ -112,7 +112,7 @@ async def test_the_canonical_event_is_mailed_signed_and_unsubscribable(
     path = urllib.parse.urlsplit(url).path
     page = await client.get(path)
     assert page.status_code == 200
-    assert "comments" in page.text
+    assert "<strong>Comments</strong>" in page.text  # the category by its title
     assert "<form" in page.text
     done = await client.post(path, content=b"List-Unsubscribe=One-Click")
     assert done.status_code == 200

@@ -15,6 +15,7 @@ from typing import Literal
 
 import pydantic
 
+from tidings.catalog import locales
 from tidings.catalog.model import CATEGORY_PATTERN, CategoriesFile, CategoryFile
 from tidings.catalog.problems import CatalogProblem
 from tidings.catalog.report import Report
@@ -46,6 +47,18 @@ class Category:
         default_factory=lambda: MappingProxyType({}), hash=False
     )
     default_digest: DigestDefault | None = None
+    title: str = ""
+    """What recipients read for it; empty when the catalog gives none."""
+    titles: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    """The title in other languages, by normalised locale tag (``fr``, ``pt-BR``)."""
+
+    def title_for(self, locale: str | None) -> str:
+        """The title in the closest language to ``locale`` (``fr-CA`` → ``fr``), else the
+        default title, else the category's name."""
+        for tag in locales.fallbacks(locale):
+            if tag in self.titles:
+                return self.titles[tag]
+        return self.title or self.name
 
 
 def undeclared(name: str) -> Category:
@@ -90,6 +103,11 @@ def parse_categories(
             elif entry.mandatory and not enabled:
                 message = "a mandatory category cannot be off, not even by default"
                 report.add(("categories", name, "channels", channel), message)
+        for key in entry.locales:
+            tag = locales.normalise(key)
+            if tag is None or locales.to_babel(tag) is None:
+                message = f"{key!r} is not a known locale (e.g. fr, fr-CA, pt-BR)"
+                report.add(("categories", name, "locales", key), message)
     if report.problems:
         return {}, report.problems
     categories = {name: _category(name, entry) for name, entry in sorted(model.categories.items())}
@@ -107,5 +125,9 @@ def _category(name: str, entry: CategoryFile) -> Category:
             None
             if digest is None
             else DigestDefault(digest.cadence, 9 if digest.hour is None else digest.hour)
+        ),
+        title=entry.title or "",
+        titles=MappingProxyType(
+            {str(locales.normalise(key)): found.title for key, found in entry.locales.items()}
         ),
     )

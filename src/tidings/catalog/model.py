@@ -194,10 +194,19 @@ class CategoryDigestFile(_FileModel):
         return self
 
 
+class CategoryLocaleFile(_FileModel):
+    """``locales.<tag>`` of a category: its title in that language."""
+
+    title: Text
+
+
 class CategoryFile(_FileModel):
     """One entry of ``categories.yaml``."""
 
     description: Text
+    # What recipients read, on the unsubscribe page for one: "Comments", not "comments".
+    title: Text | None = None
+    locales: dict[str, CategoryLocaleFile] = Field(default_factory=dict)
     # Mandatory categories (security, billing) cannot be turned off by a recipient.
     mandatory: StrictBool = False
     # Defaults under tenants' and recipients' own choices.

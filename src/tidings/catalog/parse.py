@@ -36,6 +36,8 @@ EXAMPLE_RECIPIENT = {
 # Rule templates also see a group of notifications, or a digest: two, in check.
 EXAMPLE_OTHER_ACTOR = {"id": "u-example-2", "name": "Another Example"}
 EXAMPLE_CREATED_AT = "2024-05-01T09:30:00Z"
+# Email templates also see the link that unsubscribes the recipient from the category.
+EXAMPLE_UNSUBSCRIBE_URL = "https://tidings.example/v1/unsubscribe/example"
 
 _IN_APP = ("channels", "in_app")
 
@@ -194,6 +196,7 @@ def _example_context(key: str, example: dict[str, Any]) -> dict[str, Any]:
         "actor": EXAMPLE_ACTOR,
         "recipient": EXAMPLE_RECIPIENT,
         "event": {"id": "ev-example", "type": key, "tenant": "example"},
+        "unsubscribe_url": EXAMPLE_UNSUBSCRIBE_URL,
     }
 
 

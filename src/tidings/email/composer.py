@@ -58,16 +58,13 @@ class EmailComposer:
             catalog.RenderError: a template failed on this payload.
             ValueError: the recipient's address cannot be put in a header.
         """
-        rendered = ntype.render_email(context, locale)
-        return self.compose_rendered(
-            delivery_id=delivery_id,
-            rendered=rendered,
-            category=category,
-            to_address=to_address,
-            to_name=to_name,
-            user_id=user_id,
-            now=now,
+        unsubscribe = (
+            None
+            if category.mandatory
+            else self.unsubscribe_for(user_id, category.name, to_address, locale)
         )
+        rendered = ntype.render_email(with_links(context, unsubscribe), locale)
+        return self._build(delivery_id, rendered, to_address, to_name, now, unsubscribe)
 
     def compose_rendered(
         self,
@@ -79,12 +76,29 @@ class EmailComposer:
         to_name: str | None,
         user_id: str,
         now: dt.datetime,
+        locale: str | None = None,
     ) -> OutgoingEmail:
         """The signed message for an email rendered elsewhere (a digest, say).
 
         Raises:
             ValueError: the recipient's address cannot be put in a header.
         """
+        unsubscribe = (
+            None
+            if category.mandatory
+            else self.unsubscribe_for(user_id, category.name, to_address, locale)
+        )
+        return self._build(delivery_id, rendered, to_address, to_name, now, unsubscribe)
+
+    def _build(
+        self,
+        delivery_id: str,
+        rendered: RenderedEmail,
+        to_address: str,
+        to_name: str | None,
+        now: dt.datetime,
+        unsubscribe: mime.Unsubscribe | None,
+    ) -> OutgoingEmail:
         message_id = mime.message_id_for(delivery_id, self._sender.domain)
         raw = mime.build_message(
             sender=self._sender.address,
@@ -94,9 +108,7 @@ class EmailComposer:
             rendered=rendered,
             message_id=message_id,
             date=now,
-            unsubscribe=None
-            if category.mandatory
-            else self.unsubscribe_for(user_id, category.name, to_address),
+            unsubscribe=unsubscribe,
         )
         if self._signer is not None:
             raw = self._signer.sign(raw)
@@ -110,10 +122,17 @@ class EmailComposer:
             subject=rendered.subject,
         )
 
-    def unsubscribe_for(self, user_id: str, category: str, address: str) -> mime.Unsubscribe:
-        """The List-Unsubscribe targets for one user and category (RFC 8058 one-click)."""
+    def unsubscribe_for(
+        self, user_id: str, category: str, address: str, locale: str | None = None
+    ) -> mime.Unsubscribe:
+        """The List-Unsubscribe targets for one user and category (RFC 8058 one-click);
+        ``locale``, the email's, is the language the page the link opens speaks."""
         token = unsubscribe_tokens.issue(
-            self._unsubscribe_secret, user_id=user_id, category=category, email=address
+            self._unsubscribe_secret,
+            user_id=user_id,
+            category=category,
+            email=address,
+            locale=locale,
         )
         subject = urllib.parse.quote(f"unsubscribe {token}")
         return mime.Unsubscribe(
@@ -124,5 +143,19 @@ class EmailComposer:
     def preview(
         self, ntype: catalog.NotificationType, context: Mapping[str, Any], locale: str | None
     ) -> RenderedEmail:
-        """The rendered subject, HTML and text, without building or sending anything."""
-        return ntype.render_email(context, locale)
+        """The rendered subject, HTML and text, without building or sending anything.
+
+        ``unsubscribe_url`` is a stand-in that unsubscribes nobody, so that a footer
+        that shows it can be previewed."""
+        example = mime.Unsubscribe(url=f"{self._base_url}{PREVIEW_UNSUBSCRIBE_PATH}", mailto="")
+        return ntype.render_email(with_links(context, example), locale)
+
+
+PREVIEW_UNSUBSCRIBE_PATH = "/v1/unsubscribe/example"
+"""Where a previewed email's unsubscribe link points: a page that explains it is an example."""
+
+
+def with_links(context: Mapping[str, Any], unsubscribe: mime.Unsubscribe | None) -> dict[str, Any]:
+    """``context`` with the links every email template may show: ``unsubscribe_url``, the
+    same page as the List-Unsubscribe header's (None for a mandatory category)."""
+    return {**context, "unsubscribe_url": None if unsubscribe is None else unsubscribe.url}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import html
+import contextlib
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,10 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tidings import catalog
 from tidings.auth.dependencies import MailboxReader, Producer
-from tidings.email import unsubscribe_tokens
-from tidings.email.composer import EmailComposer
+from tidings.email import unsubscribe_page, unsubscribe_tokens
+from tidings.email.composer import PREVIEW_UNSUBSCRIBE_PATH, EmailComposer
 from tidings.kit import errors
 from tidings.preferences.service import PreferencesService
+from tidings.users.service import UsersService
 
 router = APIRouter(tags=["email"])
 
@@ -49,32 +51,76 @@ async def _composer(request: Request) -> EmailComposer:
     return composer
 
 
-def _claim(request: Request, token: str) -> unsubscribe_tokens.UnsubscribeClaim:
+@dataclass(frozen=True)
+class _Unsubscribing:
+    """A token that checked out: what it claims, its category, the page's language."""
+
+    claim: unsubscribe_tokens.UnsubscribeClaim
+    category: catalog.Category
+    language: unsubscribe_page.Language
+
+
+_EXAMPLE_TOKEN = PREVIEW_UNSUBSCRIBE_PATH.rsplit("/", 1)[1]
+
+
+async def _unsubscribing(request: Request, token: str) -> _Unsubscribing | HTMLResponse:
+    """What ``token`` unsubscribes from, or the page that says why it cannot.
+
+    A client that asks for HTML (a browser) gets a page for a broken, forged or
+    mandatory link; any other (an API client, a mailbox provider's one-click POST) the
+    JSON error.
+
+    Raises:
+        errors.Invalid: the token is broken or forged, or names a mandatory category.
+    """
+    html = unsubscribe_page.wants_html(request.headers.get("accept"))
     secret: str = request.app.state.settings.signing_secret
-    claim = unsubscribe_tokens.verify(secret, token)
+    try:
+        claim = unsubscribe_tokens.verify(secret, token)
+    except errors.Invalid:
+        if not html:
+            raise
+        language = await _language(request, None)
+        if token == _EXAMPLE_TOKEN:
+            return HTMLResponse(unsubscribe_page.example(language), status_code=404)
+        return HTMLResponse(unsubscribe_page.broken(language), status_code=400)
     types: catalog.Catalog = request.app.state.runtime.catalog
-    if types.category(claim.category).mandatory:
+    category = types.category(claim.category)
+    if category.mandatory and not html:
         raise errors.Invalid(
             f"Messages about {claim.category!r} cannot be turned off.", field="category"
         )
-    return claim
+    language = await _language(request, claim)
+    if category.mandatory:
+        return HTMLResponse(unsubscribe_page.mandatory(language, category), status_code=400)
+    return _Unsubscribing(claim, category, language)
+
+
+async def _language(
+    request: Request, claim: unsubscribe_tokens.UnsubscribeClaim | None
+) -> unsubscribe_page.Language:
+    """The recipient's stored locale, else the email's, else the browser's languages."""
+    candidates: list[str | None] = []
+    if claim is not None:
+        users: UsersService = request.app.state.users
+        # A recipient the event carried may never have been stored.
+        with contextlib.suppress(errors.NotFound):
+            candidates.append((await users.get_profile(claim.user_id)).locale)
+        candidates.append(claim.locale)
+    candidates += unsubscribe_page.accepted_languages(request.headers.get("accept-language"))
+    return unsubscribe_page.choose(candidates)
 
 
 @router.get("/v1/unsubscribe/{token}", response_class=HTMLResponse)
-async def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
+async def confirm_unsubscribe(request: Request, token: str) -> HTMLResponse:
     """A small confirmation page with one button; nothing changes until it is pressed."""
-    claim = _claim(request, token)
-    return HTMLResponse(
-        _page(
-            "Unsubscribe",
-            f"<p>Stop emails about <strong>{html.escape(claim.category)}</strong>"
-            + (f" to {html.escape(claim.email)}" if claim.email else "")
-            + "?</p>"
-            f'<form method="post" action="/v1/unsubscribe/{html.escape(token)}">'
-            '<button type="submit" name="List-Unsubscribe" value="One-Click">Unsubscribe</button>'
-            "</form>",
-        )
+    found = await _unsubscribing(request, token)
+    if isinstance(found, HTMLResponse):
+        return found
+    page = unsubscribe_page.confirm(
+        found.language, found.category, found.claim.email, f"/v1/unsubscribe/{token}"
     )
+    return HTMLResponse(page)
 
 
 @router.post("/v1/unsubscribe/{token}", response_class=HTMLResponse)
@@ -84,17 +130,14 @@ async def unsubscribe(
     preferences: Annotated[PreferencesService, Depends(_preferences)],
 ) -> HTMLResponse:
     """One-click unsubscribe (RFC 8058): no login, no second step."""
-    claim = _claim(request, token)
+    found = await _unsubscribing(request, token)
+    if isinstance(found, HTMLResponse):
+        return found
+    claim = found.claim
     await preferences.set_channel(
         claim.user_id, claim.category, "email", enabled=False, source="unsubscribe_link"
     )
-    return HTMLResponse(
-        _page(
-            "Unsubscribed",
-            f"<p>You will no longer get emails about "
-            f"<strong>{html.escape(claim.category)}</strong>.</p>",
-        )
-    )
+    return HTMLResponse(unsubscribe_page.done(found.language, found.category))
 
 
 @router.post("/v1/catalog/{type_key}/preview", response_model=PreviewOut)
@@ -155,15 +198,3 @@ async def mailbox(
             field="email_provider",
         )
     return MailboxOut(messages=await catcher.list(limit=limit, recipient=to))
-
-
-def _page(title: str, body: str) -> str:
-    return (
-        "<!doctype html><html lang=en><meta charset=utf-8>"
-        '<meta name=viewport content="width=device-width,initial-scale=1">'
-        f"<title>{title}</title>"
-        "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:4rem auto;"
-        "padding:0 1rem;color:#222}button{font:inherit;padding:.5rem 1.25rem;border:0;"
-        "border-radius:.375rem;background:#2f54eb;color:#fff;cursor:pointer}</style>"
-        f"<h1>{title}</h1>{body}</html>"
-    )

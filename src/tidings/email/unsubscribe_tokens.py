@@ -1,10 +1,11 @@
-"""Signed unsubscribe tokens: who, from what, and (optionally) which address.
+"""Signed unsubscribe tokens: who, from what, and (optionally) which address and language.
 
 An HS256 JWT for the audience ``tidings:unsubscribe``, so no other token signed with the
 deployment's secret (a user token, say) passes for one. It never expires: a link in an
 old email must keep working. ``iat`` records when it was issued, for a future cut-off.
 The claims are signed, not encrypted: the address, when included, is readable by
-whoever holds the link, which is the person it was sent to.
+whoever holds the link, which is the person it was sent to. The locale is the language
+the email was written for, so that the page the link opens speaks it too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tidings.kit import errors
 AUDIENCE = "tidings:unsubscribe"
 ALGORITHM = "HS256"
 _MAX_TOKEN_LENGTH = 2048
+_MAX_LOCALE_LENGTH = 35
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class UnsubscribeClaim:
     user_id: str
     category: str
     email: str | None = None
+    locale: str | None = None
 
 
 def issue(
@@ -37,6 +40,7 @@ def issue(
     user_id: str,
     category: str,
     email: str | None = None,
+    locale: str | None = None,
     now: dt.datetime | None = None,
 ) -> str:
     """A compact, URL-safe token for an unsubscribe link; ``now`` defaults to the clock.
@@ -57,6 +61,8 @@ def issue(
     }
     if email is not None:
         claims["eml"] = email
+    if locale:
+        claims["loc"] = locale[:_MAX_LOCALE_LENGTH]
     # No "typ" header: every byte of the token ends up in a URL.
     return jwt.encode(claims, secret, algorithm=ALGORITHM, headers={"typ": None})
 
@@ -83,6 +89,10 @@ def verify(secret: str, token: str) -> UnsubscribeClaim:
     except jwt.InvalidTokenError as exc:
         raise errors.Invalid(f"The unsubscribe token is not valid: {exc}.", field="token") from None
     user_id, category, email = claims["sub"], claims["cat"], claims.get("eml")
+    # Only ever a hint for the page's language: anything but a short string is ignored.
+    locale = claims.get("loc")
+    if not isinstance(locale, str) or len(locale) > _MAX_LOCALE_LENGTH:
+        locale = None
     if not isinstance(user_id, str) or not user_id:
         raise errors.Invalid("The unsubscribe token names no user.", field="token")
     if not isinstance(category, str) or not category:
@@ -91,4 +101,4 @@ def verify(secret: str, token: str) -> UnsubscribeClaim:
         raise errors.Invalid("The unsubscribe token has a malformed address.", field="token")
     if not isinstance(claims["iat"], int):
         raise errors.Invalid("The unsubscribe token has a malformed iat.", field="token")
-    return UnsubscribeClaim(user_id=user_id, category=category, email=email)
+    return UnsubscribeClaim(user_id=user_id, category=category, email=email, locale=locale)
