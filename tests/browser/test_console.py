@@ -167,7 +167,7 @@ async def test_the_overview_draws_live_charts(page: Page, tidings: Tidings) -> N
     await sign_in(page, tidings, key)
     await expect(page.locator('[data-stat="events"]')).to_have_text("3")
     throughput = page.locator("#chart-throughput")
-    await expect(throughput.locator(".legend").first).to_have_text("events: 3")
+    await expect(throughput.locator(".legend").first).to_have_text("events: 3 in 30 min")
     await expect(throughput.locator("polyline, circle").first).to_be_attached()
     await expect(page.locator("#chart-latency .legend").first).to_contain_text("p50")
     await expect(page.locator("#chart-queue .legend").first).to_contain_text("waiting")

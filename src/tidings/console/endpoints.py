@@ -226,7 +226,8 @@ async def deliveries_page(
 async def delivery_page(
     request: Request, delivery_id: Annotated[str, Path(max_length=64)]
 ) -> Response:
-    """One delivery's timeline: every transition, when, by which stage and attempt, why."""
+    """One delivery's timeline: every transition, when, by which stage and attempt, why;
+    for an email the mail catcher holds, a link to it."""
     operator = await signed_in(request)
     if operator is None:
         return to_login(request)
@@ -234,7 +235,11 @@ async def delivery_page(
         found = await runtime(request).timelines.delivery(delivery_id, operator.key)
     except errors.TidingsError as exc:
         return failed(request, operator, exc)
-    return page(request, "delivery.html", operator, delivery=found)
+    caught = None
+    if found.get("channel") == "email" and runtime(request).mail_catcher is not None:
+        async with runtime(request).db.reader() as conn:
+            caught = await repository.caught_for_delivery(conn, delivery_id)
+    return page(request, "delivery.html", operator, delivery=found, caught=caught)
 
 
 @router.get("/catalog")

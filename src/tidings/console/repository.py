@@ -169,6 +169,18 @@ async def caught_message(conn: AsyncConnection, message_id: str) -> dict[str, An
     return None if row is None else dict(row._mapping)
 
 
+async def caught_for_delivery(conn: AsyncConnection, delivery_id: str) -> dict[str, Any] | None:
+    """The caught message of an email delivery (its id and subject), if the catcher has it.
+
+    The catcher stores a delivery's message under the delivery's id, so this is a read
+    by primary key.
+    """
+    m = mailbox.c
+    query = sa.select(m.id, m.subject).where(m.id == delivery_id, m.delivery_id == delivery_id)
+    row = (await conn.execute(query)).first()
+    return None if row is None else dict(row._mapping)
+
+
 def _type_matches(column: sa.ColumnElement[str], pattern: str) -> sa.ColumnElement[bool]:
     if pattern.endswith("*"):
         prefix = pattern[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -53,6 +53,34 @@ def latency_per_bucket(
     }
 
 
+def window_latency(
+    finished: Sequence[tuple[dt.datetime, dt.datetime]], edges: Sequence[dt.datetime]
+) -> dict[str, float | None]:
+    """p50 and p95 of accept-to-done seconds over the whole window the charts show."""
+    seconds = [
+        max(0.0, (done - accepted).total_seconds())
+        for accepted, done in finished
+        if edges[0] <= done < edges[-1]
+    ]
+    return {"p50": percentile(seconds, 0.5), "p95": percentile(seconds, 0.95)}
+
+
+def legend(
+    accepted: Sequence[int], planned: Sequence[int], latency: dict[str, float | None]
+) -> dict[str, Any]:
+    """What the charts' legends say: the window's totals and its latency percentiles.
+
+    Not the last point of each line: that is the current minute, which has only just
+    begun, so it reads 0 while the line peaks a few minutes back.
+    """
+    return {
+        "minutes": MINUTES,
+        "events": sum(accepted),
+        "deliveries": sum(planned),
+        "latency_seconds": latency,
+    }
+
+
 async def snapshot(db: Database, now: dt.datetime) -> dict[str, Any]:
     """Throughput, latency, queue depth, delivery states and dead letters, as of ``now``."""
     edges = minute_edges(now)
@@ -69,6 +97,7 @@ async def snapshot(db: Database, now: dt.datetime) -> dict[str, Any]:
         "events_per_minute": accepted,
         "deliveries_per_minute": planned,
         "latency_seconds": latency_per_bucket(finished, edges),
+        "legend": legend(accepted, planned, window_latency(finished, edges)),
         "queue": {
             "due": sum(queue["due"].values()),
             "later": sum(queue["later"].values()),

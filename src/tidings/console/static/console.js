@@ -154,8 +154,10 @@
         else points.push(`${x(i).toFixed(1)},${y(v).toFixed(1)}`);
       });
       flush();
+      // A series may bring its own legend (the window's total, say); else its last point.
       const last = [...s.values].reverse().find((v) => v !== null && v !== undefined);
-      const legend = `${s.name}${last === undefined ? "" : ": " + tidy(last)}`;
+      const legend = s.legend !== undefined ? `${s.name}: ${s.legend}` :
+        `${s.name}${last === undefined ? "" : ": " + tidy(last)}`;
       svg.append(node("text", { x: PAD.left + index * 190, y: 14, class: `legend ${s.cls}` }, legend));
     });
   }
@@ -163,13 +165,21 @@
   function charts(root) {
     const queue = [];
     const draw = (stats) => {
+      // The legends sum up the whole window: the current minute has only just begun.
+      const summary = stats.legend;
+      const span = `in ${summary.minutes} min`;
+      const seconds = (v) => (v === null ? "none" : `${tidy(v)} s`);
       lineChart(document.getElementById("chart-throughput"), stats.minutes, [
-        { name: "events", values: stats.events_per_minute, cls: "s1" },
-        { name: "deliveries", values: stats.deliveries_per_minute, cls: "s2" },
+        { name: "events", values: stats.events_per_minute, cls: "s1",
+          legend: `${summary.events} ${span}` },
+        { name: "deliveries", values: stats.deliveries_per_minute, cls: "s2",
+          legend: `${summary.deliveries} ${span}` },
       ]);
       lineChart(document.getElementById("chart-latency"), stats.minutes, [
-        { name: "p50", values: stats.latency_seconds.p50, cls: "s1" },
-        { name: "p95", values: stats.latency_seconds.p95, cls: "s3" },
+        { name: "p50", values: stats.latency_seconds.p50, cls: "s1",
+          legend: `${seconds(summary.latency_seconds.p50)} ${span}` },
+        { name: "p95", values: stats.latency_seconds.p95, cls: "s3",
+          legend: `${seconds(summary.latency_seconds.p95)} ${span}` },
       ]);
       queue.push({ at: stats.at.slice(11, 19), due: stats.queue.due, later: stats.queue.later });
       if (queue.length > 120) queue.shift();
