@@ -10,15 +10,22 @@ from typing import Annotated, Any, Literal
 
 import anyio
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from sse_starlette import EventSourceResponse
 
 from tidings.auth import tokens
 from tidings.auth.dependencies import EndUser
 from tidings.inbox import schemas
-from tidings.inbox.service import InboxService
+from tidings.inbox.service import (
+    START,
+    CatchUp,
+    InboxService,
+    Position,
+    encode_position,
+    position_of,
+)
 from tidings.kit import errors
-from tidings.kit.live import CLOSED, RECOUNT, LiveHub
+from tidings.kit.live import CLOSED, RECOUNT, RESYNC, LiveHub
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +100,32 @@ async def mark_many(body: schemas.MarkMany, user: EndUser, inbox: Inbox) -> sche
         503: {"description": "This process holds as many streams as it may; retry later"},
     },
 )
-async def stream(request: Request, user: EndUser, inbox: Inbox) -> EventSourceResponse:
+async def stream(
+    request: Request,
+    user: EndUser,
+    inbox: Inbox,
+    last_event_id_header: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            description="The id of the last event received; a browser's EventSource "
+            "sends it by itself when it reconnects",
+        ),
+    ] = None,
+    last_event_id: Annotated[
+        str | None,
+        Query(description="The same, for a client that cannot set the header"),
+    ] = None,
+) -> EventSourceResponse:
     """Server-Sent Events: ``counts`` at once, then ``item`` and ``counts`` as they change.
 
-    The stream ends with ``expired`` when the token stops being accepted (ask the
-    application for a new one and open a new stream with it), or with ``closed`` when
-    the same user opened more streams than a process keeps (the oldest closes).
+    Every event carries an ``id``. Reconnecting with it (``Last-Event-ID``, or
+    ``?last_event_id=``) first sends the items written or merged since, oldest first,
+    then the counts; when too many were missed, or the id is unknown, ``resync`` comes
+    instead (reload the first page). The stream ends with ``expired`` when the token
+    stops being accepted (ask the application for a new one and open a new stream with
+    it), or with ``closed`` when the same user opened more streams than a process keeps
+    (the oldest closes).
     """
     hub: LiveHub = request.app.state.live
     limit = request.app.state.settings.max_streams
@@ -111,28 +138,35 @@ async def stream(request: Request, user: EndUser, inbox: Inbox) -> EventSourceRe
     until = tokens.accepted_until(_presented_token(request))
     expires = loop.time() + (until - dt.datetime.now(dt.UTC)).total_seconds()
     shutting_down = anyio.Event()
+    # The header wins: a browser resuming a stream opened with the query sends both.
+    resume_from = last_event_id_header or last_event_id
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         async with hub.subscribe(user) as queue:
-            # Counted after subscribing, so nothing falls between the count and the stream.
-            initial = await inbox.counts(user)
-            yield {"event": "counts", "data": initial.model_dump_json()}
+            # Caught up after subscribing, so nothing falls between the replay and the
+            # stream (what lands in both is sent once).
+            place = _Place()
+            for event in await _catch_up(inbox, user, resume_from, place):
+                yield event
             farewell = asyncio.ensure_future(shutting_down.wait())
             try:
                 while (message := await _next_message(queue, farewell, expires)) is not None:
-                    if message["event"] == RECOUNT:
-                        try:
-                            counts = await inbox.counts(user)
-                        except Exception:
-                            # Live push is best effort: the next change, or the next
-                            # connection, brings the counts.
-                            log.warning("live counts for a stream failed", exc_info=True)
-                            continue
-                        yield {"event": "counts", "data": counts.model_dump_json()}
+                    kind = message["event"]
+                    if kind == RESYNC:
+                        # This stream fell behind its queue: the database has what it lost.
+                        replay = await _catch_up(inbox, user, place.event_id, place)
+                        for event in replay:
+                            yield event
                         continue
+                    if kind == RECOUNT:
+                        if (counts := await _counts(inbox, user, place)) is not None:
+                            yield counts
+                        continue
+                    if kind == "item" and not place.advance(message["data"]):
+                        continue  # sent already, by the replay
                     data = orjson.dumps(message["data"]).decode()
-                    yield {"event": message["event"], "data": data}
-                    if message["event"] in (CLOSED, EXPIRED):
+                    yield {"event": kind, "data": data, "id": place.event_id}
+                    if kind in (CLOSED, EXPIRED):
                         return
             finally:
                 farewell.cancel()
@@ -141,6 +175,83 @@ async def stream(request: Request, user: EndUser, inbox: Inbox) -> EventSourceRe
     return EventSourceResponse(
         events(), ping=PING_SECONDS, shutdown_event=shutting_down, shutdown_grace_period=1.0
     )
+
+
+class _Place:
+    """Where a stream stands: the position its events' ids name, and the items its
+    latest replay sent (a live message of one of them is not sent again)."""
+
+    def __init__(self) -> None:
+        self.position: Position = START
+        self.replayed: set[Position] = set()
+
+    @property
+    def event_id(self) -> str:
+        return encode_position(self.position)
+
+    def caught_up(self, catch_up: CatchUp) -> None:
+        self.position = catch_up.position
+        self.replayed = {position_of(item) for item in catch_up.items}
+
+    def advance(self, data: Any) -> bool:
+        """Take in a live item; False when the replay sent it already.
+
+        The position never moves back: an item committed late with an older position
+        is sent, and the id stays where it was.
+        """
+        position = _live_position(data)
+        if position is None:
+            return True
+        if position in self.replayed:
+            return False
+        self.position = max(self.position, position)
+        return True
+
+
+async def _catch_up(
+    inbox: InboxService, user: str, last_event_id: str | None, place: _Place
+) -> list[dict[str, Any]]:
+    """The events that (re)start a stream: ``resync`` or the missed items, then counts.
+    Bounded: at most ``REPLAY_LIMIT`` items."""
+    catch_up = await inbox.catch_up(user, last_event_id)
+    place.caught_up(catch_up)
+    events: list[dict[str, Any]] = []
+    if catch_up.resync:
+        events.append({"event": RESYNC, "data": "{}", "id": place.event_id})
+    for item in catch_up.items:
+        events.append(
+            {
+                "event": "item",
+                "data": item.model_dump_json(),
+                "id": encode_position(position_of(item)),
+            }
+        )
+    counts = await inbox.counts(user)
+    events.append({"event": "counts", "data": counts.model_dump_json(), "id": place.event_id})
+    return events
+
+
+async def _counts(inbox: InboxService, user: str, place: _Place) -> dict[str, Any] | None:
+    """A ``counts`` event, worked out here; None when counting failed."""
+    try:
+        counts = await inbox.counts(user)
+    except Exception:
+        # Live push is best effort: the next change, or the next connection, brings
+        # the counts.
+        log.warning("live counts for a stream failed", exc_info=True)
+        return None
+    return {"event": "counts", "data": counts.model_dump_json(), "id": place.event_id}
+
+
+def _live_position(data: Any) -> Position | None:
+    """The position of an item pushed live; None when it names none (not an item)."""
+    try:
+        at, item_id = dt.datetime.fromisoformat(data["created_at"]), data["id"]
+    except (TypeError, KeyError, ValueError):
+        return None
+    if at.tzinfo is None or not isinstance(item_id, str):
+        return None
+    return (at.astimezone(dt.UTC), item_id)
 
 
 async def _next_message(

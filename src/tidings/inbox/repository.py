@@ -126,6 +126,40 @@ async def page(
     return [dict(row._mapping) for row in rows]
 
 
+async def after(
+    conn: AsyncConnection, user_id: str, position: tuple[dt.datetime, str], limit: int
+) -> list[Mapping[str, Any]]:
+    """The user's unarchived items past ``position`` (a (created_at, id) keyset), oldest
+    first: what a live stream that stopped there has not been sent."""
+    c = inbox_items.c
+    at, item_id = position
+    query = (
+        sa.select(inbox_items)
+        .where(
+            c.user_id == user_id,
+            c.archived_at.is_(None),
+            sa.tuple_(c.created_at, c.id)
+            > sa.tuple_(sa.literal(at, c.created_at.type), sa.literal(item_id, c.id.type)),
+        )
+        .order_by(c.created_at, c.id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+async def newest(conn: AsyncConnection, user_id: str) -> tuple[dt.datetime, str] | None:
+    """The (created_at, id) of the user's newest item, archived or not; None for none."""
+    c = inbox_items.c
+    query = (
+        sa.select(c.created_at, c.id)
+        .where(c.user_id == user_id)
+        .order_by(c.created_at.desc(), c.id.desc())
+        .limit(1)
+    )
+    row = (await conn.execute(query)).first()
+    return None if row is None else (row.created_at, row.id)
+
+
 async def counts(conn: AsyncConnection, user_ids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
     """user → (unread, unseen, total) over items that are not archived."""
     c = inbox_items.c

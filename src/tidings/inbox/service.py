@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,14 @@ from tidings.kit.db import Database
 from tidings.kit.live import RECOUNT, LiveHub
 
 MAX_GROUP_ACTORS = 10
+REPLAY_LIMIT = 100
+"""At most this many missed items are sent to a live stream that resumes; past that, it
+is told to ``resync`` (reload its first page), which is cheaper than a long replay."""
+Position = tuple[dt.datetime, str]
+"""Where a live stream stands: the (created_at, id) of the newest item it was sent, the
+same keyset the inbox pages by, so any process can resume it from the database."""
+START: Position = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC), "0")
+"""The position of a stream whose user has no items yet: every item comes after it."""
 GroupKey = tuple[str, str, str]
 """(user id, tenant, group key): the scope within which in-app items collapse."""
 
@@ -44,6 +53,34 @@ class OpenGroup:
     item_id: str
     count: int
     actors: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """What a live stream that (re)opens is sent before its counts: the items it missed,
+    oldest first, or ``resync`` when they are too many or its position is unknown."""
+
+    items: list[schemas.Item]
+    position: Position
+    resync: bool
+
+
+def position_of(item: schemas.Item) -> Position:
+    """An item's place in a live stream: where a stream stands once it was sent."""
+    return (item.created_at, item.id)
+
+
+def encode_position(position: Position) -> str:
+    """A position as a stream's event id (``Last-Event-ID`` when the client resumes)."""
+    return cursors.encode_keyset(*position)
+
+
+def decode_position(event_id: str) -> Position | None:
+    """The position an event id stands for; None for one Tidings never gave out."""
+    try:
+        return cursors.decode_keyset(event_id)
+    except errors.Invalid:
+        return None
 
 
 def group_actors(actors: Iterable[Mapping[str, Any] | None]) -> list[dict[str, Any]]:
@@ -150,7 +187,9 @@ class InboxService:
         listening = set(self._live.listening({item["user_id"] for item in items}))
         if not listening:
             return
-        for item in items:
+        # In stream order: a client that drops after any of them resumes past it and
+        # misses none of the rest.
+        for item in sorted(items, key=_stream_order):
             if item["user_id"] in listening and not item.get("silent"):
                 await self._live.publish(
                     item["user_id"], {"event": "item", "data": _item(item).model_dump(mode="json")}
@@ -163,6 +202,25 @@ class InboxService:
                 await self._live.publish(user_id, {"event": RECOUNT, "data": {}})
             return
         await self._announce_counts(sorted(listening))
+
+    async def catch_up(self, user_id: str, last_event_id: str | None) -> CatchUp:
+        """What a live stream opening after ``last_event_id`` (the id of the last event
+        its client got, if any) is sent first.
+
+        Without an id the stream starts at the user's newest item. With one, the items
+        written or merged since come, at most ``REPLAY_LIMIT`` of them; more, or an id
+        Tidings never gave out, is a ``resync`` from the newest item on.
+        """
+        since = decode_position(last_event_id) if last_event_id else None
+        async with self._db.reader() as conn:
+            if since is not None:
+                rows = await repository.after(conn, user_id, since, REPLAY_LIMIT + 1)
+                if len(rows) <= REPLAY_LIMIT:
+                    items = [_item(row) for row in rows]
+                    position = position_of(items[-1]) if items else since
+                    return CatchUp(items=items, position=position, resync=False)
+            newest = await repository.newest(conn, user_id)
+        return CatchUp(items=[], position=newest or START, resync=bool(last_event_id))
 
     async def seen(self, conn: AsyncConnection, item_ids: Collection[str]) -> set[str]:
         """Those of these items that the user has seen or read (or archived): an email
@@ -242,6 +300,10 @@ class InboxService:
 
 def _first(pair: tuple[int, Mapping[str, Any]]) -> int:
     return pair[0]
+
+
+def _stream_order(item: Mapping[str, Any]) -> tuple[dt.datetime, str]:
+    return (item["created_at"], item["id"])
 
 
 def _columns(item: Mapping[str, Any]) -> dict[str, Any]:

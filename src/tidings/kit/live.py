@@ -12,9 +12,9 @@ A user holds at most ``max_per_user`` connections in one process: a new one clos
 user's oldest, which is told why (``CLOSED``), so a forgotten tab or a client that leaks
 connections cannot pile them up.
 
-Live push is best-effort: the inbox row is the truth, and a client that misses a message
-catches up on its next ``counts``/``resync``. A broker that is down costs live updates
-(logged), never the caller's work.
+Live push is best-effort: the stored row is the truth, and a connection that misses a
+message catches up from it (from the id of the last event its client got, or with
+``resync``). A broker that is down costs live updates (logged), never the caller's work.
 """
 
 from __future__ import annotations
@@ -57,6 +57,10 @@ CLOSED = "closed"
 """The last message of a connection that a newer one of the same user pushed out; its
 data says why (``TOO_MANY_STREAMS``)."""
 TOO_MANY_STREAMS = "too_many_streams"
+
+RESYNC = "resync"
+"""What a connection whose bounded queue overflowed gets instead of the messages it
+lost: the stream catches up from the database (or tells its client to reload)."""
 
 RECOUNT = "recount"
 """The event that asks the process holding a user's connections to send their fresh
@@ -118,7 +122,7 @@ class LocalHub:
                 queue.put_nowait(message)
             except asyncio.QueueFull:
                 _drain(queue)
-                queue.put_nowait({"event": "resync", "data": {}})
+                queue.put_nowait({"event": RESYNC, "data": {}})
 
     @asynccontextmanager
     async def subscribe(self, user_id: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
