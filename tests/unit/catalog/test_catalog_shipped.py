@@ -30,13 +30,14 @@ def test_check_finds_no_problems() -> None:
     assert catalog.check(SHIPPED) == []
 
 
-def test_declares_the_four_types(shipped: catalog.Catalog) -> None:
+def test_declares_the_five_types(shipped: catalog.Catalog) -> None:
     summary = {t.key: (t.category, t.priority, t.priority.lane) for t in shipped}
 
     assert summary == {
         "auth.password_reset": ("security", catalog.Priority.CRITICAL, 0),
         "board.invited": ("invitations", catalog.Priority.NORMAL, 2),
         "comment.created": ("comments", catalog.Priority.NORMAL, 2),
+        "comment.liked": ("comments", catalog.Priority.NORMAL, 2),
         "mention.created": ("mentions", catalog.Priority.HIGH, 1),
     }
 
@@ -56,6 +57,7 @@ def test_comments_and_password_resets_are_also_emailed(shipped: catalog.Catalog)
         "auth.password_reset": (frozenset({"in_app", "email"}), frozenset()),
         "board.invited": (frozenset({"in_app"}), frozenset()),
         "comment.created": (frozenset({"in_app", "email"}), frozenset({"fr"})),
+        "comment.liked": (frozenset({"in_app"}), frozenset()),
         "mention.created": (frozenset({"in_app"}), frozenset()),
     }
 
@@ -85,7 +87,7 @@ def test_catalog_is_a_collection_of_types(shipped: catalog.Catalog) -> None:
     assert comment in shipped
     assert "comment.deleted" not in shipped
     assert shipped.get("comment.deleted") is None
-    assert len(shipped) == 4
+    assert len(shipped) == 5
     assert [t.key for t in shipped] == sorted(shipped.types)
     assert shipped.source_dir == SHIPPED
 

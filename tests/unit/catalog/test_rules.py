@@ -345,7 +345,10 @@ def test_the_shipped_catalog_declares_harmless_rules() -> None:
     assert mention.window == dt.timedelta(hours=1)
     assert rules["auth.password_reset"].max_age == dt.timedelta(minutes=30)
     assert rules["comment.created"].max_age == dt.timedelta(days=7)
-    # Nothing that would hold back, merge or drop what the shipped types deliver today.
+    # Likes collapse, to show the rule: one item per comment, "Ann and 3 others …".
+    liked = rules.pop("comment.liked").collapse
+    assert liked is not None
+    # Nothing that would hold back, merge or drop what the other shipped types deliver.
     for declared in rules.values():
         assert declared.collapse is None
         assert declared.throttle is None
