@@ -446,7 +446,12 @@ def _ensure_schema(settings: Settings) -> None:
     url = settings.resolved_database_url
     if settings.is_embedded:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        migrate.upgrade(url)
+        # Asked first, so that a start with nothing to do logs nothing about it.
+        at = _run(lambda: migrate.revision(url))
+        if migrate.problem(at) is not None:
+            if not migrate.upgradable(at):
+                raise _fail(str(migrate.problem(at)))
+            migrate.upgrade(url)
         return
     try:
         found = _run(lambda: migrate.revision(url))
