@@ -53,6 +53,7 @@ async def test_every_dependency_of_a_scale_out_setup_answers(
                 smtp_port=sink.port,
                 smtp_security="none",
                 email_failover_provider="ses",
+                public_url="https://tidings.example.com",
             )
             checks = by_name(await doctor.diagnose(settings))
     finally:
@@ -61,6 +62,7 @@ async def test_every_dependency_of_a_scale_out_setup_answers(
     assert set(checks) == {
         "data dir",
         "secret",
+        "public url",
         "catalog",
         "database",
         "schema",
@@ -93,7 +95,7 @@ async def test_each_problem_says_what_failed_and_what_to_do(
     )
     checks = by_name(await doctor.diagnose(settings))
     failed = {name for name, check in checks.items() if not check.ok}
-    assert failed == {"catalog", "database", "nats", "redis", "email"}
+    assert failed == {"catalog", "database", "nats", "redis", "email", "public url"}
     assert all(checks[name].fix for name in failed)
     assert "tidings catalog check" in (checks["catalog"].fix or "")
     assert "cannot reach" in checks["database"].message

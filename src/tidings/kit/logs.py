@@ -7,7 +7,10 @@ job kind and attempt inside the worker, and whatever ids the code bound with ``b
 (``event_id``, ``notification_id``, ``delivery_id``).
 
 At INFO and above, email addresses are masked wherever they appear in a line: provider
-replies and bounce diagnostics quote them, and they are personal data.
+replies and bounce diagnostics quote them, and they are personal data. Message-IDs look
+like addresses (``<id@domain>``) but name a message, not a person, and are what an
+operator searches the logs for: a field named ``message_id`` (or ``Message-ID``), a value
+labelled ``Message-ID:``, and Tidings' own ``<delivery-id@domain>`` are left as they are.
 """
 
 from __future__ import annotations
@@ -27,6 +30,15 @@ from tidings.kit import job_context, tracing
 Format = Literal["auto", "json", "console"]
 
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_ADDRESS_OR_MESSAGE_ID = re.compile(
+    # Tidings' Message-IDs: the delivery id (a UUID, never a person's name) at the domain.
+    rf"(?P<own><{_UUID}@[^<>\s@]+>)"
+    # Any Message-ID labelled as one, as in a header or key=value text.
+    r"|(?P<labelled>\b(?:message[-_]id|in-reply-to|references)\s*[:=]\s*<[^<>\s]+>)"
+    rf"|{_EMAIL.pattern}",
+    re.IGNORECASE,
+)
 _MASK = "<email>"
 _HANDLER_NAME = "tidings"
 _QUIET_AT_INFO = ("asyncio", "aiosqlite", "httpx", "httpcore", "nats", "watchfiles")
@@ -132,10 +144,27 @@ def mask_personal_data(_logger: WrappedLogger, method: str, event: EventDict) ->
 
 def _mask(values: MutableMapping[str, Any]) -> None:
     for key, value in values.items():
+        if _names_a_message_id(key):
+            continue
         if isinstance(value, str) and "@" in value:
-            values[key] = _EMAIL.sub(_MASK, value)
+            values[key] = mask_addresses(value)
         elif isinstance(value, dict):
             _mask(value)
+
+
+def mask_addresses(text: str) -> str:
+    """``text`` with every email address masked, and every Message-ID kept."""
+    return _ADDRESS_OR_MESSAGE_ID.sub(_masked, text)
+
+
+def _masked(match: re.Match[str]) -> str:
+    if match.group("own") or match.group("labelled"):
+        return match.group(0)
+    return _MASK
+
+
+def _names_a_message_id(key: object) -> bool:
+    return isinstance(key, str) and key.lower().replace("-", "_").endswith("message_id")
 
 
 def _colours(stream: TextIO) -> bool:

@@ -16,10 +16,11 @@ from pydantic import SecretStr
 
 from tidings import catalog
 from tidings.kit.db import Database
-from tidings.kit.settings import SECRET_MIN_LENGTH, Settings, secret_too_short
+from tidings.kit.settings import GENERATE_SECRET, SECRET_MIN_LENGTH, Settings, secret_too_short
 
 _TIMEOUT = 5.0
 _SECRET_WORDS = ("secret", "password", "private_key")
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 MASK = "****"
 
 
@@ -52,7 +53,12 @@ def configuration(settings: Settings) -> list[tuple[str, str]]:
 
 async def diagnose(settings: Settings) -> list[Check]:
     """Check each dependency the settings point at; none of them is changed."""
-    checks = [_data_dir(settings.data_dir), _secret(settings), _catalog(settings.catalog)]
+    checks = [
+        _data_dir(settings.data_dir),
+        _secret(settings),
+        _public_url(settings),
+        _catalog(settings.catalog),
+    ]
     checks.extend(await _database(settings))
     if (
         settings.queue_backend == "jetstream"
@@ -82,6 +88,17 @@ def _secret(settings: Settings) -> Check:
     are read, the one generated into the data folder here (it can be edited by hand)."""
     if settings.secret:
         return Check("secret", True, f"TIDINGS_SECRET is set ({len(settings.secret)} characters)")
+    if not settings.is_embedded:
+        # Each process would generate its own into its own data folder: a user token or an
+        # unsubscribe link signed by one would be refused by the next.
+        return Check(
+            "secret",
+            False,
+            "TIDINGS_SECRET is not set, and on PostgreSQL several processes must sign with "
+            "one secret: a secret generated per process breaks tokens and links across them",
+            f"set the same TIDINGS_SECRET (at least {SECRET_MIN_LENGTH} characters) in every "
+            f"process; generate one with {GENERATE_SECRET}",
+        )
     path = settings.data_dir / "secret.key"
     try:
         found = path.read_text().strip()
@@ -97,6 +114,26 @@ def _secret(settings: Settings) -> Check:
             f"delete {path} to have a new one generated, or set TIDINGS_SECRET",
         )
     return Check("secret", True, f"generated in {path} ({len(found)} characters)")
+
+
+def _public_url(settings: Settings) -> Check:
+    """Links in email, and the one-click unsubscribe of RFC 8058 that mail providers
+    require, need an HTTPS address once real people get mail: anywhere but the embedded
+    default on this machine."""
+    url = settings.base_url
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
+        return Check("public url", True, f"{url}: links and one-click unsubscribe use HTTPS")
+    if settings.is_embedded and parts.hostname in _LOOPBACK:
+        return Check("public url", True, f"{url}: on this machine only (set an https:// one first)")
+    found = f"is {url}" if settings.public_url else f"is not set (links go to {url})"
+    return Check(
+        "public url",
+        False,
+        f"TIDINGS_PUBLIC_URL {found}: links in email would not use HTTPS, which one-click "
+        "unsubscribe (RFC 8058) needs",
+        "set TIDINGS_PUBLIC_URL to the https:// address people reach Tidings at",
+    )
 
 
 def _catalog(folder: Path) -> Check:
