@@ -2,26 +2,37 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Two stamps: what running needs (requirements-runtime.lock) and what testing needs on
+# top of it (requirements.lock, which pins every runtime package at the same version).
+# `make run` installs only the first; `make test` the second, which covers the first.
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
 
 .PHONY: run test lint typecheck check lock install clean bench fuzz
 
-$(STAMP): pyproject.toml requirements.lock plugins/tidings-webpush/pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(RUNTIME): pyproject.toml requirements-runtime.lock | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-runtime.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(DEV): pyproject.toml requirements.lock plugins/tidings-webpush/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m pip install --quiet --no-deps -e plugins/tidings-webpush
-	touch $(STAMP)
+	touch $@ $(RUNTIME)
 
-install: $(STAMP)
+## Install everything: running, testing, the Web Push plugin, the benchmarks' tools.
+install: $(DEV)
 
 ## Run Tidings on its embedded default (SQLite file, no servers) with the example catalog.
-run: $(STAMP)
+run: $(RUNTIME)
 	$(BIN)/tidings serve
 
 ## Install what is needed and run the whole test suite, then lint and type-check.
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -29,20 +40,22 @@ test: $(STAMP)
 
 ## Fuzz every API operation with schemathesis, with many more examples than CI runs.
 FUZZ_EXAMPLES ?= 500
-fuzz: $(STAMP)
+fuzz: $(DEV)
 	TIDINGS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-typecheck: $(STAMP)
+typecheck: $(DEV)
 	$(BIN)/mypy src
 
-## Re-resolve requirements.lock from pyproject.toml (needs network access to PyPI).
+## Re-resolve requirements.lock from pyproject.toml, then requirements-runtime.lock with
+## the same pins (needs network access to PyPI).
 lock:
 	$(BIN)/python -m pip install --quiet uv
 	UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip compile pyproject.toml --python-version 3.11 -c requirements.lock -o requirements-runtime.lock
 
 clean:
 	rm -rf $(VENV) .tidings

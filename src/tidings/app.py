@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 
 from tidings import __version__, catalog
 from tidings.auth.rate_limit import Limiter, RateLimits, SharedRateLimits
@@ -446,11 +447,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             await runtime.close()
             await rate_limits.close()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from Tidings itself, not from a CDN:
+    # the reference works offline and behind a strict network policy.
+    app = FastAPIOffline(
         title="Tidings",
         version=__version__,
         summary="Events in; in-app inbox and email out.",
         lifespan=lifespan,
+        static_url="/docs/assets",
+        swagger_ui_parameters={"persistAuthorization": True},
     )
     for name in (
         "settings",

@@ -5,13 +5,38 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
 from tidings.auth import keys
 from tidings.auth.keys import ApiKey
 from tidings.auth.rate_limit import Limiter
 from tidings.auth.service import AuthService
 from tidings.kit import errors
+
+# The security schemes the OpenAPI document declares, so that Swagger UI's Authorize
+# button and generated clients send the credential. They only describe: the dependencies
+# below read the raw credential themselves (auto_error=False), so a missing or malformed
+# one still gets Tidings' own 401 and 403 bodies.
+PRODUCER_KEY = HTTPBearer(
+    scheme_name="producerKey",
+    description="A producer's API key (tidings keys create). The scopes an operation lists "
+    "are the capability scopes the key needs; a key with 'admin' holds them all.",
+    auto_error=False,
+)
+USER_TOKEN = HTTPBearer(
+    scheme_name="userToken",
+    description="An end user's token (tidings token USER, or your backend's): opens /v1/me.",
+    auto_error=False,
+)
+USER_TOKEN_QUERY = APIKeyQuery(
+    name="token",
+    scheme_name="userTokenQuery",
+    description="The same user token in the query, for EventSource, which cannot send headers.",
+    auto_error=False,
+)
+Declared = HTTPAuthorizationCredentials | None
+"""What a bearer scheme's dependency gives; unused, since the header is read raw."""
 
 
 # Dependencies are coroutines: FastAPI would run plain functions in a thread pool, which
@@ -27,12 +52,14 @@ async def rate_limits(request: Request) -> Limiter:
 
 
 async def producer(
+    request: Request,
     service: Annotated[AuthService, Depends(auth_service)],
     limits: Annotated[Limiter, Depends(rate_limits)],
-    authorization: Annotated[str | None, Header()] = None,
+    _scheme: Annotated[Declared, Depends(PRODUCER_KEY)],
 ) -> ApiKey:
     """The API key of a producer's request (401 without a valid one, 403 for a user
     token, 429 over its rate)."""
+    authorization = request.headers.get("authorization")
     try:
         key = await service.authenticate_key(authorization)
     except errors.Unauthenticated:
@@ -47,13 +74,15 @@ async def producer(
 
 
 async def end_user(
+    request: Request,
     service: Annotated[AuthService, Depends(auth_service)],
     limits: Annotated[Limiter, Depends(rate_limits)],
-    authorization: Annotated[str | None, Header()] = None,
-    token: Annotated[str | None, Query(description="User token, for EventSource")] = None,
+    _scheme: Annotated[Declared, Depends(USER_TOKEN)],
+    token: Annotated[str | None, Depends(USER_TOKEN_QUERY)],
 ) -> str:
     """The user id behind a user token (401 without a valid one, 403 for an API key,
     429 over its rate)."""
+    authorization = request.headers.get("authorization")
     try:
         user_id = service.authenticate_user(authorization, token)
     except errors.Unauthenticated:
@@ -83,7 +112,9 @@ async def _is_api_key(service: AuthService, authorization: str | None) -> bool:
     return True
 
 
-async def operator(key: Annotated[ApiKey, Depends(producer)]) -> ApiKey:
+async def operator(
+    key: Annotated[ApiKey, Security(producer, scopes=[keys.OPERATOR_SCOPE])],
+) -> ApiKey:
     """An operator's API key, one with the ``admin`` scope (401 without a key, 403 with
     another)."""
     if not key.is_operator:
@@ -100,7 +131,9 @@ def requires(capability: str) -> Callable[[ApiKey], Awaitable[ApiKey]]:
     without a key, 403 naming the scope to ask for with another."""
     assert capability in keys.CAPABILITIES, capability
 
-    async def holder(key: Annotated[ApiKey, Depends(producer)]) -> ApiKey:
+    # A default, not an annotation: an annotation naming the local ``capability`` could
+    # not be resolved later, since this module postpones annotations.
+    async def holder(key: ApiKey = Security(producer, scopes=[capability])) -> ApiKey:
         if not key.has(capability):
             raise errors.Forbidden(
                 f"This needs the {capability!r} scope ({keys.CAPABILITIES[capability]}); "

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     # PostgreSQL: bring the schema up to date when a process starts, instead of refusing
     # to start on an older one (the embedded SQLite file is always brought up to date).
     migrate_on_start: bool = False
-    catalog: Path = Path("catalog")
+    catalog: Path = Field(default_factory=lambda: default_catalog())
     secret: str | None = Field(default=None, repr=False)
     public_url: str | None = None
     # The demo page mints tokens for its example users: on by default only where nothing
@@ -277,6 +277,15 @@ SECRET_MIN_LENGTH = 32
 """The fewest characters ``TIDINGS_SECRET`` may have."""
 
 GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def default_catalog() -> Path:
+    """``./catalog`` where there is one (a clone, or a deployment's own folder); elsewhere
+    the example catalog that an installed wheel carries, so that ``tidings serve`` starts
+    from any folder after ``pip install``."""
+    here = Path("catalog")
+    shipped = Path(__file__).resolve().parent.parent / "examples" / "catalog"
+    return shipped if not here.is_dir() and shipped.is_dir() else here
 
 
 def secret_too_short(where: str, length: int) -> str:
