@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -13,7 +14,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy.engine import url as sa_url
 
 from tidings import catalog
@@ -27,7 +27,13 @@ from tidings.kit.db import Database
 from tidings.kit.settings import Settings
 from tidings.operations import commands
 
-app = typer.Typer(help="Tidings: events in; in-app inbox and email out.", no_args_is_help=True)
+# Help is plain text (no boxes, no type labels such as <bool>): it is read in narrow
+# terminals, in logs, and pasted into tickets. Sub-apps inherit the mode.
+app = typer.Typer(
+    help="Tidings: events in; in-app inbox and email out.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 keys_app = typer.Typer(help="Producers' API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 catalog_app = typer.Typer(help="Notification types.", no_args_is_help=True)
@@ -40,6 +46,8 @@ app.add_typer(commands.dlq_app, name="dlq")
 app.add_typer(commands.retention_app, name="retention")
 app.command()(commands.doctor)
 
+HOST_HELP = "Address to listen on (default TIDINGS_HOST or 127.0.0.1)."
+PORT_HELP = "Port (default TIDINGS_PORT or 8000)."
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
@@ -61,8 +69,8 @@ def _fail(message: str) -> typer.Exit:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default TIDINGS_PORT or 8000).")] = None,
+    host: Annotated[str | None, typer.Option(metavar="ADDRESS", help=HOST_HELP)] = None,
+    port: Annotated[int | None, typer.Option(metavar="PORT", help=PORT_HELP)] = None,
     migrate_now: Annotated[
         bool,
         typer.Option(
@@ -147,8 +155,8 @@ def _listen(
 
 @app.command()
 def api(
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default TIDINGS_PORT or 8000).")] = None,
+    host: Annotated[str | None, typer.Option(metavar="ADDRESS", help=HOST_HELP)] = None,
+    port: Annotated[int | None, typer.Option(metavar="PORT", help=PORT_HELP)] = None,
     migrate_now: Annotated[
         bool,
         typer.Option(
@@ -176,13 +184,17 @@ def api(
 def worker(
     stage: Annotated[
         list[str] | None,
-        typer.Option(help="Stage to run: plan, deliver (repeat for both; default both)."),
+        typer.Option(
+            metavar="STAGE", help="Stage to run: plan, deliver (repeat for both; default both)."
+        ),
     ] = None,
     lanes: Annotated[
-        str | None, typer.Option(help="Priority lanes to serve, e.g. 0,1 (default all).")
+        str | None,
+        typer.Option(metavar="LANES", help="Priority lanes to serve, e.g. 0,1 (default all)."),
     ] = None,
     health_port: Annotated[
-        int | None, typer.Option(help="Port for /healthz and /readyz (default 8001).")
+        int | None,
+        typer.Option(metavar="PORT", help="Port for /healthz and /readyz (default 8001)."),
     ] = None,
     migrate_now: Annotated[
         bool,
@@ -212,7 +224,8 @@ def worker(
 @app.command()
 def scheduler(
     health_port: Annotated[
-        int | None, typer.Option(help="Port for /healthz and /readyz (default 8002).")
+        int | None,
+        typer.Option(metavar="PORT", help="Port for /healthz and /readyz (default 8002)."),
     ] = None,
     migrate_now: Annotated[
         bool,
@@ -259,7 +272,11 @@ def _process_settings(updates: dict[str, Any]) -> Settings:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+def db_upgrade(
+    revision: Annotated[
+        str, typer.Argument(metavar="REVISION", help="The revision to reach: head, the latest.")
+    ] = "head",
+) -> None:
     """Bring the database's schema up to date (SQLite or PostgreSQL)."""
     settings = _settings()
     if settings.is_embedded:
@@ -270,14 +287,20 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 
 @catalog_app.command("check")
 def catalog_check(
-    directory: Annotated[Path | None, typer.Argument(help="Catalog folder.")] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Argument(metavar="FOLDER", help="Catalog folder (default TIDINGS_CATALOG)."),
+    ] = None,
     against: Annotated[
         Path | None,
-        typer.Option(help="The catalog in production: refuse changes that break its producers."),
+        typer.Option(
+            metavar="FOLDER",
+            help="The catalog in production: refuse changes that break its producers.",
+        ),
     ] = None,
 ) -> None:
     """Validate every notification type: schema, templates, unknown fields; with
-    ``--against``, also that producers of the older catalog keep working."""
+    --against, also that producers of the older catalog keep working."""
     folder = directory or _settings().catalog
     problems = catalog.check(folder)
     for problem in problems:
@@ -300,11 +323,12 @@ def catalog_check(
 
 @keys_app.command("create")
 def keys_create(
-    name: Annotated[str, typer.Option(help="Who the key is for, e.g. a team.")],
+    name: Annotated[str, typer.Option(metavar="NAME", help="Who the key is for, e.g. a team.")],
     types: Annotated[
         list[str] | None,
         typer.Option(
             "--types",
+            metavar="PATTERNS",
             help="Notification types it may publish and read, as patterns: 'comment.*'.",
         ),
     ] = None,
@@ -312,6 +336,7 @@ def keys_create(
         list[str] | None,
         typer.Option(
             "--scope",
+            metavar="SCOPES",
             help="What else it may do: users:read, users:write, users:erase, topics:read, "
             "topics:write, preferences:read, preferences:write, dev:mailbox; admin for an "
             "operator (implies all). Repeat it or separate with commas.",
@@ -345,39 +370,72 @@ def _granted(key: keys.ApiKey) -> list[str]:
 
 
 @keys_app.command("list")
-def keys_list() -> None:
-    """List API keys (never their secrets), with their type patterns and scopes."""
+def keys_list(
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print a JSON array (id, name, prefix, types, scopes, created_at, "
+            "revoked_at) for scripts.",
+        ),
+    ] = False,
+) -> None:
+    """List API keys (never their secrets): id, name, prefix, type patterns, scopes, when
+    created, and whether revoked. The id is what keys revoke takes."""
     settings = _settings()
-
-    async def listing(service: AuthService) -> list[tuple[str, str, str, str, str, str]]:
-        return [
-            (
-                k.id,
-                k.name,
-                ", ".join(k.type_patterns),
-                ", ".join(_granted(k)),
-                k.created_at.isoformat(timespec="seconds"),
-                "revoked" if k.revoked_at else "active",
-            )
-            for k in await service.list_keys()
-        ]
-
     _ensure_schema(settings)
-    table = Table("id", "name", "types", "scopes", "created", "status")
-    for row in _run(lambda: _with_auth(settings, listing)):
-        table.add_row(*row)
-    out.print(table)
+    found = _run(lambda: _with_auth(settings, lambda service: service.list_keys()))
+    if as_json:
+        print(json.dumps([_key_record(key) for key in found], indent=2))
+        return
+    # Plain columns, never cut nor wrapped to the terminal's width (a table would shorten
+    # the id); one key a line, the id first, so that it can be copied or cut out whole.
+    rows = [("id", "name", "prefix", "types", "scopes", "created", "status")]
+    rows += [
+        (
+            key.id,
+            key.name,
+            key.prefix,
+            ",".join(key.type_patterns) or "-",
+            ",".join(_granted(key)) or "-",
+            key.created_at.isoformat(timespec="seconds"),
+            "revoked" if key.revoked_at else "active",
+        )
+        for key in found
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _key_record(key: keys.ApiKey) -> dict[str, Any]:
+    """A key as ``keys list --json`` prints it."""
+    return {
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "types": list(key.type_patterns),
+        "scopes": _granted(key),
+        "created_at": key.created_at.isoformat(),
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str) -> None:
+def keys_revoke(
+    key_id: Annotated[
+        str, typer.Argument(metavar="KEY_ID", help="The key's id, as tidings keys list shows it.")
+    ],
+) -> None:
     """Revoke an API key: every process refuses it from its next request."""
     settings = _settings()
     try:
         _run(lambda: _with_auth(settings, lambda service: service.revoke_key(key_id)))
     except errors.TidingsError as exc:
         raise _fail(exc.message) from None
-    out.print(f"revoked {key_id}")
+    out.print(f"revoked {key_id}", highlight=False)
 
 
 @email_app.command("dns")
@@ -399,8 +457,8 @@ def email_webhook_secret() -> None:
 
 @app.command()
 def token(
-    user: Annotated[str, typer.Argument(help="The user id the token speaks for.")],
-    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+    user: Annotated[str, typer.Argument(metavar="USER", help="The user id the token speaks for.")],
+    ttl: Annotated[int, typer.Option(metavar="SECONDS", help="Lifetime in seconds.")] = 3600,
 ) -> None:
     """Print a user token for USER's inbox, alone on the last line."""
     from tidings.auth import tokens

@@ -69,8 +69,10 @@ def _dead_letters(settings: Settings, use: Callable[[DeadLetters], Awaitable[T]]
 
 @dlq_app.command("list")
 def dlq_list(
-    kind: Annotated[str | None, typer.Option(help="Only this job kind, e.g. email.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    kind: Annotated[
+        str | None, typer.Option(metavar="KIND", help="Only this job kind, e.g. email.")
+    ] = None,
+    limit: Annotated[int, typer.Option(metavar="N", help="At most this many.")] = 100,
 ) -> None:
     """List dead letters: id, kind, attempts, when and the last error."""
 
@@ -101,8 +103,10 @@ def dlq_show(dead_letter_id: Annotated[str, typer.Argument(metavar="ID")]) -> No
 
 @dlq_app.command("replay")
 def dlq_replay(
-    dead_letter_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
-    kind: Annotated[str | None, typer.Option(help="Replay every dead letter of this kind.")] = None,
+    dead_letter_id: Annotated[str | None, typer.Argument(metavar="ID")] = None,
+    kind: Annotated[
+        str | None, typer.Option(metavar="KIND", help="Replay every dead letter of this kind.")
+    ] = None,
 ) -> None:
     """Enqueue a dead letter's job again (or every one of a kind); done work is not redone."""
     if (dead_letter_id is None) == (kind is None):
