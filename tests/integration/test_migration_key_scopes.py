@@ -208,3 +208,48 @@ async def test_0008_namespaces_stored_idempotency_keys_and_keeps_old_keys_workin
             assert profile.status_code == 200, profile.text
             mailbox = await client.get("/v1/dev/mailbox", headers=auth("comments"))
             assert mailbox.status_code == 403
+
+
+async def test_a_downgrade_and_upgrade_again_widens_no_key_given_explicit_scopes(
+    database_at_0007: str,
+) -> None:
+    """Keys made under 0008 keep exactly their scopes through a downgrade to 0007 and the
+    next upgrade; a key made while the schema was at 0007 could do everything there, and
+    is grandfathered like any other key of that schema."""
+    from alembic import command
+
+    url = database_at_0007
+    await fill_old_schema(url)
+    await asyncio.to_thread(migrate.upgrade, url, "0008")
+
+    async def add_key(key_id: str, scopes: list[str]) -> None:
+        generated = keys.generate()
+        engine = create_async_engine(url, poolclass=sa.NullPool)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    old_api_keys.insert().values(
+                        id=key_id,
+                        name=key_id,
+                        prefix=generated.prefix,
+                        secret_hash=generated.secret_hash,
+                        scopes=scopes,
+                        created_at=NOW,
+                    )
+                )
+        finally:
+            await engine.dispose()
+
+    await add_key("k-narrow", ["comment.*"])
+    _claims, before = await stored(url)
+    await asyncio.to_thread(command.downgrade, migrate.alembic_config(url), "0007")
+    await add_key("k-made-at-0007", ["board.*"])
+    await asyncio.to_thread(migrate.upgrade, url, "0008")
+
+    _claims, after = await stored(url)
+    grandfathered = set(keys.CAPABILITIES) - {keys.DEV_MAILBOX}
+    assert after["k-narrow"] == ["comment.*"]
+    for key_id in ("k-comments", "k-mentions", "k-ops"):
+        assert after[key_id] == before[key_id]
+    assert set(after["k-made-at-0007"]) == {"board.*", *grandfathered}
+    assert not any("!scoped" in scopes for scopes in after.values())

@@ -37,6 +37,12 @@ GRANDFATHERED = (
 it so a deployment works the same after the upgrade; new keys get only what they are
 given."""
 
+SCOPED_MARKER = "!scoped"
+"""Left by the downgrade on every key that already had explicit scopes, so that the next
+upgrade does not widen it: the schema before 0008 reads it as a type pattern that no
+type matches. Keys created under that schema carry no marker and are grandfathered, as
+they could do everything there."""
+
 
 def upgrade() -> None:
     with op.batch_alter_table("events", schema=None) as batch_op:
@@ -91,6 +97,10 @@ def _grandfather_keys() -> None:
     bind = op.get_bind()
     for key_id, scopes in bind.execute(sa.select(api_keys.c.id, api_keys.c.scopes)).all():
         held = list(scopes or [])
+        if SCOPED_MARKER in held:
+            held.remove(SCOPED_MARKER)
+            bind.execute(api_keys.update().where(api_keys.c.id == key_id).values(scopes=held))
+            continue
         if "admin" in held:
             continue
         added = held + [scope for scope in GRANDFATHERED if scope not in held]
@@ -115,4 +125,16 @@ def downgrade() -> None:
         op.drop_column("idempotency_keys", "namespace")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_column("recipient_profiles")
-    # Granted scopes stay: the old code ignores scopes it does not know.
+    _mark_scoped_keys()
+
+
+def _mark_scoped_keys() -> None:
+    """Scopes stay (the old schema's code ignores what it does not know); every key gets
+    the marker that keeps the next upgrade from granting it what it was never given."""
+    api_keys = sa.table("api_keys", sa.column("id", sa.String), sa.column("scopes", JSON))
+    bind = op.get_bind()
+    for key_id, scopes in bind.execute(sa.select(api_keys.c.id, api_keys.c.scopes)).all():
+        held = list(scopes or [])
+        if "admin" not in held and SCOPED_MARKER not in held:
+            marked = [*held, SCOPED_MARKER]
+            bind.execute(api_keys.update().where(api_keys.c.id == key_id).values(scopes=marked))
