@@ -8,10 +8,10 @@ event against that key's scopes, exactly as it checks an HTTP request's. A messa
 also carry ``Authorization: Bearer <key>``; it must then be that same key.
 
 The subjects are captured by a JetStream stream, so an event published while no Tidings
-process runs waits for one. The ``Nats-Msg-Id`` header (the key prefix and the event's
-idempotency key: the stream compares it across every key's subject) lets the stream drop
-a producer's repeated publish; Tidings' own idempotency keys hold as for HTTP, per API
-key (the one the subject names), across every way in.
+process runs waits for one. Tidings' own idempotency keys hold as for HTTP, per API key
+(the one the subject names), across every way in. Producers are told not to set
+``Nats-Msg-Id``: the stream compares it across every key's subject, so one team could
+make the stream drop another's messages by publishing their ids first.
 
 An event Tidings refuses is never dropped silently: it goes, with the error (code,
 message, field — the same as the HTTP answer's), onto ``<prefix>.rejected.<key
