@@ -447,9 +447,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             await runtime.close()
             await rate_limits.close()
 
-    # /docs and /redoc load Swagger UI and ReDoc from Tidings itself, not from a CDN:
-    # the reference works offline and behind a strict network policy.
+    # /docs loads Swagger UI from Tidings itself, not from a CDN: the reference works
+    # offline and behind a strict network policy. No ReDoc: its script fetches a logo
+    # from its maker's CDN whatever it is given.
     app = FastAPIOffline(
+        redoc_url=None,
         title="Tidings",
         version=__version__,
         summary="Events in; in-app inbox and email out.",
