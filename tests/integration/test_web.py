@@ -119,7 +119,7 @@ async def test_demo_fires_examples_into_the_inbox_and_mailbox(open_client: OpenC
     assert '<script src="/widget/tidings-inbox.js"' in page.text
 
     setup = (await client.get("/demo/api/setup")).json()
-    assert [u["id"] for u in setup["users"]] == ["u-ann", "u-bob", "u-cid", "u-dee"]
+    assert [u["id"] for u in setup["users"]] == ["u-ann", "u-bob", "u-cid", "u-dee", "u-eve"]
     keys = [t["key"] for t in setup["types"]]
     assert "comment.created" in keys
     assert "auth.password_reset" in keys

@@ -36,6 +36,8 @@ USERS = (
     DemoUser("u-bob", "Bob", "bob@example.com", "en"),
     DemoUser("u-cid", "Cid", "cid@example.com", "en"),
     DemoUser("u-dee", "Dee", "dee@example.com", "fr"),
+    # A fifth person, so that four others can like one comment: "Ann and 3 others".
+    DemoUser("u-eve", "Eve", "eve@example.com", "en"),
 )
 
 # The demo publishes as this key; it is never stored, so it opens nothing else. It holds
