@@ -7,12 +7,17 @@
  * Attributes: token (the end user's token), api (the Tidings base URL; same origin when
  * left out), theme (light | dark | auto), page-size (items per page, 1-100), lang.
  * Events (on the element): tidings-open (cancelable; detail.item), tidings-counts
- * (detail.counts), tidings-connection (detail.state), tidings-unauthorized.
+ * (detail.counts), tidings-connection (detail.state), tidings-unauthorized and
+ * tidings-error (detail: status, code, message, field of what failed, for the page's
+ * developer; the user is shown a neutral note, never the server's wording).
  * Property: tokenProvider, a function returning a fresh user token (or a promise of
  * one); when the token expires or is refused, the widget asks it once and carries on
  * with the new token. Without it, the widget stops and fires tidings-unauthorized; the
  * page then sets a new token attribute.
  * Every text from the server is set with textContent, never parsed as HTML.
+ * The live stream resumes: reconnecting, the widget sends the id of the last event it
+ * got, and the server sends what was published meanwhile (or resync, then the widget
+ * loads its first page again).
  */
 (() => {
   "use strict";
@@ -24,6 +29,8 @@
   const BACKOFF_FIRST_MS = 1000;
   const BACKOFF_MAX_MS = 30000;
   const CLOCK_TICK_MS = 60000;
+  const VIEWPORT_MARGIN_PX = 8;
+  const UNAVAILABLE = "Notifications are unavailable right now.";
 
   const STYLE = `
     :host {
@@ -188,13 +195,22 @@
 
   class HttpError extends Error {
     constructor(status, body) {
-      const message =
-        body && body.error && typeof body.error.message === "string"
-          ? body.error.message
-          : `HTTP ${status}`;
-      super(message);
+      const error = (body && body.error) || {};
+      super(typeof error.message === "string" ? error.message : `HTTP ${status}`);
       this.status = status;
+      this.code = typeof error.code === "string" ? error.code : null;
+      this.field = typeof error.field === "string" ? error.field : null;
     }
+  }
+
+  /** What an event tells the page's developer about a failure: never shown to users. */
+  function errorDetail(error) {
+    return {
+      status: (error && error.status) || 0,
+      code: (error && error.code) || null,
+      message: (error && error.message) || String(error),
+      field: (error && error.field) || null,
+    };
   }
 
   /** "Ann", "Ann and Cid", "Ann and 3 others", "Ann (4 times)": who a collapsed item holds. */
@@ -250,6 +266,8 @@
       this._generation = 0;
       this._counts = { unread: 0, unseen: 0, total: 0 };
       this._source = null;
+      this._lastEventId = "";
+      this._listVersion = 0;
       this._reconnectTimer = null;
       this._backoff = BACKOFF_FIRST_MS;
       this._connectionState = "closed";
@@ -267,6 +285,9 @@
       this._onOnline = () => {
         if (this._reconnectTimer !== null) this._reconnectNow();
       };
+      this._onResize = () => {
+        if (this.open) this._place();
+      };
       this._observer = new IntersectionObserver(
         (entries) => {
           // An entry may be stale by the time it is delivered: measure again.
@@ -280,6 +301,7 @@
       if (!this.hasAttribute("theme")) this.setAttribute("theme", "light");
       document.addEventListener("click", this._onDocumentClick);
       window.addEventListener("online", this._onOnline);
+      window.addEventListener("resize", this._onResize);
       this._observer.observe(this._sentinel);
       this._clock = window.setInterval(() => this._refreshTimes(), CLOCK_TICK_MS);
       this._started = true;
@@ -289,6 +311,7 @@
     disconnectedCallback() {
       document.removeEventListener("click", this._onDocumentClick);
       window.removeEventListener("online", this._onOnline);
+      window.removeEventListener("resize", this._onResize);
       this._observer.disconnect();
       window.clearInterval(this._clock);
       this._started = false;
@@ -332,6 +355,7 @@
     show() {
       if (this.open) return;
       this._panel.hidden = false;
+      this._place();
       this._bell.setAttribute("aria-expanded", "true");
       // Items pushed live may be shown already; the first page is still to be fetched.
       if (this._cursor === null && !this._exhausted) this._loadMore();
@@ -380,11 +404,8 @@
       this._freshToken = false;
       this._disconnect();
       this._generation += 1;
-      this._items.clear();
-      this._list.replaceChildren();
-      this._cursor = null;
-      this._exhausted = false;
-      this._loadingPage = null;
+      this._lastEventId = "";
+      this._clearList();
       this._error.hidden = true;
       this._setCounts({ unread: 0, unseen: 0, total: 0 });
       this._renderNotes();
@@ -409,29 +430,38 @@
       });
       const payload = await response.json().catch(() => null);
       if (!response.ok) {
-        if (response.status === 401) this._unauthorized();
-        throw new HttpError(response.status, payload);
+        const error = new HttpError(response.status, payload);
+        if (response.status === 401) this._unauthorized(errorDetail(error));
+        throw error;
       }
       return payload;
     }
 
-    _unauthorized() {
+    _unauthorized(detail) {
       this._disconnect();
       // A token the provider has just given that is refused too is not asked again:
       // asking in a loop would hammer both servers.
       if (this._tokenProvider && !this._renewing && !this._freshToken) {
-        this._renew(this._generation);
+        this._renew(this._generation, detail);
         return;
       }
-      this._refused();
+      this._refused(detail);
     }
 
-    _refused() {
+    _refused(detail) {
+      // Told once per refusal, however many requests were refused with it.
+      if (this._connectionState === "unauthorized") return;
       this._setConnection("unauthorized");
-      this.dispatchEvent(new CustomEvent("tidings-unauthorized", { bubbles: true }));
+      this.dispatchEvent(
+        new CustomEvent("tidings-unauthorized", {
+          bubbles: true,
+          composed: true,
+          detail: detail || { status: 401, code: "unauthenticated", message: "", field: null },
+        }),
+      );
     }
 
-    async _renew(generation) {
+    async _renew(generation, detail) {
       this._renewing = true;
       this._setConnection("reconnecting");
       let token = "";
@@ -447,15 +477,19 @@
         this._freshToken = true;
         return;
       }
-      this._refused();
+      this._refused(detail);
     }
 
     // --- the live stream, reconnected with exponential backoff --------------------------
 
     _connect() {
       const generation = this._generation;
-      const url = `${this._base}/v1/me/inbox/stream?token=${encodeURIComponent(this._token)}`;
-      const source = new EventSource(url);
+      const params = new URLSearchParams({ token: this._token });
+      // A new EventSource does not send the Last-Event-ID of the one before: the id
+      // goes in the query, and the server sends what this widget missed meanwhile.
+      const resuming = Boolean(this._lastEventId);
+      if (resuming) params.set("last_event_id", this._lastEventId);
+      const source = new EventSource(`${this._base}/v1/me/inbox/stream?${params}`);
       this._source = source;
       source.addEventListener("open", () => {
         if (generation !== this._generation) return;
@@ -463,17 +497,28 @@
         this._backoff = BACKOFF_FIRST_MS;
         this._freshToken = false;
         this._setConnection("open");
-        // Whatever arrived while the stream was down is on the first page.
-        if (recovered) this._refreshFirstPage();
+        // A stream that cannot resume (no event came before it dropped): whatever
+        // arrived meanwhile is on the first page.
+        if (recovered && !resuming) this._reloadFirstPage();
       });
       source.addEventListener("counts", (event) => this._onMessage(generation, event, "counts"));
       source.addEventListener("item", (event) => this._onMessage(generation, event, "item"));
-      source.addEventListener("resync", () => {
-        if (generation === this._generation) this._refreshFirstPage();
+      // Too much was missed to send it all: start the list again from the first page.
+      source.addEventListener("resync", (event) => {
+        if (generation !== this._generation) return;
+        this._lastEventId = event.lastEventId || this._lastEventId;
+        this._reloadFirstPage();
       });
       // The token stopped being accepted: the same one would only be refused again.
       source.addEventListener("expired", () => {
-        if (generation === this._generation) this._unauthorized();
+        if (generation === this._generation) {
+          this._unauthorized({
+            status: 401,
+            code: "token_expired",
+            message: "The user token has expired.",
+            field: "token",
+          });
+        }
       });
       // A newer stream of the same user took this one's place (too many were open):
       // reconnecting would push out another one, so this one stays closed.
@@ -539,6 +584,7 @@
 
     _onMessage(generation, event, kind) {
       if (generation !== this._generation) return;
+      if (event.lastEventId) this._lastEventId = event.lastEventId;
       let data;
       try {
         data = JSON.parse(event.data);
@@ -558,13 +604,16 @@
     async _loadMore() {
       if (!this._token || this._exhausted || this._loadingPage || !this.open) return;
       const generation = this._generation;
+      const version = this._listVersion;
       const params = new URLSearchParams({ limit: String(this._pageSize) });
       if (this._cursor) params.set("cursor", this._cursor);
-      this._loadingPage = this._request("GET", `/v1/me/inbox?${params}`);
+      const loading = this._request("GET", `/v1/me/inbox?${params}`);
+      this._loadingPage = loading;
       this._renderNotes();
       try {
-        const page = await this._loadingPage;
-        if (generation !== this._generation) return;
+        const page = await loading;
+        // The list started over meanwhile: this page continues a list that is gone.
+        if (generation !== this._generation || version !== this._listVersion) return;
         for (const item of page.items) this._upsert(item, { top: false });
         this._cursor = page.next_cursor;
         this._exhausted = !page.next_cursor;
@@ -573,7 +622,7 @@
       } catch (error) {
         if (generation === this._generation) this._showError(error);
       } finally {
-        if (generation === this._generation) {
+        if (generation === this._generation && this._loadingPage === loading) {
           this._loadingPage = null;
           this._renderNotes();
           // A short page may leave the end of the list in view: keep filling.
@@ -588,20 +637,34 @@
       if (this.open && end.top <= box.bottom + 120) this._loadMore();
     }
 
-    async _refreshFirstPage() {
+    /** The list as the server has it now: its first page, the rest as one scrolls. */
+    async _reloadFirstPage() {
       const generation = this._generation;
+      const version = ++this._listVersion;
       try {
         const page = await this._request("GET", `/v1/me/inbox?limit=${this._pageSize}`);
-        if (generation !== this._generation) return;
-        for (const item of [...page.items].reverse()) this._upsert(item, { top: true });
-        if (this._items.size === page.items.length) {
-          this._cursor = page.next_cursor;
-          this._exhausted = !page.next_cursor;
-        }
+        if (generation !== this._generation || version !== this._listVersion) return;
+        // What is shown may have a gap before the first page: start the list over.
+        this._clearList();
+        for (const item of page.items) this._upsert(item, { top: false });
+        this._cursor = page.next_cursor;
+        this._exhausted = !page.next_cursor;
         this._renderNotes();
+        this._markShownSeen();
+        if (!this._exhausted) this._fillIfVisible();
       } catch (error) {
         if (generation === this._generation && this.open) this._showError(error);
       }
+    }
+
+    _clearList() {
+      this._listVersion += 1;
+      this._items.clear();
+      this._list.replaceChildren();
+      this._cursor = null;
+      this._exhausted = false;
+      this._loadingPage = null;
+      this._renderNotes();
     }
 
     _upsert(item, { top }) {
@@ -825,10 +888,31 @@
       this._end.hidden = loading || this._items.size === 0 || !this._exhausted;
     }
 
+    /** A neutral note for the user; the details go to the page in tidings-error. */
     _showError(error) {
-      this._error.textContent =
-        error && error.message ? `Could not reach notifications: ${error.message}` : "Error";
+      this._error.textContent = UNAVAILABLE;
       this._error.hidden = false;
+      this.dispatchEvent(
+        new CustomEvent("tidings-error", {
+          bubbles: true,
+          composed: true,
+          detail: errorDetail(error),
+        }),
+      );
+    }
+
+    /** Keep the open panel inside the viewport: on a narrow screen, anchored to the
+     * bell it would stick out past an edge. */
+    _place() {
+      this._panel.style.transform = "";
+      const box = this._panel.getBoundingClientRect();
+      const width = document.documentElement.clientWidth || window.innerWidth;
+      const tooFarLeft = VIEWPORT_MARGIN_PX - box.left;
+      const tooFarRight = box.right - (width - VIEWPORT_MARGIN_PX);
+      let shift = 0;
+      if (tooFarLeft > 0) shift = tooFarLeft;
+      else if (tooFarRight > 0) shift = -Math.min(tooFarRight, box.left - VIEWPORT_MARGIN_PX);
+      if (shift) this._panel.style.transform = `translateX(${shift}px)`;
     }
 
     get _lang() {
