@@ -237,3 +237,37 @@ async def test_a_link_to_a_mandatory_category_explains_it_cannot_be_turned_off(
     assert as_api.status_code == 422
     assert as_api.json()["error"]["field"] == "category"
     assert await email_choices(runtime) == []
+
+
+# A link for an address the stored profile does not hold --------------------------------
+
+
+async def test_a_link_for_an_address_an_event_carried_stops_that_address_not_the_person(
+    client: httpx.AsyncClient, producer: dict[str, str], runtime: Runtime
+) -> None:
+    """A key without users:write may send one event's email to an address of its choice
+    for a user whose stored address is another; following that email's link must not
+    turn off the stored person's mail (another team's too), only mail to that address."""
+    stored = await client.put(
+        "/v1/users/u-bob", json={"email": "bob@example.com"}, headers=producer
+    )
+    assert stored.status_code == 200, stored.text
+    carried = runtime.composer.unsubscribe_for("u-bob", "comments", "mallory@example.net")
+    done = await client.post(
+        urllib.parse.urlsplit(carried.url).path, data={"List-Unsubscribe": "One-Click"}
+    )
+    assert done.status_code == 200, done.text
+    assert await email_choices(runtime) == []
+    async with runtime.db.reader() as conn:
+        suppressed = await runtime.suppressions.among(
+            conn, ["mallory@example.net", "bob@example.com"]
+        )
+    assert suppressed == {"mallory@example.net": "unsubscribed"}
+
+    # The stored address's own link still changes the person's preference.
+    own = runtime.composer.unsubscribe_for("u-bob", "comments", "Bob@Example.com")
+    again = await client.post(
+        urllib.parse.urlsplit(own.url).path, data={"List-Unsubscribe": "One-Click"}
+    )
+    assert again.status_code == 200, again.text
+    assert await email_choices(runtime) == [("u-bob", OPTED_OUT)]

@@ -14,6 +14,7 @@ from tidings import catalog
 from tidings.auth.dependencies import MailboxReader, Producer
 from tidings.email import unsubscribe_page, unsubscribe_tokens
 from tidings.email.composer import PREVIEW_UNSUBSCRIBE_PATH, EmailComposer
+from tidings.email.suppressions import SuppressionCause, normalise_address
 from tidings.kit import errors
 from tidings.preferences.service import PreferencesService
 from tidings.users.service import UsersService
@@ -134,10 +135,45 @@ async def unsubscribe(
     if isinstance(found, HTMLResponse):
         return found
     claim = found.claim
-    await preferences.set_channel(
-        claim.user_id, claim.category, "email", enabled=False, source="unsubscribe_link"
-    )
+    if await _holds_another_address(request, claim):
+        await _suppress(request, claim)
+    else:
+        await preferences.set_channel(
+            claim.user_id, claim.category, "email", enabled=False, source="unsubscribe_link"
+        )
     return HTMLResponse(unsubscribe_page.done(found.language, found.category))
+
+
+async def _holds_another_address(
+    request: Request, claim: unsubscribe_tokens.UnsubscribeClaim
+) -> bool:
+    """Whether the user's stored profile holds an address other than the link's.
+
+    Such a link came with an email to an address an event carried for that event only
+    (from a key that may not change stored profiles). Its holder may stop mail to that
+    address, but not change the preferences of the person the stored profile belongs
+    to: otherwise any key could turn off another team's mail to that person by sending
+    one email to an address of its own choosing and following its link."""
+    users: UsersService = request.app.state.users
+    try:
+        stored = (await users.get_profile(claim.user_id)).email
+    except errors.NotFound:
+        return False
+    if stored is None or claim.email is None:
+        return False
+    return normalise_address(stored) != normalise_address(claim.email)
+
+
+async def _suppress(request: Request, claim: unsubscribe_tokens.UnsubscribeClaim) -> None:
+    assert claim.email is not None  # a link without an address never gets here
+    runtime = request.app.state.runtime
+    async with runtime.db.transaction() as conn:
+        await runtime.suppressions.add(
+            conn,
+            claim.email,
+            SuppressionCause.UNSUBSCRIBED,
+            detail=f"one-click unsubscribe from {claim.category!r} for {claim.user_id!r}",
+        )
 
 
 @router.post("/v1/catalog/{type_key}/preview", response_model=PreviewOut)

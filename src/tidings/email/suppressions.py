@@ -18,6 +18,8 @@ class SuppressionCause(enum.StrEnum):
     HARD_BOUNCE = "hard_bounce"
     COMPLAINT = "complaint"
     MANUAL = "manual"
+    UNSUBSCRIBED = "unsubscribed"
+    """One-click unsubscribe from an address the user's stored profile does not hold."""
 
 
 class Suppressions:
