@@ -40,6 +40,31 @@ async def test_bad_profile_names_the_field(
     assert response.json()["error"]["field"] == "timezone"
 
 
+async def test_a_locale_longer_than_the_profile_keeps_is_refused_naming_it(
+    client: httpx.AsyncClient, producer: dict[str, str]
+) -> None:
+    """A well-formed tag of 36 characters passed the pattern and failed PostgreSQL's
+    column (500); it is a 422 on both engines, in a profile and in an event."""
+    long_tag = "en-" + "-".join(["abcdefgh"] * 3) + "-abcdef"
+    assert len(long_tag) == 36
+    response = await client.put("/v1/users/u-ann", json={"locale": long_tag}, headers=producer)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "locale"
+    event = {
+        "type": "comment.created",
+        "idempotency_key": "long-locale",
+        "recipients": [{"id": "u-ann", "locale": long_tag}],
+        "data": {"board": {"id": "b", "name": "B"}, "comment": {"id": "c", "text": "t"}},
+    }
+    published = await client.post("/v1/events", json=event, headers=producer)
+    assert published.status_code == 422, published.text
+    assert published.json()["error"]["field"].endswith("locale")
+    kept = await client.put(
+        "/v1/users/u-ann", json={"locale": long_tag[:35].rstrip("-")}, headers=producer
+    )
+    assert kept.status_code == 200, kept.text
+
+
 async def test_unknown_user_is_404(client: httpx.AsyncClient, producer: dict[str, str]) -> None:
     assert (await client.get("/v1/users/nobody", headers=producer)).status_code == 404
     assert (await client.delete("/v1/users/nobody", headers=producer)).status_code == 404

@@ -19,7 +19,10 @@ Email = Annotated[
         max_length=320, pattern=r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$"
     ),
 ]
-Locale = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")]
+Locale = Annotated[
+    str, StringConstraints(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+]
+"""A BCP 47 tag; 35 characters is the longest the profile column (and RFC 5646's advice) keeps."""
 
 
 class ProfileFields(BaseModel):
