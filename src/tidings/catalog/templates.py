@@ -24,6 +24,9 @@ from jinja2.utils import _PassArg
 from tidings.catalog.formatting import FILTERS
 
 TITLE_MAX = 500
+ACTION_URL_MAX = 2000
+"""The longest link an inbox item keeps (its column); a longer one cannot be cut, so the
+item goes without it rather than fail to be stored."""
 _ACTION_URL_SCHEMES = frozenset({"", "http", "https"})
 # No loader exists, and templates must stand alone: one file, one type.
 _UNSUPPORTED_TAGS: dict[type[nodes.Node], str] = {
@@ -229,6 +232,8 @@ class InAppTemplates:
         action_url = None
         if self.action_url is not None:
             action_url = render(self.action_url, context, "channels.in_app.action_url") or None
+        if action_url is not None and len(action_url) > ACTION_URL_MAX:
+            action_url = None
         if action_url is not None and not _is_safe_action_url(action_url):
             raise RenderError(
                 "channels.in_app.action_url",
