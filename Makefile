@@ -31,9 +31,11 @@ install: $(DEV)
 run: $(RUNTIME)
 	$(BIN)/tidings serve
 
-## Install what is needed and run the whole test suite, then lint and type-check.
+## Install what is needed and run the whole test suite, then lint and type-check. The
+## tests mostly wait on servers, so they run on several workers (a database each test).
+TEST_WORKERS ?= 4
 test: $(DEV)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
