@@ -3,8 +3,13 @@
 An endpoint's URL is http or https. Unless ``webhooks_allow_private`` is on, its host
 must resolve only to addresses on the public internet: loopback, private, link-local,
 shared (100.64.0.0/10, which cloud metadata services use), documentation, benchmarking,
-multicast and every other special-purpose range are refused, also when they hide in an
-IPv6 address (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo).
+multicast, reserved and every other special-purpose range are refused, also when they
+hide in an IPv6 address (IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64, 6to4,
+Teredo).
+
+A URL is read once, by httpx, when it is registered: one httpx would refuse to send to
+(``http://0177.0.0.1/``, a host name with an empty or over-long label) is refused then,
+with the reason, instead of failing at every attempt.
 
 A message is sent to the very address that was checked: the host is resolved once per
 attempt, every address it resolves to is checked, and the connection goes to the first
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 import httpx
 
 MAX_URL_LENGTH = 2000
+MAX_NAME_LENGTH = 253
 ALLOW_PRIVATE_SETTING = "TIDINGS_WEBHOOKS_ALLOW_PRIVATE"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -48,7 +54,9 @@ _NOT_PUBLIC = tuple(
         "203.0.113.0/24",
         "224.0.0.0/4",
         "240.0.0.0/4",
-        "::/96",
+        # Reserved by IETF: IPv4-compatible (::/96), IPv4-translated (::ffff:0:0:0/96)
+        # and the rest of ::/8 (IPv4-mapped addresses are judged by the IPv4 inside).
+        "::/8",
         "64:ff9b:1::/48",
         "100::/64",
         "2001::/23",
@@ -100,7 +108,37 @@ def problem_with(url: str) -> str | None:
         return "The URL has no host."
     if parts.username is not None or parts.password is not None:
         return "The URL must not carry credentials."
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        return f"The URL cannot be read: {exc}."
+    host = _host_of(parsed)
+    if not host:
+        return "The URL has no host."
+    if _literal(host) is None and not _resolvable_name(host):
+        return (
+            "The URL's host is not a valid DNS name: each part between dots is 1 to 63 "
+            "characters, 253 in all."
+        )
     return None
+
+
+def _resolvable_name(host: str) -> bool:
+    """Whether the resolver can be asked for ``host``: it encodes names as IDNA, which
+    refuses an empty label and a label over 63 characters; DNS carries 253 in all."""
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return len(host.removesuffix(".")) <= MAX_NAME_LENGTH
+
+
+def _literal(host: str) -> IPAddress | None:
+    """The address ``host`` spells, if it is one."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 def is_internal(ip: IPAddress) -> bool:
@@ -109,7 +147,12 @@ def is_internal(ip: IPAddress) -> bool:
     embedded = _embedded(ip)
     if embedded:
         return any(is_internal(inner) for inner in embedded)
-    return not ip.is_global or ip.is_multicast or any(ip in net for net in _NOT_PUBLIC)
+    return (
+        not ip.is_global
+        or ip.is_multicast
+        or ip.is_reserved
+        or any(ip in net for net in _NOT_PUBLIC)
+    )
 
 
 def _embedded(ip: IPAddress) -> list[ipaddress.IPv4Address]:
@@ -142,13 +185,11 @@ async def addresses_of(url: str, *, allow_private: bool) -> list[IPAddress]:
     Raises:
         Refused: one of them is internal (and ``allow_private`` is off).
         Unresolved: the host does not resolve.
+        httpx.InvalidURL: httpx cannot read the URL (one stored before it was checked).
     """
     parsed = httpx.URL(url)
     host = _host_of(parsed)
-    try:
-        literal: IPAddress | None = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
+    literal = _literal(host)
     if literal is not None:
         found = [literal]
     else:
@@ -156,7 +197,8 @@ async def addresses_of(url: str, *, allow_private: bool) -> list[IPAddress]:
             raise Refused(host)
         try:
             answers = await resolve(host, parsed.port or _default_port(parsed.scheme))
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
+            # UnicodeError: the name is not one DNS can carry (an empty or long label).
             raise Unresolved(f"{host} does not resolve: {exc}") from None
         found = [ipaddress.ip_address(a.split("%", 1)[0]) for a in answers]
         if not found:
@@ -174,6 +216,7 @@ async def target_of(url: str, *, allow_private: bool) -> Target:
     Raises:
         Refused: the host is or resolves to an internal address.
         Unresolved: the host does not resolve.
+        httpx.InvalidURL: httpx cannot read the URL.
     """
     ip = (await addresses_of(url, allow_private=allow_private))[0]
     parsed = httpx.URL(url)
@@ -188,6 +231,19 @@ async def target_of(url: str, *, allow_private: bool) -> Target:
 def _host_of(url: httpx.URL) -> str:
     """The URL's host in ASCII (a Unicode name IDNA-encoded), without an IPv6 zone."""
     return url.raw_host.decode("ascii").split("%", 1)[0]
+
+
+def shown(url: str) -> str:
+    """``url`` as logs may show it: scheme, host and port, never the path or query, which
+    may hold a token (``https://hooks.example/…``)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{'' if port is None else f':{port}'}/…"
 
 
 def _default_port(scheme: str) -> int:

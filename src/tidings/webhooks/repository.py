@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings.kit.tables import deliveries
 from tidings.kit.tables import webhook_attempts as attempts
 from tidings.kit.tables import webhook_endpoints as endpoints
 from tidings.kit.tables import webhook_messages as messages
@@ -73,6 +74,19 @@ async def message(conn: AsyncConnection, message_id: str) -> dict[str, Any] | No
     return None if row is None else dict(row._mapping)
 
 
+async def endpoints_of(conn: AsyncConnection, message_ids: Sequence[str]) -> dict[str, str]:
+    """message id → its endpoint's id, for the messages that exist."""
+    found: dict[str, str] = {}
+    for start in range(0, len(message_ids), 500):
+        rows = await conn.execute(
+            sa.select(messages.c.id, messages.c.endpoint_id).where(
+                messages.c.id.in_(message_ids[start : start + 500])
+            )
+        )
+        found.update({row.id: row.endpoint_id for row in rows})
+    return found
+
+
 async def has_pending_before(conn: AsyncConnection, endpoint_id: str, message_id: str) -> bool:
     """Whether an older message to the endpoint is still waiting to be sent."""
     found = await conn.execute(
@@ -130,3 +144,30 @@ async def messages_page(
     for attempt in found:
         tried.setdefault(attempt.message_id, []).append(dict(attempt._mapping))
     return [{**row, "attempts_log": tried.get(row["id"], [])} for row in rows]
+
+
+async def rename_user(conn: AsyncConnection, user_id: str, pseudonym: str) -> int:
+    """Name ``user_id`` by ``pseudonym`` in the payloads of the messages about their
+    deliveries, sent or still waiting; returns how many changed. Run before the
+    deliveries themselves are renamed: they are found by the user's id."""
+    theirs = sa.select(deliveries.c.id).where(deliveries.c.user_id == user_id)
+    page = (
+        sa.select(messages.c.id, messages.c.payload)
+        .where(messages.c.delivery_id.in_(theirs.scalar_subquery()))
+        .order_by(messages.c.id)
+        .limit(500)
+    )
+    changed = 0
+    after: str | None = None
+    while True:
+        query = page if after is None else page.where(messages.c.id > after)
+        rows = (await conn.execute(query)).all()
+        for row in rows:
+            data = row.payload.get("data") if isinstance(row.payload, dict) else None
+            if isinstance(data, dict) and data.get("user_id") == user_id:
+                payload = {**row.payload, "data": {**data, "user_id": pseudonym}}
+                await update_message(conn, row.id, {"payload": payload})
+                changed += 1
+        if len(rows) < 500:
+            return changed
+        after = rows[-1].id

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tidings.delivery.states import DeliveryState
 
-_SIZE = re.compile(r"(more than )?[0-9]+ bytes")
+_SIZE = re.compile(r"(more than |at least )?[0-9]+ bytes")
 
 TypePattern = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -100,7 +100,8 @@ class AttemptOut(BaseModel):
     error: str | None
     duration_ms: int | None
     response: str | None = Field(
-        description="The size of the receiver's answer (`6 bytes`); its content is never "
+        description="The size of the receiver's answer (`6 bytes`; `at least 6 bytes` when "
+        "the attempt's deadline came while it was still arriving); its content is never "
         "kept or shown."
     )
 

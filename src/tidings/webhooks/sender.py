@@ -5,10 +5,16 @@ an older one to the same endpoint is still pending, and each message, once it su
 or fails for good, starts the next. Retries follow their own schedule
 (``webhooks_retry_seconds``) as timer jobs; after ``webhooks_disable_after`` failed
 attempts in a row, across messages, the endpoint is disabled and reported.
+
+An attempt, from resolving the host to the last byte of the answer read, ends after
+``webhooks_timeout_seconds`` whatever the receiver does, and the messages of one batch
+to different endpoints go out side by side (``CONCURRENT_ENDPOINTS`` at a time, each
+endpoint's in order): a receiver that answers slowly holds up its own messages only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import json
@@ -16,7 +22,7 @@ import logging
 import ssl
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +42,8 @@ log = logging.getLogger(__name__)
 RESPONSE_READ_LIMIT = 65_536
 """How much of a receiver's answer is read, only to count its size: the log keeps the
 status and the size, never the content, which the producer must not see through us."""
+CONCURRENT_ENDPOINTS = 8
+"""How many endpoints one batch sends to at once."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,8 @@ class Attempt:
     error: str | None
     duration_ms: int
     response: str | None
-    """The size of the receiver's answer (``"6 bytes"``), never its content."""
+    """The size of the receiver's answer (``"6 bytes"``), never its content; ``"at
+    least 6 bytes"`` when the deadline came while it was still arriving."""
 
     @property
     def ok(self) -> bool:
@@ -117,10 +126,40 @@ class WebhookSender:
         self._transport = transport
 
     async def send(self, jobs: Sequence[Job]) -> None:
-        """Send each job's message, oldest first."""
+        """Send each job's message: oldest first for each endpoint, endpoints side by side.
+
+        Every job is tried before an error is raised again, so one failing message does
+        not cut short the sends to other endpoints already under way.
+        """
         async with Clients(self._policy.timeout_seconds, transport=self._transport) as clients:
-            for job in sorted(jobs, key=lambda j: str(j.payload["message"])):
-                await self._send_one(clients, job)
+            turns = asyncio.Semaphore(CONCURRENT_ENDPOINTS)
+
+            async def send_in_order(queue: list[Job]) -> None:
+                async with turns:
+                    for job in queue:
+                        await self._send_one(clients, job)
+
+            queues = await self._by_endpoint(jobs)
+            outcomes = await asyncio.gather(
+                *(send_in_order(queue) for queue in queues), return_exceptions=True
+            )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _by_endpoint(self, jobs: Sequence[Job]) -> list[list[Job]]:
+        """The jobs in one queue per endpoint, oldest message first; a job whose message
+        is gone has a queue of its own (it only completes)."""
+        ordered = sorted(jobs, key=lambda j: str(j.payload["message"]))
+        async with self._db.reader() as conn:
+            endpoint_of = await repository.endpoints_of(
+                conn, [str(job.payload["message"]) for job in ordered]
+            )
+        queues: dict[str, list[Job]] = {}
+        for job in ordered:
+            message_id = str(job.payload["message"])
+            queues.setdefault(endpoint_of.get(message_id, f"gone {message_id}"), []).append(job)
+        return list(queues.values())
 
     async def _send_one(self, clients: Clients, job: Job) -> None:
         async with self._db.reader() as conn:
@@ -239,10 +278,11 @@ class WebhookSender:
         if disabled:
             self._outbox.invalidate()
             measures(self._db).disabled.inc()
+            # The URL's path and query may hold the receiver's token: the host only.
             log.warning(
                 "webhook endpoint %s (%s) disabled after %d failed attempts in a row: %s",
                 endpoint["id"],
-                endpoint["url"],
+                addresses.shown(endpoint["url"]),
                 self._policy.disable_after,
                 attempt.error,
             )
@@ -267,6 +307,11 @@ class Clients:
         self._transport = transport
         self._verify = verify
         self._clients: dict[str, httpx.AsyncClient] = {}
+
+    @property
+    def timeout_seconds(self) -> float:
+        """How long one attempt may take in all (httpx's own timeout is per read)."""
+        return self._timeout
 
     def of(self, name: str) -> httpx.AsyncClient:
         """The client for requests to host ``name``."""
@@ -300,24 +345,67 @@ async def post(
     *,
     allow_private: bool,
 ) -> Attempt:
-    """POST ``content`` to ``url``, at the address its host was checked to have.
+    """POST ``content`` to ``url``, at the address its host was checked to have, all of
+    it within the clients' ``timeout_seconds``.
 
     The check runs at every attempt, not only when the endpoint was registered: the
     name may resolve elsewhere now. The connection then goes to the address checked,
     never to a second answer of the resolver, with the URL's host name for the Host
     header and for TLS (SNI and the certificate's name).
+
+    The deadline covers the whole attempt: resolving, connecting, sending, the status
+    and headers, and reading the answer to count its size. httpx's own timeout is per
+    read, so a receiver sending a byte now and then would hold the attempt for as long
+    as it likes without it. When the deadline comes after the status arrived, the
+    status stands (a 2xx is a success: the receiver has taken the message) and the
+    size is what had arrived; before it, the attempt failed.
     """
     started = time.perf_counter()
 
     def took() -> int:
         return int((time.perf_counter() - started) * 1000)
 
+    answer = _Answer()
+    timeout_seconds = clients.timeout_seconds
+    deadline = asyncio.timeout(timeout_seconds)
+    try:
+        async with deadline:
+            return await _attempt(clients, url, content, headers, allow_private, answer, took)
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+    if answer.status is None:
+        return Attempt(None, f"timeout: no answer within {timeout_seconds:g} s", took(), None)
+    error = None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
+    return Attempt(answer.status, error, took(), f"at least {answer.size} bytes")
+
+
+@dataclass
+class _Answer:
+    """What has arrived of the receiver's answer so far."""
+
+    status: int | None = None
+    size: int = 0
+
+
+async def _attempt(
+    clients: Clients,
+    url: str,
+    content: bytes,
+    headers: Mapping[str, str],
+    allow_private: bool,
+    answer: _Answer,
+    took: Callable[[], int],
+) -> Attempt:
     try:
         target = await addresses.target_of(url, allow_private=allow_private)
     except addresses.Refused as exc:
         return Attempt(None, f"refused: {exc.address} is an internal address", took(), None)
     except addresses.Unresolved as exc:
         return Attempt(None, str(exc)[:1000], took(), None)
+    except httpx.InvalidURL as exc:
+        # Stored before URLs were read with httpx when registered: fix it with PATCH.
+        return Attempt(None, f"invalid URL: {exc}"[:1000], took(), None)
     extensions = {"sni_hostname": target.server_name} if target.url.startswith("https") else {}
     try:
         async with clients.of(target.server_name).stream(
@@ -327,21 +415,22 @@ async def post(
             headers={**headers, "host": target.host},
             extensions=extensions,
         ) as response:
-            size = await _answer_size(response)
-    except httpx.HTTPError as exc:
+            answer.status = response.status_code
+            size = await _answer_size(response, answer)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         return Attempt(None, f"{type(exc).__name__}: {exc}"[:1000], took(), None)
     error = None if response.is_success else f"HTTP {response.status_code}"
     return Attempt(response.status_code, error, took(), size)
 
 
-async def _answer_size(response: httpx.Response) -> str:
-    """How big the answer is, reading no more of it than ``RESPONSE_READ_LIMIT``."""
-    size = 0
+async def _answer_size(response: httpx.Response, answer: _Answer) -> str:
+    """How big the answer is, reading no more of it than ``RESPONSE_READ_LIMIT``; what
+    has arrived is counted in ``answer`` as it comes."""
     async for chunk in response.aiter_raw():
-        size += len(chunk)
-        if size > RESPONSE_READ_LIMIT:
+        answer.size += len(chunk)
+        if answer.size > RESPONSE_READ_LIMIT:
             return f"more than {RESPONSE_READ_LIMIT} bytes"
-    return f"{size} bytes"
+    return f"{answer.size} bytes"
 
 
 @dataclass(frozen=True)

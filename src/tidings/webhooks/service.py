@@ -11,6 +11,8 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from tidings.auth.keys import ApiKey
 from tidings.kit import errors, ids
 from tidings.kit.clock import Clock
@@ -25,6 +27,13 @@ UPDATABLE = ("url", "description", "types", "states", "enabled")
 def new_secret() -> str:
     """A fresh signing secret in the Standard Webhooks form: ``whsec_`` and base64."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+async def forget_user(conn: AsyncConnection, user_id: str, pseudonym: str) -> None:
+    """Name an erased user by their pseudonym in the webhook messages about them, those
+    waiting to be sent and those in the log alike, in the erasure's transaction: what
+    is sent after the erasure, or read from the log, no longer carries their id."""
+    await repository.rename_user(conn, user_id, pseudonym)
 
 
 class WebhooksService:

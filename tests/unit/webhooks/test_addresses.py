@@ -32,6 +32,9 @@ INTERNAL = [
     "::7f00:1",  # IPv4-compatible 127.0.0.1
     "::ffff:127.0.0.1",
     "::ffff:10.0.0.1",
+    "::ffff:0:7f00:1",  # IPv4-translated 127.0.0.1 (::ffff:0:0:0/96, reserved)
+    "::ffff:0:808:808",  # IPv4-translated, even of a public address
+    "1::1",  # the rest of ::/8, reserved
     "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
     "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
     "2002:7f00:1::1",  # 6to4 of 127.0.0.1
@@ -125,3 +128,39 @@ async def test_an_international_name_is_resolved_and_sent_in_ascii(
     assert asked == ["xn--bcher-kva.example"]
     assert target.url == "http://[2606:4700:4700::1111]/hook"
     assert target.host == "xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://0177.0.0.1/",
+        "http://\u2460\u2461\u2466.0.0.1/",
+        "http://[zz]/",
+        "http://a..b/",
+        "http://.a/",
+        "http://" + "a" * 64 + ".example/",
+        "http://" + ("a" * 60 + ".") * 5 + "example/",
+    ],
+)
+def test_a_url_httpx_or_the_resolver_cannot_read_has_a_problem(url: str) -> None:
+    assert addresses.problem_with(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example/a?b=1",
+        "http://bücher.example/",
+        "http://example.com./",
+        "http://[::1]:8/",
+    ],
+)
+def test_a_url_it_can_read_has_none(url: str) -> None:
+    assert addresses.problem_with(url) is None
+
+
+def test_a_url_is_shown_without_its_path_or_query() -> None:
+    assert addresses.shown("https://hooks.example:8443/T0KEN?t=s3cret") == (
+        "https://hooks.example:8443/…"
+    )
+    assert addresses.shown("http://[::1]/x") == "http://[::1]/…"
