@@ -5,6 +5,11 @@ transaction, on PostgreSQL and SQLite alike, so no lock is held for long and the
 pipeline keeps running beside it. Nothing with work still to do is touched: an event
 waiting to be planned, or any of whose deliveries is still planned or scheduled, stays;
 only deliveries in a final state expire.
+
+Recorded erasures are forgotten once nothing can need them: made more than
+``ERASURES_KEPT`` ago, and older than every event still waiting to be planned (an
+erasure drops the user from the events accepted before it; once they are all planned,
+it has done its work).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from tidings.kit.tables import (
     deliveries,
     delivery_transitions,
     digest_entries,
+    erasures,
     events,
     idempotency_keys,
     inbox_items,
@@ -39,6 +45,9 @@ log = logging.getLogger(__name__)
 
 PENDING = frozenset({DeliveryState.PLANNED.value, DeliveryState.SCHEDULED.value})
 """Delivery states with work still to do: never expired."""
+ERASURES_KEPT = dt.timedelta(days=7)
+"""How long an erasure is kept at least, whatever the events: longer than any batch or
+retried job that read its recipients before the erasure runs."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,7 @@ class Removed:
     inbox_over_cap: int = 0
     webhook_messages: int = 0
     webhook_attempts: int = 0
+    erasures: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -121,6 +131,7 @@ class Retention:
             )
         if policy.inbox_max_items is not None:
             removed.inbox_over_cap += await self._cap_inboxes(policy.inbox_max_items)
+        removed.erasures += await self._forget_erasures(now)
         return removed
 
     def start(self) -> None:
@@ -225,6 +236,23 @@ class Retention:
                 removed.events += await _delete_in(conn, e.id, ids)
             if len(ids) < self.policy.batch_size:
                 return
+
+    async def _forget_erasures(self, now: dt.datetime) -> int:
+        """Erasures kept ``ERASURES_KEPT`` and older than every unplanned event: planning
+        is all that reads an old erasure, and only for events accepted before it."""
+        async with self._db.reader() as conn:
+            oldest: dt.datetime | None = (
+                await conn.execute(
+                    sa.select(events.c.created_at)
+                    .where(events.c.planned_at.is_(None))
+                    .order_by(events.c.created_at)
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+        done = erasures.c.created_at < now - ERASURES_KEPT
+        if oldest is not None:
+            done = sa.and_(done, erasures.c.erased_before < oldest)
+        return await self._delete_batches(erasures, erasures.c.pseudonym, done)
 
     async def _delete_batches(
         self, table: sa.Table, key: sa.Column[str], condition: sa.ColumnElement[bool]

@@ -13,6 +13,7 @@ from tidings.kit import cursors, errors, ids
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.users import repository, schemas
+from tidings.webhooks import service as webhooks
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,13 @@ class UsersService:
         return schemas.Profile.model_validate(dict(row))
 
     async def erase(self, user_id: str) -> None:
-        """Erase a user: profile, inbox, subscriptions and preferences go; deliveries keep
-        a pseudonym; work for events accepted before now is dropped, wherever it is.
+        """Erase a user: profile, inbox, subscriptions and preferences go; deliveries, and
+        the status webhook messages about them, keep a pseudonym; work for events
+        accepted before now is dropped, wherever it is.
 
         The erasure is recorded even when nothing is stored for the id (the 404): events
-        already accepted for it may still be on their way to planning.
+        already accepted for it may still be on their way to planning. Retention forgets
+        it once no such event is left (``erasures_done``).
         """
         now = self._clock.now()
         pseudonym = pseudonym_of(user_id)
@@ -73,6 +76,8 @@ class UsersService:
             # stamped by a clock ahead of this one.
             latest = await repository.latest_event_time(conn)
             before = now if latest is None else max(now, latest)
+            # Webhook messages find the user's deliveries by id: before they are renamed.
+            await webhooks.forget_user(conn, user_id, pseudonym)
             found = await repository.erase_user(conn, user_id, pseudonym, now)
             await repository.record_erasure(self._db, conn, pseudonym, before, now)
         if not found:
