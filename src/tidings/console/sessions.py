@@ -5,7 +5,8 @@ HMAC of a key derived from the deployment's secret. It never holds the key itsel
 
 Signing out ends the session on the server too: its nonce is marked as signed out in
 the counters (the database's, or Redis) until the session would have expired, so a
-copy of the cookie taken before stops working at once, in every process.
+copy of the cookie taken before stops working at once, in every process. The mark
+belongs to no user (``SIGNED_OUT_OWNER``), so erasing a user never removes it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from tidings.kit.db import Database
 
 COOKIE = "tidings_console"
 LIFETIME = dt.timedelta(hours=12)
+SIGNED_OUT_OWNER = ""
+"""The user a sign-out mark is stored under: a user id is 1 to 255 characters, so no
+erasure names this one. (Marks written by earlier versions, under
+``console:<key id>``, still count; they end with their sessions, within 12 hours.)"""
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ async def end(counters: Counters, db: Database, session: Session, now: dt.dateti
     """Sign the session out for good: its cookie opens nothing from now on."""
     mark = NewMark(
         key=_signed_out_key(session),
-        user_id=f"console:{session.key_id}",
+        user_id=SIGNED_OUT_OWNER,
         owner=None,
         first_seen=now,
         expires_at=max(session.expires_at, now + dt.timedelta(seconds=1)),
