@@ -200,3 +200,23 @@ async def test_a_users_deliveries_newest_first_filtered_and_paged(noise: Rig) ->
         path, params={"since": until, "until": since}, headers=operator
     )
     assert backwards.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("since", "0001-01-01T00:00:00+14:00"),
+        ("until", "9999-12-31T23:59:59-14:00"),
+    ],
+)
+async def test_a_time_outside_the_years_once_in_utc_is_a_422_on_its_field(
+    noise: Rig, field: str, value: str
+) -> None:
+    operator = await key_headers(noise, "admin")
+    response = await noise.client.get(
+        "/v1/users/u-1/deliveries", params={field: value}, headers=operator
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field
+    assert "UTC" in error["message"]

@@ -60,8 +60,8 @@ async def user_deliveries(
         channel=channel,
         state=state,
         type=type,
-        since=_aware(since),
-        until=_aware(until),
+        since=_aware(since, "since"),
+        until=_aware(until, "until"),
     )
     if where.since and where.until and where.since >= where.until:
         raise errors.Invalid("'since' must come before 'until'.", field="since")
@@ -122,8 +122,19 @@ def _dead(row: dict[str, Any]) -> schemas.DeadLetter:
     return schemas.DeadLetter.model_validate(row)
 
 
-def _aware(at: dt.datetime | None) -> dt.datetime | None:
-    """A time without a zone is taken as UTC."""
-    if at is None or at.tzinfo is not None:
-        return at
-    return at.replace(tzinfo=dt.UTC)
+def _aware(at: dt.datetime | None, field: str) -> dt.datetime | None:
+    """The time in UTC; one without a zone is taken as UTC.
+
+    Raises:
+        errors.Invalid: in UTC it falls outside years 1 to 9999 (``0001-01-01T00:00+14:00``).
+    """
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        return at.replace(tzinfo=dt.UTC)
+    try:
+        return at.astimezone(dt.UTC)
+    except OverflowError:
+        raise errors.Invalid(
+            f"'{field}' is outside the years 1 to 9999 once taken to UTC.", field=field
+        ) from None
