@@ -30,6 +30,9 @@ class Database:
     transactions with ``BEGIN IMMEDIATE``: writers queue in-process instead of failing
     with "database is locked", and another process (the CLI) waits on the busy timeout.
     Reads use their own pool, which WAL mode lets run beside the writer.
+
+    Both engines hide a statement's parameters in their errors: those are events' data,
+    addresses and links, and the errors end up in logs.
     """
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
@@ -45,6 +48,7 @@ class Database:
                 max_overflow=pool_size,
                 json_serializer=_json_dumps,
                 json_deserializer=orjson.loads,
+                hide_parameters=True,
                 # asyncpg prepares every statement; after five runs PostgreSQL may switch
                 # to a generic plan, which for ``key IN (…500 values)`` on a table whose
                 # statistics are stale is a sequential scan. Plan each execution.
@@ -209,6 +213,7 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
         max_overflow=0,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
+        hide_parameters=True,
         connect_args={"timeout": 30},
     )
 
