@@ -37,6 +37,8 @@ PG_HOST = os.environ.get("BENCH_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("BENCH_PG_PORT", "5432"))
 PG_USER = os.environ.get("BENCH_PG_USER", "postgres")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+BENCH_SCOPES = "users:read,users:write,topics:read,topics:write,preferences:read,preferences:write"
+"""What the workloads' key does besides publishing: store profiles, subscribe topics."""
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -352,7 +354,13 @@ class Deployment:
         if self.pg_name:
             asyncio.run(_pg_admin(f'CREATE DATABASE "{self.pg_name}"'))
         self._cli("db", "upgrade")
-        out = self._cli("keys", "create", "--name", "bench", "--types", "*")
+        # Publishing every type, and keeping the profiles and topics the workloads set up;
+        # code from before capability scopes (--code) takes no --scope and needs none.
+        create = ("keys", "create", "--name", "bench", "--types", "*")
+        try:
+            out = self._cli(*create, "--scope", BENCH_SCOPES)
+        except RuntimeError:
+            out = self._cli(*create)
         self.key = out.strip().splitlines()[-1]
 
     def _cli(self, *args: str) -> str:

@@ -58,7 +58,15 @@ if str(ROOT) not in sys.path:
 import asyncpg  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
 from aiosmtpd.smtp import SMTP, Envelope, Session  # noqa: E402
-from tests.e2e.procs import Process, Processes, free_port, last_line, run_cli, tidings_env  # noqa: E402
+from tests.e2e.procs import (  # noqa: E402
+    CAPABILITIES,
+    Process,
+    Processes,
+    free_port,
+    last_line,
+    run_cli,
+    tidings_env,
+)
 from tests.nats_cluster import NatsCluster  # noqa: E402
 
 from tidings.delivery.email_sender import COMMIT_EVERY  # noqa: E402
@@ -453,7 +461,18 @@ async def _soak(
     key = last_line(
         (
             await asyncio.to_thread(
-                run_cli, ["keys", "create", "--name", "soak", "--types", "*"], env
+                run_cli,
+                [
+                    "keys",
+                    "create",
+                    "--name",
+                    "soak",
+                    "--types",
+                    "*",
+                    "--scope",
+                    ",".join(CAPABILITIES),
+                ],
+                env,
             )
         ).stdout
     )

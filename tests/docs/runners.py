@@ -221,6 +221,8 @@ class Session:
             self.shell_env = self._first_shell_env()
         source = self._localised(block.source)
         source = re.sub(r"\.venv/bin/tidings\b(?!-)", "tidings", source)
+        # The venv running the tests, wherever it is (a doc names the clone's own).
+        source = source.replace(".venv/bin/", f"{Path(sys.executable).parent}/")
         if DOC_POSTGRES in source:
             source = source.replace(DOC_POSTGRES, self._postgres_url())
         script, expectations = _segmented(source)
