@@ -144,7 +144,7 @@ def when(value: str | None, field: str) -> dt.datetime | None:
     """A time from a search form (``datetime-local`` or ISO 8601); without a zone, UTC.
 
     Raises:
-        errors.Invalid: not a time.
+        errors.Invalid: not a time, or one outside the calendar once taken to UTC.
     """
     value = text(value)
     if value is None:
@@ -155,7 +155,14 @@ def when(value: str | None, field: str) -> dt.datetime | None:
         raise errors.Invalid(
             f"{value!r} is not a time: use 2026-01-31T09:30 (UTC) or ISO 8601.", field=field
         ) from None
-    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at
+    if at.tzinfo is None:
+        return at.replace(tzinfo=dt.UTC)
+    try:
+        return at.astimezone(dt.UTC)
+    except OverflowError:
+        raise errors.Invalid(
+            f"{value!r} falls outside the years 1 to 9999 in UTC.", field=field
+        ) from None
 
 
 @functools.cache
