@@ -48,6 +48,15 @@ app.command()(commands.doctor)
 
 HOST_HELP = "Address to listen on (default TIDINGS_HOST or 127.0.0.1)."
 PORT_HELP = "Port (default TIDINGS_PORT or 8000)."
+Host = Annotated[str | None, typer.Option(metavar="ADDRESS", help=HOST_HELP)]
+Port = Annotated[int | None, typer.Option(metavar="PORT", help=PORT_HELP)]
+MigrateNow = Annotated[
+    bool,
+    typer.Option(
+        "--migrate",
+        help="Bring a PostgreSQL schema up to date first (as TIDINGS_MIGRATE_ON_START).",
+    ),
+]
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
@@ -69,15 +78,9 @@ def _fail(message: str) -> typer.Exit:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(metavar="ADDRESS", help=HOST_HELP)] = None,
-    port: Annotated[int | None, typer.Option(metavar="PORT", help=PORT_HELP)] = None,
-    migrate_now: Annotated[
-        bool,
-        typer.Option(
-            "--migrate",
-            help="Bring a PostgreSQL schema up to date first (as TIDINGS_MIGRATE_ON_START).",
-        ),
-    ] = False,
+    host: Host = None,
+    port: Port = None,
+    migrate_now: MigrateNow = False,
 ) -> None:
     """Run API, workers and timers in one process (the embedded default needs no servers)."""
 
@@ -155,15 +158,9 @@ def _listen(
 
 @app.command()
 def api(
-    host: Annotated[str | None, typer.Option(metavar="ADDRESS", help=HOST_HELP)] = None,
-    port: Annotated[int | None, typer.Option(metavar="PORT", help=PORT_HELP)] = None,
-    migrate_now: Annotated[
-        bool,
-        typer.Option(
-            "--migrate",
-            help="Bring a PostgreSQL schema up to date first (as TIDINGS_MIGRATE_ON_START).",
-        ),
-    ] = False,
+    host: Host = None,
+    port: Port = None,
+    migrate_now: MigrateNow = False,
 ) -> None:
     """Run only the HTTP API (scale-out: as many as needed, behind a load balancer)."""
 
@@ -196,13 +193,7 @@ def worker(
         int | None,
         typer.Option(metavar="PORT", help="Port for /healthz and /readyz (default 8001)."),
     ] = None,
-    migrate_now: Annotated[
-        bool,
-        typer.Option(
-            "--migrate",
-            help="Bring a PostgreSQL schema up to date first (as TIDINGS_MIGRATE_ON_START).",
-        ),
-    ] = False,
+    migrate_now: MigrateNow = False,
 ) -> None:
     """Run only the pipeline's worker: lease jobs and plan and deliver them."""
     from tidings.processes import run_worker
@@ -227,13 +218,7 @@ def scheduler(
         int | None,
         typer.Option(metavar="PORT", help="Port for /healthz and /readyz (default 8002)."),
     ] = None,
-    migrate_now: Annotated[
-        bool,
-        typer.Option(
-            "--migrate",
-            help="Bring a PostgreSQL schema up to date first (as TIDINGS_MIGRATE_ON_START).",
-        ),
-    ] = False,
+    migrate_now: MigrateNow = False,
 ) -> None:
     """Run the timer relay of the JetStream queue (several may run; each timer fires once)."""
     from tidings.processes import run_scheduler

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from tidings.auth.keys import ApiKey
 from tidings.console import sessions
-from tidings.kit import errors
+from tidings.kit import clock, errors
 
 if TYPE_CHECKING:
     from tidings.app import Runtime
@@ -155,14 +155,7 @@ def when(value: str | None, field: str) -> dt.datetime | None:
         raise errors.Invalid(
             f"{value!r} is not a time: use 2026-01-31T09:30 (UTC) or ISO 8601.", field=field
         ) from None
-    if at.tzinfo is None:
-        return at.replace(tzinfo=dt.UTC)
-    try:
-        return at.astimezone(dt.UTC)
-    except OverflowError:
-        raise errors.Invalid(
-            f"{value!r} falls outside the years 1 to 9999 in UTC.", field=field
-        ) from None
+    return clock.in_utc(at, field)
 
 
 @functools.cache

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from tidings.auth.dependencies import Operator, Producer
-from tidings.kit import errors
+from tidings.kit import clock, errors
 from tidings.operations import schemas
 from tidings.operations.dead_letters import DeadLetters
 from tidings.operations.timeline import DeliveryFilter, Timelines
@@ -128,13 +128,4 @@ def _aware(at: dt.datetime | None, field: str) -> dt.datetime | None:
     Raises:
         errors.Invalid: in UTC it falls outside years 1 to 9999 (``0001-01-01T00:00+14:00``).
     """
-    if at is None:
-        return None
-    if at.tzinfo is None:
-        return at.replace(tzinfo=dt.UTC)
-    try:
-        return at.astimezone(dt.UTC)
-    except OverflowError:
-        raise errors.Invalid(
-            f"'{field}' is outside the years 1 to 9999 once taken to UTC.", field=field
-        ) from None
+    return None if at is None else clock.in_utc(at, field)
