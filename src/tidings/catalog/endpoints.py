@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,6 +14,7 @@ from tidings.catalog.reload import CatalogReloader, refused
 from tidings.kit import errors
 
 router = APIRouter(prefix="/v1", tags=["operations"])
+log = logging.getLogger("tidings.catalog.reload")
 
 
 class CatalogRefused(errors.Invalid):
@@ -46,6 +48,8 @@ async def reload_catalog(_key: Operator, request: Request) -> ReloadOut:
     try:
         done = await reloader.reload_async()
     except CatalogInvalid as exc:
+        # The same one line as a reload on a file change or SIGHUP logs.
+        log.error("%s", refused(reloader.folder, exc.problems))
         raise CatalogRefused(
             refused(reloader.folder, exc.problems),
             field="catalog",
