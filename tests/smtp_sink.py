@@ -423,11 +423,20 @@ def certificates() -> tuple[Path, Path, Path]:
     return write_certificates(directory)
 
 
-def write_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for localhost/127.0.0.1 it signed.
+def write_certificates(
+    directory: Path, names: tuple[str, ...] = ("localhost",)
+) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate it signed for the DNS ``names`` (and, for
+    the default ``localhost``, 127.0.0.1 and ::1).
 
     Returns the paths of the CA certificate, the server certificate and its key.
     """
+    alternatives: list[x509.GeneralName] = [x509.DNSName(name) for name in names]
+    if names == ("localhost",):
+        alternatives += [
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ]
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smtp-sink test CA")])
@@ -462,20 +471,14 @@ def write_certificates(directory: Path) -> tuple[Path, Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("::1")),
-                ]
-            ),
+            x509.SubjectAlternativeName(alternatives),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
