@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -52,7 +52,7 @@ from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
 from tidings.inbox import endpoints as inbox_endpoints
 from tidings.inbox.service import InboxService
 from tidings.ingest.broker import BrokerIngest, IngestTopology
-from tidings.kit import http, metrics, migrate, outage, tracing
+from tidings.kit import http, loops, metrics, migrate, outage, tracing
 from tidings.kit.clock import Clock, SystemClock
 from tidings.kit.counters import Counters, RedisCounters, build_counters
 from tidings.kit.db import Database
@@ -128,6 +128,11 @@ class Runtime:
     ingest: BrokerIngest | None = None
     schema_ready: bool = field(default=False, init=False, repr=False)
     """The schema was seen at this version's revision: it is not read again."""
+    companions: dict[str, Callable[[], Awaitable[str]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    """The readiness of the processes this one started (``serve --workers``), by name:
+    each answers "ok" or why not, and ``/readyz`` is ready only when all of them are."""
 
     async def start(self, *, consume: bool, relay_poll: float | None = None) -> None:
         """Connect the engines and start what this process runs in the background: the
@@ -184,6 +189,11 @@ class Runtime:
                 checks["redis"] = f"{type(exc).__name__}: {exc}"[:200]
         if self.ingest is not None:
             checks["ingest"] = "ok" if self.ingest.connected else "not connected"
+        for name, companion in self.companions.items():
+            try:
+                checks[name] = await companion()
+            except Exception as exc:
+                checks[name] = f"{type(exc).__name__}: {exc}"[:200]
         return checks
 
     async def _schema(self) -> str:
@@ -532,8 +542,9 @@ def add_health_routes(app: FastAPI, runtime: Runtime) -> None:
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok", "version": __version__}
+        """Liveness: the process answers; ``loop`` names its event loop (``uvloop``, or
+        ``asyncio`` where uvloop is not installed)."""
+        return {"status": "ok", "version": __version__, "loop": loops.name()}
 
     @app.get("/readyz", tags=["operations"], response_model=None)
     async def readyz() -> JSONResponse:

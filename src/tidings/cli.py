@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import socket
@@ -20,7 +19,7 @@ from tidings import catalog
 from tidings.auth import keys
 from tidings.auth.service import AuthService
 from tidings.catalog import evolution
-from tidings.kit import errors, logs, migrate
+from tidings.kit import errors, logs, loops, migrate
 from tidings.kit import settings as settings_module
 from tidings.kit.clock import SystemClock
 from tidings.kit.db import Database
@@ -63,12 +62,9 @@ T = TypeVar("T")
 
 
 def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    if sys.platform != "win32":
-        import uvloop
-
-        # The same event loop as the API's: the worker spends a quarter of its time in it.
-        return uvloop.run(make())
-    return asyncio.run(make())
+    # The same event loop as the API's (uvloop where installed): the worker spends a
+    # quarter of its time in it.
+    return loops.run(make())
 
 
 def _fail(message: str) -> typer.Exit:
@@ -81,15 +77,30 @@ def serve(
     host: Host = None,
     port: Port = None,
     migrate_now: MigrateNow = False,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            metavar="N",
+            help="PostgreSQL: plan and deliver in N worker processes beside the API "
+            "process, or auto (one per core but one); 0 runs everything in one process "
+            "(default TIDINGS_SERVE_WORKERS or 0).",
+        ),
+    ] = None,
 ) -> None:
-    """Run API, workers and timers in one process (the embedded default needs no servers)."""
+    """Run API, workers and timers in one process (the embedded default needs no servers);
+    on PostgreSQL, --workers runs the workers in processes of their own."""
 
     from tidings.app import create_app
 
     updates: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if migrate_now:
         updates["migrate_on_start"] = True
-    settings = _settings().model_copy(update=updates)
+    if workers is not None:
+        updates["serve_workers"] = workers
+    settings = _process_settings(updates, check=False)
+    count = _serve_workers(settings)
+    if count:
+        settings = settings.model_copy(update={"worker_enabled": False})
     logs.configure(logs.wants_json(settings.log_format), level=settings.log_level)
     _require_valid_catalog(settings)
     if settings.is_embedded or not settings.secret:
@@ -99,9 +110,34 @@ def serve(
     application = create_app(settings)
     where = "embedded SQLite in " + str(settings.data_dir) if settings.is_embedded else "PostgreSQL"
     out.print(f"Tidings {application.version} on {where}, catalog {settings.catalog}")
+    if count:
+        out.print(f"Workers: {count} processes beside this one (API)")
     if settings.demo_enabled:
         out.print(f"Demo: {settings.base_url}/demo  (example users, events and mailbox)")
-    _listen(application, settings, listening, watch_catalog=True)
+    _listen(application, settings, listening, watch_catalog=True, workers=count)
+
+
+def _serve_workers(settings: Settings) -> int:
+    """The worker processes ``serve`` starts beside its API; a setting that cannot work
+    here stops the command with one line saying why and what to set."""
+    count = settings.serve_worker_count
+    if not count:
+        return 0
+    if settings.is_embedded:
+        raise _fail(
+            "--workers needs PostgreSQL: the embedded SQLite file has one writer, so serve "
+            "plans and delivers in its own process there; set TIDINGS_DATABASE_URL, or "
+            "leave --workers out (TIDINGS_SERVE_WORKERS=0)"
+        )
+    if settings.live_backend == "local":
+        raise _fail(
+            "--workers needs live inbox updates carried between processes: set "
+            "TIDINGS_LIVE_BACKEND=redis (or nats), or leave --workers out "
+            "(TIDINGS_SERVE_WORKERS=0)"
+        )
+    if sys.platform == "win32":
+        raise _fail("--workers runs on Linux and macOS; leave it out on Windows")
+    return count
 
 
 def _require_writable_data_dir(settings: Settings) -> None:
@@ -147,13 +183,22 @@ def _claim_port(settings: Settings) -> tuple[socket.socket, Settings]:
 
 
 def _listen(
-    application: Any, settings: Settings, listening: socket.socket, *, watch_catalog: bool = False
+    application: Any,
+    settings: Settings,
+    listening: socket.socket,
+    *,
+    watch_catalog: bool = False,
+    workers: int = 0,
 ) -> None:
     """Serve ``application`` over HTTP on ``listening`` until stopped, saying where."""
     from tidings.processes import serve_http
 
     out.print(f"Listening on {settings.base_url}  (API docs: {settings.base_url}/docs)")
-    serve_http(application, settings, listening, watch_catalog=watch_catalog)
+    code = serve_http(
+        application, settings, listening, watch_catalog=watch_catalog, workers=workers
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -194,8 +239,18 @@ def worker(
         typer.Option(metavar="PORT", help="Port for /healthz and /readyz (default 8001)."),
     ] = None,
     migrate_now: MigrateNow = False,
+    watch_catalog: Annotated[
+        bool,
+        typer.Option(
+            "--watch-catalog", help="Reload the catalog whenever a file of its folder changes."
+        ),
+    ] = False,
+    health_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
+    lifeline_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run only the pipeline's worker: lease jobs and plan and deliver them."""
+    # --health-fd and --lifeline-fd are how `serve --workers` hands a worker its health
+    # port, already listening, and the pipe that closes when serve is gone.
     from tidings.processes import run_worker
 
     updates: dict[str, Any] = {"migrate_on_start": True} if migrate_now else {}
@@ -206,8 +261,13 @@ def worker(
     if health_port is not None:
         updates["health_port"] = health_port
     settings = _process_settings(updates)
+    health = None if health_fd is None else socket.socket(fileno=health_fd)
     try:
-        _run(lambda: run_worker(settings))
+        _run(
+            lambda: run_worker(
+                settings, health=health, lifeline=lifeline_fd, watch_catalog=watch_catalog
+            )
+        )
     except OSError as exc:
         raise _fail(f"{exc.strerror or exc}: choose another with --health-port") from None
 
@@ -243,13 +303,15 @@ def _settings() -> Settings:
         raise _fail(settings_module.describe(exc)) from None
 
 
-def _process_settings(updates: dict[str, Any]) -> Settings:
-    """Settings from the environment with the command line's overrides, checked; logging
-    set up and the catalog and schema made ready."""
+def _process_settings(updates: dict[str, Any], *, check: bool = True) -> Settings:
+    """Settings from the environment with the command line's overrides, checked; with
+    ``check``, logging set up and the catalog and schema made ready."""
     try:
         settings = Settings.model_validate({**_settings().model_dump(), **updates})
     except ValidationError as exc:
         raise _fail(settings_module.describe(exc)) from None
+    if not check:
+        return settings
     logs.configure(logs.wants_json(settings.log_format), level=settings.log_level)
     _require_valid_catalog(settings)
     _ensure_schema(settings)

@@ -4,9 +4,11 @@ connection bounds, and the scale-out processes beside the API, ``tidings worker`
 
 Each of the latter builds the same runtime as ``tidings serve``, starts only its own part
 of it, and answers ``/healthz`` and ``/readyz`` on a port of its own, so an orchestrator
-can tell a process that runs from one that can work.
+can tell a process that runs from one that can work. ``tidings serve --workers N`` is
+the API in one process and N ``tidings worker`` processes beside it (``supervisor``).
 
-Every process reloads its catalog on SIGHUP; ``tidings serve`` also watches the folder.
+Every process runs on uvloop where it is installed (``kit.loops``), reloads its catalog
+on SIGHUP, and ``tidings serve`` (with its workers) also watches the folder.
 """
 
 from __future__ import annotations
@@ -15,19 +17,19 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
 import socket
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
-from tidings import __version__
+from tidings import __version__, supervisor
 from tidings.app import Runtime, add_health_routes, build_runtime
 from tidings.catalog.reload import CatalogReloader
-from tidings.kit import bounds
+from tidings.kit import bounds, loops
 from tidings.kit.jetstream import JetStreamQueue
 from tidings.kit.settings import Settings
 
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 
 WORKER_HEALTH_PORT = 8001
 SCHEDULER_HEALTH_PORT = 8002
+STOP_SECONDS = 10.0
+"""The least time ``serve`` gives its workers to stop before it kills them (the lease of
+a job, if longer: what a running batch may take)."""
 SPARE_FILES = 256
 """Open files a process needs besides its client connections: database pools, brokers,
 logs."""
@@ -47,7 +52,7 @@ def http_config(application: Any, settings: Settings) -> uvicorn.Config:
         bounds.bounded(application, body_timeout=settings.body_timeout_seconds),
         host=settings.host,
         port=settings.port,
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        loop=loops.UVICORN_LOOP,
         http=bounds.protocol(
             header_timeout=settings.header_timeout_seconds,
             max_connections=settings.max_connections,
@@ -90,16 +95,81 @@ def serve_http(
     listening: socket.socket | None = None,
     *,
     watch_catalog: bool = False,
-) -> None:
+    workers: int = 0,
+) -> int:
     """Serve ``application`` over HTTP (on ``listening`` when given, see ``listen``) until
     SIGTERM/SIGINT, within the bounds of ``settings``; reload the catalog on SIGHUP, and
-    with ``watch_catalog`` whenever its folder changes."""
+    with ``watch_catalog`` whenever its folder changes. With ``workers``, that many
+    worker processes run beside it (``serve_with_workers``). Returns the exit code."""
     bounds.raise_open_files_limit(settings.max_connections + SPARE_FILES)
-    server = uvicorn.Server(http_config(application, settings))
     runtime: Runtime = application.state.runtime
     sockets = None if listening is None else [listening]
-    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
-        runner.run(_serve_reloading(server, sockets, runtime.reloader, watch_catalog))
+    if workers:
+        server: uvicorn.Server = _QuietServer(http_config(application, settings))
+        return loops.run(serve_with_workers(server, sockets, runtime, workers, watch_catalog))
+    server = uvicorn.Server(http_config(application, settings))
+    loops.run(_serve_reloading(server, sockets, runtime.reloader, watch_catalog))
+    return 0
+
+
+async def serve_with_workers(
+    server: uvicorn.Server,
+    sockets: list[socket.socket] | None,
+    runtime: Runtime,
+    count: int,
+    watch: bool,
+) -> int:
+    """Serve HTTP in this process with ``count`` worker processes beside it, until
+    SIGTERM/SIGINT (passed on to the workers) or until a worker exits unasked, which
+    stops everything. ``/readyz`` is ready only when every worker's is too. Returns the
+    exit code: 0 after a stop that was asked for and that every worker made cleanly, 1
+    when a worker ended unasked or had to be killed."""
+    loop = asyncio.get_running_loop()
+    workers = supervisor.Workers(
+        count, stop_seconds=max(STOP_SECONDS, runtime.settings.worker_lease_seconds)
+    )
+    asked: list[int] = []
+
+    def stop(sig: int) -> None:
+        if asked:
+            # A second Ctrl-C: no more waiting for open connections.
+            server.force_exit = True
+        asked.append(sig)
+        server.should_exit = True
+        workers.send(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+    failed = False
+    exits: asyncio.Task[supervisor.WorkerProcess] | None = None
+    try:
+        workers.start()
+        runtime.companions["workers"] = workers.readiness
+        async with catalog_reloads(
+            runtime.reloader, watch=watch, also=lambda: workers.send(signal.SIGHUP)
+        ):
+            serving = asyncio.create_task(server.serve(sockets), name="tidings-http")
+            exits = asyncio.create_task(workers.exited(), name="tidings-workers")
+            await asyncio.wait({serving, exits}, return_when=asyncio.FIRST_COMPLETED)
+            if exits.done() and not asked:
+                ended = exits.result()
+                log.error(
+                    "%s ended with %s; stopping serve and the other workers",
+                    ended.name,
+                    ended.exit_status(),
+                )
+                failed = True
+                server.should_exit = True
+            await serving
+            if not server.started and not asked:
+                failed = True  # the API did not start (its lifespan failed): logged by uvicorn
+    finally:
+        if exits is not None:
+            exits.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        clean = await workers.stop(asked[0] if asked else signal.SIGTERM)
+    return 1 if failed or not clean else 0
 
 
 async def _serve_reloading(
@@ -113,11 +183,20 @@ async def _serve_reloading(
 
 
 @contextlib.asynccontextmanager
-async def catalog_reloads(reloader: CatalogReloader, *, watch: bool) -> AsyncIterator[None]:
-    """Reload the catalog on SIGHUP while the block runs, and with ``watch`` whenever a
-    file of its folder changes."""
+async def catalog_reloads(
+    reloader: CatalogReloader, *, watch: bool, also: Callable[[], None] | None = None
+) -> AsyncIterator[None]:
+    """Reload the catalog on SIGHUP while the block runs (and call ``also``, which passes
+    it on to the processes this one started), and with ``watch`` whenever a file of its
+    folder changes."""
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, reloader.request)
+
+    def hangup() -> None:
+        reloader.request()
+        if also is not None:
+            also()
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     stop = asyncio.Event()
     watching = (
         asyncio.create_task(_watch(reloader, stop), name="tidings-catalog-watch") if watch else None
@@ -139,17 +218,34 @@ async def _watch(reloader: CatalogReloader, stop: asyncio.Event) -> None:
         log.warning("watching %s stopped; send SIGHUP to reload", reloader.folder, exc_info=True)
 
 
-async def run_worker(settings: Settings) -> None:
-    """Lease jobs of the configured stages and lanes and run them, until SIGTERM/SIGINT."""
+async def run_worker(
+    settings: Settings,
+    *,
+    health: socket.socket | None = None,
+    lifeline: int | None = None,
+    watch_catalog: bool = False,
+) -> None:
+    """Lease jobs of the configured stages and lanes and run them, until SIGTERM/SIGINT,
+    or until the ``lifeline`` descriptor closes (the ``serve`` that started this worker is
+    gone). ``health`` is a listening socket for ``/healthz`` and ``/readyz`` instead of
+    the health port; with ``watch_catalog`` the catalog reloads when its folder changes."""
     runtime = build_runtime(settings)
     await runtime.start(consume=True)
     log.info(
-        "worker %s running stages %s, lanes %s",
+        "worker %s running stages %s, lanes %s, on %s",
         runtime.worker.worker_id,
         ",".join(settings.stages),
         ",".join(map(str, settings.lanes)),
+        loops.name(),
     )
-    await _run_until_stopped(runtime, settings.health_port, WORKER_HEALTH_PORT)
+    await _run_until_stopped(
+        runtime,
+        settings.health_port,
+        WORKER_HEALTH_PORT,
+        listening=health,
+        lifeline=lifeline,
+        watch_catalog=watch_catalog,
+    )
 
 
 async def run_scheduler(settings: Settings) -> None:
@@ -171,37 +267,67 @@ async def run_scheduler(settings: Settings) -> None:
     await _run_until_stopped(runtime, settings.health_port, SCHEDULER_HEALTH_PORT)
 
 
-async def _run_until_stopped(runtime: Runtime, chosen_port: int | None, default: int) -> None:
+async def _run_until_stopped(
+    runtime: Runtime,
+    chosen_port: int | None,
+    default: int,
+    *,
+    listening: socket.socket | None = None,
+    lifeline: int | None = None,
+    watch_catalog: bool = False,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if lifeline is not None:
+        loop.add_reader(lifeline, _lifeline_closed, lifeline, stop)
     try:
         async with (
-            serve_health(runtime, chosen_port, default),
-            catalog_reloads(runtime.reloader, watch=False),
+            serve_health(runtime, chosen_port, default, listening=listening),
+            catalog_reloads(runtime.reloader, watch=watch_catalog),
         ):
             await stop.wait()
     finally:
+        if lifeline is not None:
+            loop.remove_reader(lifeline)
         # Running batches get their time to finish; unacknowledged messages return to
         # their partitions for the next owner.
         await runtime.close()
 
 
+def _lifeline_closed(lifeline: int, stop: asyncio.Event) -> None:
+    """The lifeline is readable: nothing is ever written to it, so the other end closed."""
+    try:
+        data = os.read(lifeline, 1)
+    except OSError:
+        data = b""
+    if not data:
+        log.warning("the serve process that started this worker is gone; stopping")
+        asyncio.get_running_loop().remove_reader(lifeline)
+        stop.set()
+
+
 @contextlib.asynccontextmanager
 async def serve_health(
-    runtime: Runtime, chosen_port: int | None, default: int
+    runtime: Runtime,
+    chosen_port: int | None,
+    default: int,
+    *,
+    listening: socket.socket | None = None,
 ) -> AsyncIterator[int | None]:
     """Answer ``/healthz`` and ``/readyz`` for this process while the block runs; yields
     the port (``--health-port 0`` takes any free one), or None when the default port was
-    taken by another process on the host.
+    taken by another process on the host. ``listening`` is a socket already listening
+    (the one ``serve`` hands its workers) to answer on instead.
 
     Raises:
         OSError: the port was chosen (``--health-port``) and is taken, or the host
             cannot be listened on at all (not an address of this machine, say).
     """
     port = default if chosen_port is None else chosen_port
-    listening = _bind(runtime.settings.host, port)
+    if listening is None:
+        listening = _bind(runtime.settings.host, port)
     if listening is None and chosen_port is not None:
         raise OSError(f"health port {port} on {runtime.settings.host} is already in use")
     if listening is None:

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     max_streams: int = Field(default=2000, ge=1)
 
     worker_enabled: bool = True
+    # Worker processes ``tidings serve`` starts beside its API process on PostgreSQL (0:
+    # API and worker share one process, as on SQLite, whose file has one writer);
+    # ``auto``: one for each core but one, at least one (``serve_worker_count``).
+    serve_workers: int | Literal["auto"] = 0
     worker_batch_size: int = Field(default=500, ge=1, le=5000)
     worker_lease_seconds: float = Field(default=30.0, gt=0)
     worker_poll_seconds: float = Field(default=0.2, gt=0)
@@ -201,9 +205,35 @@ class Settings(BaseSettings):
         return sorted({int(lane) for lane in self.worker_lanes.split(",")})
 
     @property
+    def serve_worker_count(self) -> int:
+        """The worker processes ``tidings serve`` starts: ``serve_workers``, with ``auto``
+        worked out for this machine (none on the embedded SQLite default)."""
+        if self.serve_workers != "auto":
+            return self.serve_workers
+        if self.is_embedded:
+            return 0
+        return max(1, (os.cpu_count() or 1) - 1)
+
+    @property
     def is_embedded(self) -> bool:
         """True when running on the embedded SQLite default."""
         return self.resolved_database_url.startswith("sqlite")
+
+    @field_validator("serve_workers", mode="before")
+    @classmethod
+    def _worker_count(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            count = int(str(value).strip()) if isinstance(value, str) else value
+        except ValueError:
+            count = None
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 64:
+            raise ValueError(
+                f"TIDINGS_SERVE_WORKERS: {value!r} is not a number of worker processes "
+                "from 0 to 64, nor auto"
+            )
+        return count
 
     @field_validator("secret")
     @classmethod
