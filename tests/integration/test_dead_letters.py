@@ -28,7 +28,6 @@ from tidings.kit.queue import Job, NewJob, dead_letter_row
 from tidings.kit.settings import Settings
 
 COUNTED = (
-    tables.notifications,
     tables.deliveries,
     tables.delivery_transitions,
     tables.inbox_items,
@@ -248,7 +247,6 @@ async def test_a_replay_on_jetstream_goes_through_the_outbox(
     # Forget the planning, as if the planning job had been given up on.
     async with runtime.db.transaction() as conn:
         for table in (
-            tables.notifications,
             tables.deliveries,
             tables.delivery_transitions,
             tables.inbox_items,

@@ -75,7 +75,7 @@ async def traces_of(noise: Rig, user: str) -> dict[str, int]:
     address = f"{user}@example.com"
     found: dict[str, int] = {}
     async with noise.runtime.db.reader() as conn:
-        for table in (tables.inbox_items, tables.deliveries, tables.notifications):
+        for table in (tables.inbox_items, tables.deliveries):
             count = await conn.execute(
                 sa.select(sa.func.count()).select_from(table).where(table.c.user_id == user)
             )
@@ -95,7 +95,6 @@ def untraced() -> dict[str, int]:
     return {
         "inbox_items": 0,
         "deliveries": 0,
-        "notifications": 0,
         "mailbox": 0,
         "events": 0,
     }

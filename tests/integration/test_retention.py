@@ -59,9 +59,9 @@ async def test_expired_records_go_and_pending_work_stays(noise: Rig) -> None:
     removed = await noise.runtime.retention.run_once()
 
     assert await ids(noise, tables.events) == {held, waiting}
-    assert await ids(noise, tables.notifications, "event_id") == {held}
     assert await ids(noise, tables.deliveries, "event_id") == {held}
-    assert await ids(noise, tables.delivery_transitions, "delivery_id") == await ids(
+    # Only deliveries that changed since they were planned have transitions logged.
+    assert await ids(noise, tables.delivery_transitions, "delivery_id") <= await ids(
         noise, tables.deliveries
     )
     assert await ids(noise, tables.idempotency_keys, "event_id") == set()
@@ -69,8 +69,8 @@ async def test_expired_records_go_and_pending_work_stays(noise: Rig) -> None:
     assert await ids(noise, tables.inbox_items) == inbox_before
     assert removed.events == 3
     assert removed.deliveries == 12  # 3 events x 2 users x (in-app, email)
-    assert removed.notifications == 6
-    assert removed.transitions == 30  # in-app planned, delivered; email planned, scheduled, sent
+    # Email planned, scheduled, sent; in-app delivered when planned logs none.
+    assert removed.transitions == 18
     assert removed.idempotency_keys == 5
     assert removed.inbox_items == 0
     assert done  # the three planned events are the ones gone
@@ -85,7 +85,6 @@ async def test_expired_records_go_and_pending_work_stays(noise: Rig) -> None:
     assert await ids(noise, tables.events) == set()
     assert await ids(noise, tables.deliveries) == set()
     assert await ids(noise, tables.delivery_transitions) == set()
-    assert await ids(noise, tables.notifications) == set()
     assert removed.inbox_items == 6
     async with noise.runtime.db.reader() as conn:
         left = (await conn.execute(sa.select(tables.inbox_items.c.event_id))).scalars().all()

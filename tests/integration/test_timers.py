@@ -25,7 +25,6 @@ from tidings.kit.settings import Settings
 
 HOUR = dt.timedelta(hours=1)
 EFFECTS = (
-    tables.notifications,
     tables.deliveries,
     tables.delivery_transitions,
     tables.inbox_items,

@@ -105,7 +105,6 @@ async def test_delete_erases_inbox_subscriptions_and_personal_data(
     async with runtime.db.reader() as conn:
         for table in (
             tables.deliveries,
-            tables.notifications,
             tables.inbox_items,
             tables.subscriptions,
         ):

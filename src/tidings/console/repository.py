@@ -19,7 +19,6 @@ from tidings.kit.tables import (
     events,
     jobs,
     mailbox,
-    notifications,
 )
 
 DONE_STATES = ("sent", "delivered")
@@ -59,9 +58,7 @@ async def search_events(
     )
     if where.user is not None:
         query = query.where(
-            e.id.in_(
-                sa.select(notifications.c.event_id).where(notifications.c.user_id == where.user)
-            )
+            e.id.in_(sa.select(deliveries.c.event_id).where(deliveries.c.user_id == where.user))
         )
     if where.type is not None:
         query = query.where(_type_matches(e.type, where.type))
@@ -84,8 +81,8 @@ async def search_deliveries(
         d.detail,
         d.created_at,
         d.updated_at,
-        notifications.c.type,
-    ).join(notifications, notifications.c.id == d.notification_id)
+        d.type,
+    )
     for column, value in (
         (d.user_id, where.user),
         (d.state, where.state),
@@ -95,7 +92,7 @@ async def search_deliveries(
         if value is not None:
             query = query.where(column == value)
     if where.type is not None:
-        query = query.where(_type_matches(notifications.c.type, where.type))
+        query = query.where(_type_matches(d.type, where.type))
     query = _window(query, d.created_at, where.since, where.until)
     return await _page(conn, query, d.created_at, d.id, cursor, limit)
 
@@ -117,10 +114,15 @@ async def finished_since(
     conn: AsyncConnection, since: dt.datetime, limit: int
 ) -> list[tuple[dt.datetime, dt.datetime]]:
     """For the newest deliveries created since ``since`` that were sent or delivered: when
-    their event was accepted, and when they first reached a done state."""
+    their event was accepted, and when they first reached a done state (a delivery done
+    when planned, an in-app item, has no transition: its creation is that moment)."""
     d, t = deliveries.c, delivery_transitions.c
-    query = (
-        sa.select(events.c.created_at.label("accepted"), sa.func.min(t.at).label("done"))
+    logged = (
+        sa.select(
+            d.created_at.label("created"),
+            events.c.created_at.label("accepted"),
+            sa.func.min(t.at).label("done"),
+        )
         .select_from(
             deliveries.join(events, events.c.id == d.event_id).join(
                 delivery_transitions, t.delivery_id == d.id
@@ -131,7 +133,24 @@ async def finished_since(
         .order_by(d.created_at.desc())
         .limit(limit)
     )
-    return [(row.accepted, row.done) for row in await conn.execute(query)]
+    at_once = (
+        sa.select(
+            d.created_at.label("created"),
+            events.c.created_at.label("accepted"),
+            d.created_at.label("done"),
+        )
+        .select_from(deliveries.join(events, events.c.id == d.event_id))
+        .where(
+            d.created_at >= since,
+            d.state.in_(DONE_STATES),
+            ~sa.exists().where(t.delivery_id == d.id),
+        )
+        .order_by(d.created_at.desc())
+        .limit(limit)
+    )
+    found = [*(await conn.execute(logged)), *(await conn.execute(at_once))]
+    found.sort(key=lambda row: row.created, reverse=True)
+    return [(row.accepted, row.done) for row in found[:limit]]
 
 
 async def states_since(conn: AsyncConnection, since: dt.datetime) -> dict[str, int]:

@@ -93,10 +93,10 @@ class Digester:
             return list(entries)
         await digests.discard(conn, [e["id"] for e in stale])
         for e in stale:
-            for channel in e["channels"]:
+            for delivery_id in _entry_deliveries(e, e["user_id"]):
                 rows.changes.append(
                     StateChange(
-                        ids.derived_id(e["event_id"], e["user_id"], channel),
+                        delivery_id,
                         DeliveryState.SUPPRESSED,
                         planner.SuppressionReason.STALE.value,
                     )
@@ -132,24 +132,14 @@ class Digester:
             raise PlanningError(f"type {digest['type']!r} is not in the catalog any more")
         user_id, digest_id = digest["user_id"], digest["id"]
         for e in entries:
-            for channel in e["channels"]:
+            for delivery_id in _entry_deliveries(e, user_id):
                 rows.changes.append(
                     StateChange(
-                        ids.derived_id(e["event_id"], user_id, channel),
+                        delivery_id,
                         DeliveryState.DIGESTED,
                         detail=f"in digest {digest_id}",
                     )
                 )
-        rows.notifications.append(
-            {
-                "id": digest_id,
-                # A digest stands for many events; its rows point at the digest itself.
-                "event_id": digest_id,
-                "user_id": user_id,
-                "type": digest["type"],
-                "created_at": now,
-            }
-        )
         recipient = audience.recipient(user_id)
         category = self._catalog.category(ntype.category)
         channels = sorted({c for e in entries for c in e["channels"]})
@@ -160,9 +150,11 @@ class Digester:
             delivery_id = ids.derived_id(digest_id, decision.channel)
             common = {
                 "delivery_id": delivery_id,
+                # A digest stands for many events; its rows point at the digest itself.
                 "notification_id": digest_id,
                 "event_id": digest_id,
                 "user_id": user_id,
+                "type": digest["type"],
                 "channel": decision.channel,
                 "now": now,
             }
@@ -229,3 +221,16 @@ class Digester:
             "created_at": now,
             "silent": silent,
         }
+
+
+def _entry_deliveries(entry: Mapping[str, Any], user_id: str) -> list[str]:
+    """The deliveries a digest entry stands for, one per channel. An entry planned by a
+    release before ids kept their event's time names them by the id that release
+    derived: both are tried, and the one that does not exist changes nothing."""
+    found = []
+    for channel in entry["channels"]:
+        parts = (entry["event_id"], user_id, channel)
+        found.append(ids.derived_id(*parts))
+        if (legacy := ids.legacy_derived_id(*parts)) != found[-1]:
+            found.append(legacy)
+    return found

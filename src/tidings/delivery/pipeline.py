@@ -1,4 +1,4 @@
-"""Runs the plan: turns events into notifications, deliveries and inbox items.
+"""Runs the plan: turns events into deliveries and inbox items.
 
 Every handler records everything a batch of jobs produced and completes those jobs in
 one transaction, with ids derived from (event, recipient, channel): a job that runs
@@ -269,13 +269,12 @@ class Pipeline:
         # A job that runs again after its first run committed (its lease ran out while it
         # worked) must not decide again: stateful rules would now decide differently.
         # Checked under the recipients' locks, so a run that waited for another sees it.
-        done = await repository.existing_notifications(
-            conn, [ids.derived_id(e["id"], user) for e, _, users in pairs for user in users]
+        done = await repository.planned_recipients(
+            conn, [(e["id"], user) for e, _, users in pairs for user in users]
         )
         if done:
             pairs = [
-                (e, t, [u for u in users if ids.derived_id(e["id"], u) not in done])
-                for e, t, users in pairs
+                (e, t, [u for u in users if (e["id"], u) not in done]) for e, t, users in pairs
             ]
         rows = Rows()
         pairs = await self._drop_erased(conn, pairs, rows, now)
@@ -370,15 +369,6 @@ class Pipeline:
             books.books,
         )
         notification_id = ids.derived_id(event_id, recipient.id)
-        rows.notifications.append(
-            {
-                "id": notification_id,
-                "event_id": event_id,
-                "user_id": recipient.id,
-                "type": event["type"],
-                "created_at": now,
-            }
-        )
         in_app_item: str | None = None
         by_channel = {p.channel: p for p in plan.channels}
         in_app = by_channel.get(planner.IN_APP)
@@ -438,6 +428,7 @@ class Pipeline:
             notification_id=notification_id,
             event_id=event["id"],
             user_id=recipient.id,
+            type=event["type"],
             channel=plan.channel,
             state=state,
             reason=plan.reason,
@@ -519,21 +510,13 @@ def _record_erased(
     """The rows of a notification not made because its recipient was erased: the ids
     planning would have used (a job run again finds them), the pseudonym as the user."""
     notification_id = ids.derived_id(event["id"], user)
-    rows.notifications.append(
-        {
-            "id": notification_id,
-            "event_id": event["id"],
-            "user_id": pseudonym,
-            "type": event["type"],
-            "created_at": now,
-        }
-    )
     for channel in sorted(ntype.channels):
         rows.delivery(
             delivery_id=ids.derived_id(event["id"], user, channel),
             notification_id=notification_id,
             event_id=event["id"],
             user_id=pseudonym,
+            type=event["type"],
             channel=channel,
             state=DeliveryState.SUPPRESSED,
             reason=planner.SuppressionReason.ERASED,

@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.delivery import repository
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
-from tidings.kit import ids
 from tidings.kit.db import Database
 from tidings.kit.queue import NewJob, Queue
 
@@ -25,9 +24,7 @@ class PlanningError(Exception):
 class Rows:
     """What one batch writes, gathered before one round of inserts."""
 
-    notifications: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
-    transitions: list[dict[str, Any]] = field(default_factory=list)
     jobs: list[NewJob] = field(default_factory=list)
     digest_entries: list[dict[str, Any]] = field(default_factory=list)
     changes: list[StateChange] = field(default_factory=list)
@@ -35,16 +32,10 @@ class Rows:
     async def save(
         self, db: Database, conn: AsyncConnection, queue: Queue, now: dt.datetime
     ) -> None:
-        """Write the jobs, notifications, deliveries and transitions, and apply the state
-        changes, in the caller's transaction."""
+        """Write the jobs and deliveries, and apply the state changes, in the caller's
+        transaction."""
         await queue.enqueue(conn, self.jobs)
-        await repository.record(
-            db,
-            conn,
-            notification_rows=self.notifications,
-            delivery_rows=self.deliveries,
-            transition_rows=self.transitions,
-        )
+        await repository.record(db, conn, self.deliveries)
         await repository.advance(db, conn, self.changes, now)
 
     def delivery(
@@ -54,19 +45,22 @@ class Rows:
         notification_id: str,
         event_id: str,
         user_id: str,
+        type: str,
         channel: str,
         state: DeliveryState,
         reason: str | None,
         detail: str | None,
         now: dt.datetime,
     ) -> None:
-        """A new delivery, planned and moved to its first state in the same instant."""
+        """A new delivery, planned and moved to its first state in the same instant: the
+        row says both, and its transitions are logged once it changes."""
         self.deliveries.append(
             {
                 "id": delivery_id,
                 "notification_id": notification_id,
                 "event_id": event_id,
                 "user_id": user_id,
+                "type": type,
                 "channel": channel,
                 "state": state.value,
                 "reason": reason,
@@ -75,17 +69,6 @@ class Rows:
                 "updated_at": now,
             }
         )
-        for step in (DeliveryState.PLANNED, state):
-            self.transitions.append(
-                {
-                    "id": ids.derived_id(delivery_id, step.value),
-                    "delivery_id": delivery_id,
-                    "state": step.value,
-                    "reason": reason if step is state else None,
-                    "detail": detail if step is state else None,
-                    "at": now,
-                }
-            )
 
 
 def event_context(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""All SQL for notifications, deliveries and their transitions."""
+"""All SQL for deliveries and their transitions (a notification is its deliveries)."""
 
 from __future__ import annotations
 
@@ -10,36 +10,56 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.delivery.states import ALLOWED, STATE_ORDER, DeliveryState
+from tidings.delivery.states import ALLOWED, STATE_ORDER, DeliveryState, first_transitions
 from tidings.kit import ids, job_context, metrics
 from tidings.kit.db import Database
-from tidings.kit.tables import deliveries, delivery_transitions, notifications
+from tidings.kit.tables import deliveries, delivery_transitions
 from tidings.webhooks import outbox as webhook_outbox
 
 
 async def record(
-    db: Database,
-    conn: AsyncConnection,
-    *,
-    notification_rows: Sequence[Mapping[str, Any]],
-    delivery_rows: Sequence[Mapping[str, Any]],
-    transition_rows: Sequence[Mapping[str, Any]],
+    db: Database, conn: AsyncConnection, delivery_rows: Sequence[Mapping[str, Any]]
 ) -> None:
-    """Write the plan's rows. Every id is derived, so writing them twice changes nothing.
+    """Write the plan's deliveries, each in its first state. Every id is derived, so
+    writing them twice changes nothing.
 
-    Transitions that do not say which stage and attempt made them are stamped with the
-    running job's.
+    No transition is written: a delivery's row is its first state until it changes, and
+    the change logs where it started (``log_first_states``). Webhook listeners still hear
+    of the first states now, as transitions stamped with the running job's stage.
     """
-    stage, attempt = origin()
-    await db.insert_rows_ignore(conn, notifications, notification_rows)
     await db.insert_rows_ignore(conn, deliveries, delivery_rows)
-    await db.insert_rows_ignore(
-        conn, delivery_transitions, transition_rows, defaults={"stage": stage, "attempt": attempt}
-    )
     metrics.of(db).deliveries_recorded(delivery_rows)
-    # The outbox reads what changed (id, delivery, state, reason, detail, time), not who
-    # changed it.
-    await webhook_outbox.changed(db, conn, transition_rows)
+    stage, attempt = origin()
+    await webhook_outbox.changed(
+        db, conn, lambda: first_transitions(delivery_rows, stage=stage, attempt=attempt)
+    )
+
+
+async def log_first_states(
+    db: Database, conn: AsyncConnection, delivery_ids: Sequence[str]
+) -> None:
+    """Before these deliveries change, log the first state of those that have not changed
+    yet. A delivery with no transition is still as planned (every change logs one in its
+    own transaction), so its row says where it started; two writers racing log the same
+    derived ids, and the second changes nothing."""
+    d, t = deliveries.c, delivery_transitions.c
+    unchanged: list[Mapping[str, Any]] = []
+    for start in range(0, len(delivery_ids), 500):
+        found = await conn.execute(
+            sa.select(d.id, d.state, d.reason, d.detail, d.created_at).where(
+                d.id.in_(list(delivery_ids[start : start + 500])),
+                ~sa.exists().where(t.delivery_id == d.id),
+            )
+        )
+        unchanged.extend(dict(row._mapping) for row in found)
+    if unchanged:
+        await db.insert_rows_ignore(
+            conn, delivery_transitions, first_transitions(unchanged, stage=PLANNING_STAGE)
+        )
+
+
+PLANNING_STAGE = "plan"
+"""The stage named in a first state logged when the delivery changes: planning made it."""
 
 
 async def for_event(
@@ -54,23 +74,24 @@ async def for_event(
     ]
     if not rows:
         return []
-    transitions = await transitions_of(conn, [r["id"] for r in rows])
-    return [{**row, "transitions": transitions.get(row["id"], [])} for row in rows]
+    transitions = await transitions_of(conn, rows)
+    return [{**row, "transitions": transitions[row["id"]]} for row in rows]
 
 
 async def transitions_of(
-    conn: AsyncConnection, delivery_ids: Sequence[str]
+    conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]
 ) -> dict[str, list[dict[str, Any]]]:
-    """Each delivery's transitions in the order they happened, with who made them."""
-    transitions: dict[str, list[dict[str, Any]]] = {}
+    """Each delivery's transitions in the order they happened, with who made them: those
+    logged, or for a delivery that never changed, the first state its row holds."""
+    transitions: dict[str, list[dict[str, Any]]] = {row["id"]: [] for row in rows}
     t = delivery_transitions.c
     found = await conn.execute(
         sa.select(t.delivery_id, t.state, t.reason, t.detail, t.at, t.stage, t.attempt)
-        .where(t.delivery_id.in_(list(delivery_ids)))
+        .where(t.delivery_id.in_(list(transitions)))
         .order_by(t.at, t.id)
     )
     for tr in found:
-        transitions.setdefault(tr.delivery_id, []).append(
+        transitions[tr.delivery_id].append(
             {
                 "state": tr.state,
                 "reason": tr.reason,
@@ -80,9 +101,18 @@ async def transitions_of(
                 "attempt": tr.attempt,
             }
         )
+    for row in rows:
+        if not transitions[row["id"]]:
+            transitions[row["id"]] = [
+                {key: step[key] for key in _SHOWN}
+                for step in first_transitions([row], stage=PLANNING_STAGE)
+            ]
     for steps in transitions.values():
         steps.sort(key=lambda tr: (tr["at"], STATE_ORDER.get(tr["state"], len(STATE_ORDER))))
     return transitions
+
+
+_SHOWN = ("state", "reason", "detail", "at", "stage", "attempt")
 
 
 def origin(stage: str | None = None) -> tuple[str, int | None]:
@@ -122,6 +152,8 @@ async def advance(
     """
     moved: list[str] = []
     written: list[dict[str, Any]] = []
+    if changes:
+        await log_first_states(db, conn, list(dict.fromkeys(c.delivery_id for c in changes)))
     for change in changes:
         sources = [state.value for state, nxt in ALLOWED.items() if change.target in nxt]
         result = await conn.execute(
@@ -157,7 +189,7 @@ async def advance(
                 **transition, stage=stage, attempt=attempt
             )
         )
-    await webhook_outbox.changed(db, conn, written)
+    await webhook_outbox.changed(db, conn, lambda: written)
     return moved
 
 
@@ -181,16 +213,23 @@ async def find_by_message(
     return None if row is None else dict(row._mapping)
 
 
-async def existing_notifications(
-    conn: AsyncConnection, notification_ids: Sequence[str]
-) -> set[str]:
-    """Those of these notifications that are already recorded."""
-    found: set[str] = set()
-    for start in range(0, len(notification_ids), 1000):
+async def planned_recipients(
+    conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Those (event, recipient) pairs whose notification planning already recorded: one
+    delivery of it is enough (a notification is its deliveries)."""
+    found: set[tuple[str, str]] = set()
+    wanted = set(pairs)
+    d = deliveries.c
+    for start in range(0, len(pairs), 1000):
+        chunk = pairs[start : start + 1000]
         rows = await conn.execute(
-            sa.select(notifications.c.id).where(
-                notifications.c.id.in_(list(notification_ids[start : start + 1000]))
+            sa.select(d.event_id, d.user_id)
+            .where(
+                d.event_id.in_({event for event, _ in chunk}),
+                d.user_id.in_({user for _, user in chunk}),
             )
+            .distinct()
         )
-        found.update(row.id for row in rows)
+        found.update(pair for pair in ((r.event_id, r.user_id) for r in rows) if pair in wanted)
     return found

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tidings.kit import ids
 
 
 class DeliveryState(enum.StrEnum):
@@ -52,3 +56,28 @@ def transition(current: DeliveryState, target: DeliveryState) -> DeliveryState:
     if not can_transition(current, target):
         raise InvalidTransition(current, target)
     return target
+
+
+def first_transitions(
+    rows: Sequence[Mapping[str, Any]], *, stage: str | None = None, attempt: int | None = None
+) -> list[dict[str, Any]]:
+    """The transitions a delivery row stands for while it has not changed: ``planned``,
+    then its state, both at its creation. Their ids are derived, so logging them twice
+    writes them once."""
+    steps: list[dict[str, Any]] = []
+    for row in rows:
+        for step in (S.PLANNED.value, row["state"]):
+            first = step == S.PLANNED.value
+            steps.append(
+                {
+                    "id": ids.derived_id(row["id"], step),
+                    "delivery_id": row["id"],
+                    "state": step,
+                    "reason": None if first else row["reason"],
+                    "detail": None if first else row["detail"],
+                    "at": row["created_at"],
+                    "stage": stage,
+                    "attempt": attempt,
+                }
+            )
+    return steps

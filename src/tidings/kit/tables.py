@@ -109,27 +109,22 @@ subscriptions = sa.Table(
     sa.Index(None, "user_id"),
 )
 
-notifications = sa.Table(
-    "notifications",
-    metadata,
-    sa.Column("id", Id, primary_key=True),
-    sa.Column("event_id", Id, nullable=False),
-    sa.Column("user_id", sa.String(255), nullable=False),
-    sa.Column("type", sa.String(200), nullable=False),
-    _now_column(),
-    sa.Index(None, "event_id"),
-    sa.Index(None, "user_id"),
-    sa.Index(None, "created_at"),
-)
-
 deliveries = sa.Table(
     "deliveries",
     metadata,
+    # Derived from (event, recipient, channel), with the event's time as its prefix: a
+    # rerun writes the same row, and new rows land at the end of the index.
     sa.Column("id", Id, primary_key=True),
+    # Derived from (event, recipient): the deliveries of one notification share it. A
+    # notification is its deliveries; it has no row of its own.
     sa.Column("notification_id", Id, nullable=False),
     sa.Column("event_id", Id, nullable=False),
     sa.Column("user_id", sa.String(255), nullable=False),
+    # The notification's type (always written; null only in rows of a failed backfill).
+    sa.Column("type", sa.String(200)),
     sa.Column("channel", sa.String(32), nullable=False),
+    # The current state. Its first state is this row as planned: the transitions table
+    # holds rows only once it changes (the first change also logs where it started).
     sa.Column("state", sa.String(32), nullable=False),
     sa.Column("reason", sa.String(64)),
     sa.Column("detail", sa.Text),
@@ -138,12 +133,26 @@ deliveries = sa.Table(
     sa.Column("provider_message_id", sa.String(255)),
     _now_column(),
     _now_column("updated_at"),
-    sa.Index(None, "event_id"),
-    sa.Index(None, "user_id"),
-    sa.Index(None, "provider_message_id"),
-    sa.Index(None, "message_id"),
-    sa.Index(None, "created_at"),
+    # An event's deliveries (its timeline, retention), and whether planning already
+    # made a recipient's notification (a rerun of a planning job).
+    sa.Index(None, "event_id", "user_id"),
+    # A user's deliveries newest first (their timeline, erasure).
     sa.Index(None, "user_id", "created_at"),
+    # The email a provider's feedback speaks of; only email deliveries have these.
+    sa.Index(
+        None,
+        "provider_message_id",
+        postgresql_where=sa.text("provider_message_id IS NOT NULL"),
+        sqlite_where=sa.text("provider_message_id IS NOT NULL"),
+    ),
+    sa.Index(
+        None,
+        "message_id",
+        postgresql_where=sa.text("message_id IS NOT NULL"),
+        sqlite_where=sa.text("message_id IS NOT NULL"),
+    ),
+    # Retention, and the console's windows over every user.
+    sa.Index(None, "created_at"),
 )
 
 delivery_transitions = sa.Table(

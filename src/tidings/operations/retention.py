@@ -36,7 +36,6 @@ from tidings.kit.tables import (
     events,
     idempotency_keys,
     inbox_items,
-    notifications,
     webhook_attempts,
     webhook_messages,
 )
@@ -82,7 +81,6 @@ class Removed:
 
     events: int = 0
     idempotency_keys: int = 0
-    notifications: int = 0
     deliveries: int = 0
     transitions: int = 0
     digest_entries: int = 0
@@ -161,7 +159,7 @@ class Retention:
     async def _expire_deliveries(self, cutoff: dt.datetime, removed: Removed) -> None:
         d = deliveries.c
         expired = (
-            sa.select(d.id, d.notification_id)
+            sa.select(d.id)
             .where(d.created_at < cutoff, d.state.not_in(PENDING))
             .limit(self.policy.batch_size)
         )
@@ -175,13 +173,6 @@ class Retention:
                     conn, delivery_transitions.c.delivery_id, ids
                 )
                 removed.deliveries += await _delete_in(conn, d.id, ids)
-                # A notification goes with its last delivery.
-                emptied = sa.select(notifications.c.id).where(
-                    notifications.c.id.in_({row.notification_id for row in rows}),
-                    ~sa.exists().where(d.notification_id == notifications.c.id),
-                )
-                orphans = [row.id for row in await conn.execute(emptied)]
-                removed.notifications += await _delete_in(conn, notifications.c.id, orphans)
             if len(rows) < self.policy.batch_size:
                 return
 
@@ -231,7 +222,6 @@ class Retention:
                     conn, delivery_transitions.c.delivery_id, owned
                 )
                 removed.deliveries += await _delete_in(conn, d.id, owned)
-                removed.notifications += await _delete_in(conn, notifications.c.event_id, ids)
                 removed.digest_entries += await _delete_in(conn, digest_entries.c.event_id, ids)
                 removed.events += await _delete_in(conn, e.id, ids)
             if len(ids) < self.policy.batch_size:

@@ -12,7 +12,7 @@ from tidings.auth.keys import ApiKey
 from tidings.delivery import repository as deliveries_repository
 from tidings.kit import cursors, errors
 from tidings.kit.db import Database
-from tidings.kit.tables import deliveries, notifications
+from tidings.kit.tables import deliveries
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,7 @@ class Timelines:
             errors.NotFound: no such delivery.
             errors.Forbidden: the key covers neither its type nor operators' work.
         """
-        query = (
-            sa.select(deliveries, notifications.c.type)
-            .join(notifications, notifications.c.id == deliveries.c.notification_id)
-            .where(deliveries.c.id == delivery_id)
-        )
+        query = sa.select(deliveries).where(deliveries.c.id == delivery_id)
         async with self._db.reader() as conn:
             row = (await conn.execute(query)).first()
             if row is None:
@@ -54,8 +50,8 @@ class Timelines:
                     f"This key may not read deliveries of type {found['type']!r}.",
                     field="authorization",
                 )
-            steps = await deliveries_repository.transitions_of(conn, [delivery_id])
-        return {**found, "transitions": steps.get(delivery_id, [])}
+            steps = await deliveries_repository.transitions_of(conn, [found])
+        return {**found, "transitions": steps[delivery_id]}
 
     async def for_user(
         self, user_id: str, where: DeliveryFilter, cursor: str | None, limit: int
@@ -63,16 +59,12 @@ class Timelines:
         """A page of the user's deliveries, newest first, each with its transitions; and
         the cursor of the next page."""
         d = deliveries.c
-        query = (
-            sa.select(deliveries, notifications.c.type)
-            .join(notifications, notifications.c.id == d.notification_id)
-            .where(d.user_id == user_id)
-        )
+        query = sa.select(deliveries).where(d.user_id == user_id)
         for column, value in ((d.channel, where.channel), (d.state, where.state)):
             if value is not None:
                 query = query.where(column == value)
         if where.type is not None:
-            query = query.where(notifications.c.type == where.type)
+            query = query.where(d.type == where.type)
         if where.since is not None:
             query = query.where(d.created_at >= where.since)
         if where.until is not None:
@@ -86,8 +78,8 @@ class Timelines:
         query = query.order_by(d.created_at.desc(), d.id.desc()).limit(limit + 1)
         async with self._db.reader() as conn:
             rows = [dict(r._mapping) for r in await conn.execute(query)]
-            steps = await deliveries_repository.transitions_of(conn, [r["id"] for r in rows])
-        page = [{**row, "transitions": steps.get(row["id"], [])} for row in rows[:limit]]
+            steps = await deliveries_repository.transitions_of(conn, rows[:limit])
+        page = [{**row, "transitions": steps[row["id"]]} for row in rows[:limit]]
         last = page[-1] if len(rows) > limit else None
         return page, (
             None if last is None else cursors.encode_keyset(last["created_at"], last["id"])

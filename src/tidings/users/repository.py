@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings.delivery.states import first_transitions
 from tidings.kit import ids
 from tidings.kit.db import Database
 from tidings.kit.tables import (
@@ -22,7 +23,6 @@ from tidings.kit.tables import (
     events,
     inbox_items,
     mailbox,
-    notifications,
     preference_sets,
     subscriptions,
     throttle_hits,
@@ -180,13 +180,12 @@ async def erase_user(conn: AsyncConnection, user_id: str, pseudonym: str, now: d
     event_ids = [
         row.event_id
         for row in await conn.execute(
-            sa.select(notifications.c.event_id).where(notifications.c.user_id == user_id)
+            sa.select(deliveries.c.event_id).where(deliveries.c.user_id == user_id).distinct()
         )
     ]
-    for table in (notifications, deliveries):
-        await conn.execute(
-            table.update().where(table.c.user_id == user_id).values(user_id=pseudonym)
-        )
+    await conn.execute(
+        deliveries.update().where(deliveries.c.user_id == user_id).values(user_id=pseudonym)
+    )
     await forget_in_events(conn, {event_id: {user_id: pseudonym} for event_id in event_ids})
     return existed or bool(event_ids)
 
@@ -194,16 +193,26 @@ async def erase_user(conn: AsyncConnection, user_id: str, pseudonym: str, now: d
 async def _stop_pending(conn: AsyncConnection, user_id: str, now: dt.datetime) -> None:
     """Suppress the user's planned and scheduled deliveries (reason ``erased``), so a
     delay, a digest or a retry that fires later finds nothing to send."""
-    pending = [
-        row.id
-        for row in await conn.execute(
-            sa.select(deliveries.c.id).where(
-                deliveries.c.user_id == user_id, deliveries.c.state.in_(_PENDING)
-            )
-        )
-    ]
-    if not pending:
+    d = deliveries.c
+    found = await conn.execute(
+        sa.select(
+            d.id,
+            d.state,
+            d.reason,
+            d.detail,
+            d.created_at,
+            sa.exists().where(delivery_transitions.c.delivery_id == d.id).label("changed"),
+        ).where(d.user_id == user_id, d.state.in_(_PENDING))
+    )
+    rows = [dict(row._mapping) for row in found]
+    if not rows:
         return
+    pending = [row["id"] for row in rows]
+    # Those that never changed log where they started before this change (see
+    # ``delivery.repository.log_first_states``).
+    first = first_transitions([row for row in rows if not row["changed"]], stage="plan")
+    if first:
+        await conn.execute(delivery_transitions.insert(), first)
     for start in range(0, len(pending), 500):
         chunk = pending[start : start + 500]
         await conn.execute(

@@ -17,7 +17,7 @@ import datetime as dt
 import fnmatch
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,13 +28,17 @@ from tidings.auth import keys
 from tidings.kit import ids
 from tidings.kit.db import Database
 from tidings.kit.queue import NewJob, Queue
-from tidings.kit.tables import api_keys, deliveries, notifications, webhook_endpoints
+from tidings.kit.tables import api_keys, deliveries, webhook_endpoints
 from tidings.kit.tables import webhook_messages as messages
 
 WEBHOOK_JOB = "webhook"
 WEBHOOK_LANE = 3
 """Webhooks ride the low lane: a slow receiver never delays a notification."""
 DELIVERY_UPDATED = "delivery.updated"
+
+Transitions = Sequence[Mapping[str, Any]] | Callable[[], Sequence[Mapping[str, Any]]]
+"""Transitions (``id``, ``delivery_id``, ``state``, ``reason``, ``detail``, ``at``), or a
+function that makes them when someone listens."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ class Outbox:
         self,
         db: Database,
         conn: AsyncConnection,
-        transitions: Sequence[Mapping[str, Any]],
+        transitions: Transitions,
     ) -> None:
         """Queue a message to every endpoint that wants one of these transitions
         (``id``, ``delivery_id``, ``state``, ``reason``, ``detail``, ``at`` each).
@@ -141,11 +145,11 @@ class Outbox:
         A transition's message id is derived from the transition's, so writing the same
         transition twice queues nothing new.
         """
-        if not transitions:
-            return
         listeners = await self.listeners(conn)
         if not listeners:
             return
+        if callable(transitions):
+            transitions = transitions()
         wanted = [t for t in transitions if any(x.wants_state(t["state"]) for x in listeners)]
         if not wanted:
             return
@@ -155,10 +159,8 @@ class Outbox:
                 deliveries.c.event_id,
                 deliveries.c.user_id,
                 deliveries.c.channel,
-                notifications.c.type,
-            )
-            .join(notifications, notifications.c.id == deliveries.c.notification_id)
-            .where(deliveries.c.id.in_({t["delivery_id"] for t in wanted}))
+                deliveries.c.type,
+            ).where(deliveries.c.id.in_({t["delivery_id"] for t in wanted}))
         )
         about = {row.id: dict(row._mapping) for row in found}
         rows: list[dict[str, Any]] = []
@@ -221,12 +223,9 @@ def of(db: Database) -> Outbox | None:
     return _attached.get(db)
 
 
-async def changed(
-    db: Database,
-    conn: AsyncConnection,
-    transitions: Sequence[Mapping[str, Any]],
-) -> None:
-    """Hand transitions just written through ``db`` to its outbox, if it has one."""
+async def changed(db: Database, conn: AsyncConnection, transitions: Transitions) -> None:
+    """Hand transitions just written through ``db`` to its outbox, if it has one. They
+    may come as a function that makes them, called only when some endpoint listens."""
     outbox = _attached.get(db)
     if outbox is not None:
         await outbox.changed(db, conn, transitions)
