@@ -40,6 +40,13 @@ test: $(DEV)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
 
+## Measure the standard workloads (W1-W6, single event) and this machine's ceilings in one
+## run and print one table (PostgreSQL, fresh database; about ten minutes on two cores).
+## BENCH_ARGS: --db sqlite, --only W1,W6, --code <commit>, --full, --markdown PATH, --help.
+BENCH_ARGS ?=
+bench: $(DEV)
+	$(BIN)/python bench/suite.py $(BENCH_ARGS)
+
 ## Fuzz every API operation with schemathesis, with many more examples than CI runs.
 FUZZ_EXAMPLES ?= 500
 fuzz: $(DEV)

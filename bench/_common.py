@@ -167,42 +167,82 @@ def machine_busy_seconds() -> tuple[float, float]:
     return (total - idle) / CLK_TCK, total / CLK_TCK
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process descended from it, alive now (``tidings serve --workers N``
+    runs its workers as child processes: their CPU is the server's too)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
 @dataclass
 class CpuMeter:
-    """CPU used by some processes and by the whole machine between start() and stop()."""
+    """CPU used by some processes and by the whole machine between start() and stop().
+
+    Each named pid counts with its descendants (a server's worker processes); a process
+    that started during the interval counts from zero, one that ended is lost.
+    """
 
     pids: dict[str, int]
     wall: float = 0.0
     used: dict[str, float] = field(default_factory=dict)
+    processes: dict[str, list[float]] = field(default_factory=dict)
     threads: dict[str, float] = field(default_factory=dict)
     machine_busy: float = 0.0
-    _start: dict[str, float] = field(default_factory=dict)
+    _start: dict[str, dict[int, float]] = field(default_factory=dict)
     _threads0: dict[str, float] = field(default_factory=dict)
     _machine0: tuple[float, float] = (0.0, 0.0)
     _t0: float = 0.0
 
     def start(self) -> None:
         self._t0 = time.perf_counter()
-        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._start = {
+            name: {p: cpu_seconds(p) for p in process_tree(pid)} for name, pid in self.pids.items()
+        }
         if "server" in self.pids:
             self._threads0 = thread_cpu_seconds(self.pids["server"])
         self._machine0 = machine_busy_seconds()
 
     def stop(self) -> None:
         self.wall = time.perf_counter() - self._t0
-        self.used = {name: cpu_seconds(pid) - self._start[name] for name, pid in self.pids.items()}
+        for name, pid in self.pids.items():
+            before = self._start.get(name, {})
+            each = [max(0.0, cpu_seconds(p) - before.get(p, 0.0)) for p in process_tree(pid)]
+            self.processes[name] = each
+            self.used[name] = sum(each)
         if "server" in self.pids:
             now = thread_cpu_seconds(self.pids["server"])
             self.threads = {k: v - self._threads0.get(k, 0.0) for k, v in now.items()}
         busy, total = machine_busy_seconds()
         self.machine_busy = (busy - self._machine0[0]) / max(1e-9, total - self._machine0[1])
 
+    def share(self, name: str) -> float:
+        """CPU of ``name`` (with its descendants) over the interval, in cores (1.0 = one)."""
+        return self.used.get(name, 0.0) / self.wall if self.wall else 0.0
+
     def describe(self) -> str:
         """'server 98 % (main 93 %, aiosqlite 5 %), postgres 40 %, machine 85 % busy'."""
         parts = []
         for name, secs in self.used.items():
             text = f"{name} {secs / self.wall * 100:.0f} %"
-            if name == "server" and self.threads:
+            each = self.processes.get(name, [])
+            if len(each) > 1:
+                inner = " + ".join(f"{v / self.wall * 100:.0f}" for v in each)
+                text += f" ({len(each)} processes: {inner})"
+            elif name == "server" and self.threads:
                 top = sorted(self.threads.items(), key=lambda kv: -kv[1])[:3]
                 inner = ", ".join(f"{k} {v / self.wall * 100:.0f} %" for k, v in top if v > 0)
                 text += f" ({inner})"
@@ -227,22 +267,43 @@ class PgCpu:
     """CPU used by the PostgreSQL backends of one database (the server's own connections).
 
     Shared background processes (WAL writer, checkpointer) are not counted: the server is
-    shared with other engineers and their share cannot be told apart.
+    shared with other engineers and their share cannot be told apart. Nor are the
+    backends in ``exclude`` (the benchmark's own pollers).
     """
 
-    def __init__(self, db_name: str) -> None:
+    def __init__(self, db_name: str, exclude: Sequence[int] = ()) -> None:
         self.db_name = db_name
+        self.exclude = set(exclude)
         self._start: dict[int, float] = {}
         self.seconds = 0.0
 
     async def start(self) -> None:
-        self._start = {pid: cpu_seconds(pid) for pid in await backend_pids_async(self.db_name)}
+        pids = await backend_pids_async(self.db_name)
+        self._start = {pid: cpu_seconds(pid) for pid in pids if pid not in self.exclude}
 
     async def stop(self) -> None:
         total = 0.0
         for pid in await backend_pids_async(self.db_name):
-            total += cpu_seconds(pid) - self._start.get(pid, 0.0)
+            if pid not in self.exclude:
+                total += cpu_seconds(pid) - self._start.get(pid, 0.0)
         self.seconds = total
+
+
+def user_token(secret: str, user_id: str, hours: float = 2.0) -> str:
+    """An end-user token for ``user_id``, as ``tidings token`` or an application mints it
+    (an HS256 JWT for the audience ``tidings:user``), without importing Tidings."""
+    import datetime as dt
+
+    import jwt
+
+    now = dt.datetime.now(dt.UTC)
+    claims = {
+        "sub": user_id,
+        "aud": "tidings:user",
+        "iat": now,
+        "exp": now + dt.timedelta(hours=hours),
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 # ---------------------------------------------------------------------------- code measured
@@ -433,6 +494,11 @@ class InboxCounter:
         if self._sqlite is not None:
             self._sqlite.close()
 
+    @property
+    def backend_pids(self) -> list[int]:
+        """The PostgreSQL backend this counter reads through (not Tidings' work)."""
+        return [self._pg.get_server_pid()] if self._pg is not None else []
+
     async def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         if self._pg is not None:
             return [tuple(r) for r in await self._pg.fetch(sql)]
@@ -478,8 +544,11 @@ def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 20.0) -> N
 
 
 @contextlib.contextmanager
-def pyspy(pid: int, out: Path, *, rate: int = 100, native: bool = False) -> Iterator[Path]:
-    """Sample a process with py-spy (raw collapsed stacks, per thread) while the block runs."""
+def pyspy(
+    pid: int, out: Path, *, rate: int = 100, native: bool = False, subprocesses: bool = False
+) -> Iterator[Path]:
+    """Sample a process with py-spy (raw collapsed stacks, per thread) while the block runs;
+    with ``subprocesses``, its child processes too."""
     exe = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
     if exe is None:
         raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
@@ -487,6 +556,8 @@ def pyspy(pid: int, out: Path, *, rate: int = 100, native: bool = False) -> Iter
     args += ["--threads", "--nonblocking", "-o", str(out)]
     if native:
         args.append("--native")
+    if subprocesses:
+        args.append("--subprocesses")
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)
     try:

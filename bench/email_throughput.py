@@ -51,7 +51,6 @@ import base64
 import contextlib
 import datetime as dt
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -488,18 +487,28 @@ def run_apprise(
 
 
 def run_pipeline(
-    sink: SinkProcess, events: int, pool: int, profile_to: Path | None = None
+    sink: SinkProcess,
+    events: int,
+    pool: int,
+    profile_to: Path | None = None,
+    *,
+    db: str = "sqlite",
+    serve_args: Sequence[str] = (),
+    meter_pg: bool = False,
 ) -> Measurement:
-    """(d) ``tidings serve`` on SQLite, SMTP to the sink: first POST → last email 'sent'.
+    """(d) ``tidings serve`` (SQLite, or a fresh PostgreSQL database with ``db``), SMTP to
+    the sink: first POST → the sink has received every email.
 
     With ``profile_to``, py-spy samples the server meanwhile (raw stacks to that file).
+    ``extra`` gets the ingest time, the deliveries' states at the end, and with
+    ``meter_pg`` the CPU seconds of the database's PostgreSQL backends.
     """
     import httpx
     import orjson
 
-    from _common import Deployment, pyspy
+    from _common import CpuMeter, Deployment, PgCpu, pyspy
 
-    with Deployment("sqlite") as deployment:
+    with Deployment(db) as deployment:
         deployment.env.update(
             TIDINGS_EMAIL_PROVIDER="smtp",
             TIDINGS_SMTP_HOST=sink.host,
@@ -507,7 +516,7 @@ def run_pipeline(
             TIDINGS_SMTP_SECURITY="none",
             TIDINGS_SMTP_POOL_SIZE=str(pool),
         )
-        deployment.start()
+        deployment.start(("serve", *serve_args))
         assert deployment.proc is not None
         text = _FILLER[:200]
         bodies = []
@@ -526,13 +535,16 @@ def run_pipeline(
                 for i in range(start, min(events, start + BATCH))
             ]
             bodies.append(orjson.dumps({"events": batch}))
-        db = sqlite3.connect(f"file:{deployment.sqlite_path}?mode=ro", uri=True, timeout=30)
         headers = {"Authorization": f"Bearer {deployment.key}", "Content-Type": "application/json"}
+        sink.take()  # what earlier runs left
+        pg = PgCpu(deployment.pg_name) if meter_pg and deployment.pg_name else None
         with contextlib.ExitStack() as stack:
             if profile_to is not None:
-                stack.enter_context(pyspy(deployment.proc.pid, profile_to))
-            server0 = cpu_seconds(deployment.proc.pid)
-            sink0, (busy0, total0) = cpu_seconds(sink.pid), machine_busy()
+                stack.enter_context(pyspy(deployment.proc.pid, profile_to, subprocesses=True))
+            meter = CpuMeter({"server": deployment.proc.pid, "sink": sink.pid})
+            if pg:
+                asyncio.run(pg.start())
+            meter.start()
             t0 = time.perf_counter()
             with httpx.Client(base_url=deployment.base_url, headers=headers, timeout=120) as http:
                 for body in bodies:
@@ -540,35 +552,56 @@ def run_pipeline(
                     if reply.status_code >= 300:
                         raise RuntimeError(f"batch POST: {reply.status_code} {reply.text[:500]}")
             ingest = time.perf_counter() - t0
+            # The end: the sink has every email (counted there, whatever the server keeps).
             sent, seconds, deadline = 0, 0.0, time.monotonic() + 600
             while time.monotonic() < deadline:
-                (sent,) = db.execute(
-                    "SELECT count(*) FROM deliveries WHERE channel = 'email' AND state = 'sent'"
-                ).fetchone()
+                sent += sink.take()[0]
                 seconds = time.perf_counter() - t0
                 if sent >= events:
                     break
+                if deployment.proc.poll() is not None:
+                    raise RuntimeError(f"the server exited:\n{deployment.server_log_tail()}")
                 time.sleep(0.05)
-            server_cpu = cpu_seconds(deployment.proc.pid) - server0
-            sink1, (busy1, total1) = cpu_seconds(sink.pid), machine_busy()
-        states = dict(
-            db.execute(
-                "SELECT state, count(*) FROM deliveries WHERE channel = 'email' GROUP BY state"
-            ).fetchall()
-        )
-        db.close()
-    accepted, _ = sink.take()
+            meter.stop()
+            if pg:
+                asyncio.run(pg.stop())
+        states = _delivery_states(deployment)
     return Measurement(
         "pipeline",
         pool,
         sent,
         seconds,
-        server_cpu,  # the server's CPU, not this process's
-        sink1 - sink0,
-        (busy1 - busy0) / max(1, total1 - total0),
-        accepted,
-        {"ingest_seconds": ingest, "states": states},
+        meter.used["server"],  # the server's CPU (with its child processes), not this process's
+        meter.used["sink"],
+        meter.machine_busy,
+        sent,
+        {
+            "ingest_seconds": ingest,
+            "states": states,
+            "pg_cpu": pg.seconds if pg else None,
+            "server_processes": len(meter.processes.get("server", [])),
+            "describe": meter.describe(),
+        },
     )
+
+
+def _delivery_states(deployment: Any) -> dict[str, int]:
+    """Email deliveries per state at the end, read from the server's tables (empty if the
+    schema has none)."""
+    sql = "SELECT state, count(*) FROM deliveries WHERE channel = 'email' GROUP BY state"
+
+    async def read() -> dict[str, int]:
+        counter = deployment.counter()
+        await counter.open()
+        try:
+            return {str(state): int(n) for state, n in await counter.fetch(sql)}
+        finally:
+            await counter.close()
+
+    try:
+        return asyncio.run(read())
+    except Exception:
+        return {}
 
 
 # ---------------------------------------------------------------------------- stage costs

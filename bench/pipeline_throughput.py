@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -71,6 +71,7 @@ class RunResult:
     server_cpu: float
     pg_cpu: float
     pg_activity: str = ""
+    server_each: list[float] = field(default_factory=list)  # cores, per server process
 
 
 def build_bodies(args: argparse.Namespace, run_tag: str) -> tuple[list[bytes], int]:
@@ -110,7 +111,7 @@ async def measure(
         baseline = await counter.count()
         target = baseline + args.events
 
-        pg = PgCpu(d.pg_name) if d.pg_name else None
+        pg = PgCpu(d.pg_name, exclude=counter.backend_pids) if d.pg_name else None
         assert d.proc is not None
         meter = CpuMeter({"server": d.proc.pid})
         if pg:
@@ -193,6 +194,7 @@ async def measure(
         server_cpu=meter.used["server"] / meter.wall,
         pg_cpu=(pg.seconds / meter.wall) if pg else 0.0,
         pg_activity=activity.report() if activity else "",
+        server_each=[v / meter.wall for v in meter.processes.get("server", [])],
     )
 
 
