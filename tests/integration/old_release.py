@@ -36,7 +36,7 @@ async def fill(url: str, data_dir: str, catalog: str, now: dt.datetime) -> dict[
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://old.test") as client:
-            _key, plaintext = await runtime.auth.create_key("old", ["admin"])
+            _key, plaintext = await runtime.auth.create_key("old", ["*", "admin"])
             auth = {"Authorization": f"Bearer {plaintext}"}
             for user in ("u-bob", "u-cat"):
                 put = await client.put(
