@@ -178,6 +178,7 @@ SIZES = [
     ("--w1-events", 20_000, 100_000, "W1 events"),
     ("--w2-subscribers", 20_000, 1_000_000, "W2 subscribers of the topic"),
     ("--w2-verify", 2_000, 10_000, "W2 subscribers whose badge is read after (untimed)"),
+    ("--w2-timeout", 120, 1_800, "W2 seconds to wait for every inbox before giving up"),
     ("--w3-events", 20_000, 100_000, "W3: events of the W1 backlog"),
     ("--w4-events", 2_000, 10_000, "W4 events, one email each"),
     ("--w5-items", 100_000, 1_000_000, "W5 inbox items"),
@@ -656,6 +657,7 @@ class W2Result:
     how: str
     cpu: str
     emails_sent: int
+    timed_out: float | None = None  # seconds, when it did not finish within --w2-timeout
 
 
 async def w2_measure(
@@ -711,6 +713,7 @@ async def w2_measure(
         last_progress, last_state = t_acc, (0, 0, 0)
         next_probe = drained = t_acc
         sent = 0  # emails the sink received meanwhile
+        timed_out: float | None = None
         while True:
             now = time.perf_counter()
             if rows_query and rows_at is None:
@@ -747,6 +750,9 @@ async def w2_measure(
             rows_done = rows_at is not None or not rows_query or on_read
             if probes_at is not None and rows_done and (email_at is not None or not email_query):
                 break
+            if now - t_acc > args.w2_timeout:
+                timed_out = now - t_acc
+                break
             state = (len(pending), rows_seen, email_seen)
             if state != last_state:
                 last_state, last_progress = state, now
@@ -770,7 +776,7 @@ async def w2_measure(
 
         # Not timed: the badge of a random sample of the other subscribers, and one page.
         rng = random.Random(2)
-        sample = rng.sample(range(n), min(n, args.w2_verify))
+        sample = rng.sample(range(n), min(n, args.w2_verify)) if timed_out is None else []
         missing = 0
         for first in range(0, len(sample), 200):
 
@@ -782,7 +788,7 @@ async def w2_measure(
             chunk = sample[first : first + 200]
             missing += sum(not ok for ok in await asyncio.gather(*(seen(i) for i in chunk)))
         page = await pool.json("GET", "/v1/me/inbox?limit=1", tokens[probes[-1]])
-        if not page["items"] or page["items"][0]["event_id"] != event_id:
+        if timed_out is None and (not page["items"] or page["items"][0]["event_id"] != event_id):
             raise RuntimeError(f"the last subscriber's first page is {page!r}")
         if missing:
             raise RuntimeError(
@@ -793,6 +799,30 @@ async def w2_measure(
         await store.close()
         await pool.close()
 
+    cpu = fmt_cpu(
+        {
+            "server": [v / meter.wall for v in meter.processes.get("server", [])],
+            "PostgreSQL": pg.seconds / meter.wall if pg else None,
+            "SMTP sink": meter.share("sink"),
+        }
+    )
+    if timed_out is not None:
+        return W2Result(
+            subscribers=n,
+            inbox_s=math.inf,
+            probes_s=math.inf,
+            rows_s=None,
+            email_s=(email_at - t_acc) if email_at is not None else None,
+            emails_planned=email_seen if email_query else None,
+            post_ms=(t_acc - t0) * 1000,
+            verified=0,
+            how=f"stopped after {timed_out:.0f} s (--w2-timeout) with "
+            + (f"{rows_seen:,} of {n:,} inbox rows in the store, " if rows_query else "")
+            + f"{len(probes) - len(pending)} of {len(probes)} probed badges showing it",
+            cpu=cpu,
+            emails_sent=sent,
+            timed_out=timed_out,
+        )
     assert probes_at is not None
     if rows_at is not None:
         inbox_at = rows_at if rows_at_confirmed else max(rows_at, probes_at)
@@ -803,13 +833,6 @@ async def w2_measure(
     else:
         inbox_at = probes_at
         how = "no inbox row per subscriber in the store (read through the topic)"
-    cpu = fmt_cpu(
-        {
-            "server": [v / meter.wall for v in meter.processes.get("server", [])],
-            "PostgreSQL": pg.seconds / meter.wall if pg else None,
-            "SMTP sink": meter.share("sink"),
-        }
-    )
     return W2Result(
         subscribers=n,
         inbox_s=inbox_at - t_acc,
@@ -861,11 +884,14 @@ def run_w2(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Row]:
         f"{n:,} subscribers with an email address; {r.how}; {r.emails_sent:,} emails sent "
         f"meanwhile; {r.verified:,} badges read after"
     )
+    if r.timed_out is None:
+        inbox = f"every inbox {r.inbox_s:.2f} s after acceptance ({n / r.inbox_s:,.0f} recipients/s"
+    else:
+        inbox = f"not every inbox within {r.timed_out:.0f} s of acceptance ("
     rows = [
         Row(
             "W2 fan-out: inbox",
-            figure=f"every inbox {r.inbox_s:.2f} s after acceptance ({n / r.inbox_s:,.0f} "
-            f"recipients/s; {detail})",
+            figure=f"{inbox}; {detail})",
             reference="aim 5 s",
             aim=AIMS["W2 inbox"],
             aim_value=r.inbox_s,
@@ -873,17 +899,13 @@ def run_w2(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Row]:
         )
     ]
     if r.email_s is not None:
-        rows.append(
-            Row(
-                "W2 fan-out: email planning",
-                figure=f"{n / r.email_s:,.0f} recipients/s ({n:,} email deliveries planned "
-                f"{r.email_s:.2f} s after acceptance)",
-                reference="aim 20,000/s",
-                aim=AIMS["W2 email"],
-                aim_value=n / r.email_s,
-                cpu="(the same interval)",
-            )
-        )
+        rate = n / r.email_s
+        email = f"{rate:,.0f} recipients/s ({n:,} email deliveries planned {r.email_s:.2f} s after"
+        email += " acceptance)"
+    elif r.emails_planned is not None and r.timed_out is not None:
+        rate = r.emails_planned / r.timed_out
+        email = f"{rate:,.0f} recipients/s at most ({r.emails_planned:,} of {n:,} email "
+        email += f"deliveries planned in {r.timed_out:.0f} s)"
     else:
         rows.append(
             Row(
@@ -891,6 +913,17 @@ def run_w2(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Row]:
                 error="not measured: the store has no email deliveries to count",
             )
         )
+        return rows
+    rows.append(
+        Row(
+            "W2 fan-out: email planning",
+            figure=email,
+            reference="aim 20,000/s",
+            aim=AIMS["W2 email"],
+            aim_value=rate,
+            cpu="(the same interval)",
+        )
+    )
     return rows
 
 
@@ -1115,8 +1148,9 @@ def run_w4(args: argparse.Namespace, ctx: dict[str, Any], pipeline: bool = True)
     rows.append(
         Row(
             "ceiling: SMTP, aiosmtplib → aiosmtpd, 8 connections",
-            figure=f"{ref:,.0f} msg/s (mean of {before.rate:,.0f} before W4 and "
-            f"{after.rate:,.0f} after)",
+            figure=f"{ref:,.0f} msg/s (mean of {before.rate:,.0f} before "
+            + ("W4 and " if pipeline else "and ")
+            + f"{after.rate:,.0f} after)",
             cpu=cpu_of(before),
         )
     )
