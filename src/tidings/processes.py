@@ -136,7 +136,9 @@ async def serve_with_workers(
             server.force_exit = True
         asked.append(sig)
         server.should_exit = True
-        workers.send(sig)
+        # SIGTERM whichever came: a worker stops the same on both, and one still starting
+        # (before its handlers are in place) ends quietly instead of with a traceback.
+        workers.send(signal.SIGTERM)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig)
@@ -168,7 +170,7 @@ async def serve_with_workers(
             exits.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        clean = await workers.stop(asked[0] if asked else signal.SIGTERM)
+        clean = await workers.stop()
     return 1 if failed or not clean else 0
 
 
@@ -229,6 +231,8 @@ async def run_worker(
     or until the ``lifeline`` descriptor closes (the ``serve`` that started this worker is
     gone). ``health`` is a listening socket for ``/healthz`` and ``/readyz`` instead of
     the health port; with ``watch_catalog`` the catalog reloads when its folder changes."""
+    # Asked to stop while still starting, it stops as soon as it has started.
+    stop = _stop_on_signals()
     runtime = build_runtime(settings)
     await runtime.start(consume=True)
     log.info(
@@ -245,6 +249,7 @@ async def run_worker(
         listening=health,
         lifeline=lifeline,
         watch_catalog=watch_catalog,
+        stop=stop,
     )
 
 
@@ -275,11 +280,10 @@ async def _run_until_stopped(
     listening: socket.socket | None = None,
     lifeline: int | None = None,
     watch_catalog: bool = False,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    stop = asyncio.Event()
+    stop = stop or _stop_on_signals()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     if lifeline is not None:
         loop.add_reader(lifeline, _lifeline_closed, lifeline, stop)
     try:
@@ -294,6 +298,15 @@ async def _run_until_stopped(
         # Running batches get their time to finish; unacknowledged messages return to
         # their partitions for the next owner.
         await runtime.close()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, from now on."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 def _lifeline_closed(lifeline: int, stop: asyncio.Event) -> None:

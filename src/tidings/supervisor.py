@@ -105,11 +105,12 @@ class Workers:
                     return worker
             await asyncio.sleep(POLL_SECONDS)
 
-    async def stop(self, sig: int = signal.SIGTERM) -> bool:
-        """Ask every worker still running and not asked yet to stop with ``sig`` and wait
-        for all of them; a worker still running after ``stop_seconds`` is killed. Returns
-        whether every worker stopped by itself with exit code 0."""
-        self.send(sig)
+    async def stop(self) -> bool:
+        """Ask every worker still running and not asked yet to stop (SIGTERM) and wait for
+        all of them; a worker still running after ``stop_seconds`` is killed. Returns
+        whether every worker stopped as asked: with exit code 0, or by the SIGTERM itself
+        when it came before the worker could handle it (while it was starting)."""
+        self.send(signal.SIGTERM)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.stop_seconds
         while any(worker.popen.poll() is None for worker in self.processes):
@@ -128,7 +129,8 @@ class Workers:
         self._close_all()
         clean = True
         for worker in self.processes:
-            if worker.popen.returncode != 0:
+            stopped = worker.asked_to_stop and worker.popen.returncode == -signal.SIGTERM
+            if worker.popen.returncode != 0 and not stopped:
                 clean = False
                 log.error("%s ended with %s", worker.name, worker.exit_status())
         return clean

@@ -202,3 +202,22 @@ async def test_a_worker_runs_on_uvloop(processes: Processes, tmp_path: Path) -> 
         assert (await client.get("/healthz")).json()["loop"] == "uvloop"
     assert await worker.terminate() == 0, worker.output()
     assert re.search(r"worker \S+ running stages .* on uvloop", worker.output()), worker.output()
+
+
+async def test_ctrl_c_while_the_workers_start_stops_cleanly(
+    processes: Processes, tmp_path: Path
+) -> None:
+    async with postgres_env(tmp_path) as env:
+        process = processes.start("serve", ["serve", "--workers", "2"], env)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GONE_TIMEOUT
+        while "started 2 worker processes" not in process.output():
+            assert process.running(), process.output()
+            assert loop.time() < deadline, process.output()
+            await asyncio.sleep(0.01)
+        # The workers are most likely still importing: asked to stop then, they stop
+        # all the same, and serve counts that as the clean stop it asked for.
+        process.popen.send_signal(signal.SIGINT)
+        assert await process.wait(GONE_TIMEOUT) == 0, process.output()
+        await wait_gone(worker_pids(process))
+        assert "Traceback" not in process.output(), process.output()
