@@ -66,6 +66,12 @@ WAIT = 90.0  # per phase; a loaded machine is slow, a hung one is caught
 IN_APP = "in_app"
 EMAIL = "email"
 # What each delivery must have been through, by channel and final state.
+# Every delivery: the rows, and the in-app deliveries that are their inbox item.
+EVERY = (
+    "(SELECT id, event_id, user_id, channel, state, reason FROM deliveries"
+    " UNION ALL SELECT i.id, i.event_id, i.user_id, 'in_app', 'delivered', NULL"
+    " FROM inbox_items i WHERE NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.id = i.id)) d"
+)
 TRANSITIONS = {
     (IN_APP, "delivered"): ("planned", "delivered"),
     (EMAIL, "sent"): ("planned", "scheduled", "sent"),
@@ -442,19 +448,19 @@ async def assert_effectively_once(sql: Sql, workload: Workload, accepted: dict[s
 
     # Deliveries: per (event, recipient, channel) exactly one, in the expected state.
     await no_rows(
-        "SELECT event_id, user_id, channel, count(*) FROM deliveries"
+        f"SELECT event_id, user_id, channel, count(*) FROM {EVERY}"
         " GROUP BY event_id, user_id, channel HAVING count(*) > 1"
     )
     got = Counter(
         await sql.rows(
             "SELECT e.idempotency_key, d.user_id, d.channel, d.state, d.reason"
-            " FROM deliveries d JOIN events e ON e.id = d.event_id"
+            f" FROM {EVERY} JOIN events e ON e.id = d.event_id"
         )
     )
     missing, extra = workload.deliveries - got, got - workload.deliveries
     assert not missing, f"{missing.total()} deliveries missing, e.g. {list(missing)[:3]}"
     assert not extra, f"{extra.total()} unexpected deliveries, e.g. {list(extra)[:3]}"
-    assert await count(sql, "SELECT count(*) FROM deliveries") == workload.deliveries.total()
+    assert await count(sql, f"SELECT count(*) FROM {EVERY}") == workload.deliveries.total()
     await no_rows(
         "SELECT notification_id FROM deliveries GROUP BY notification_id"
         " HAVING count(DISTINCT event_id) > 1 OR count(DISTINCT user_id) > 1 LIMIT 5"
@@ -463,9 +469,7 @@ async def assert_effectively_once(sql: Sql, workload: Workload, accepted: dict[s
     # Transitions: each delivery exactly those of its channel and state, each once.
     states: dict[str, tuple[str, str]] = {
         delivery_id: (channel, state)
-        for delivery_id, channel, state in await sql.rows(
-            "SELECT id, channel, state FROM deliveries"
-        )
+        for delivery_id, channel, state in await sql.rows(f"SELECT id, channel, state FROM {EVERY}")
     }
     history: dict[str, list[str]] = {}
     for delivery_id, state, reason in await sql.rows(
@@ -497,7 +501,7 @@ async def assert_effectively_once(sql: Sql, workload: Workload, accepted: dict[s
     assert await count(sql, "SELECT count(*) FROM inbox_items") == workload.count(IN_APP)
     matched = await count(
         sql,
-        "SELECT count(*) FROM inbox_items i JOIN deliveries d ON d.id = i.id"
+        f"SELECT count(*) FROM inbox_items i JOIN {EVERY} ON d.id = i.id"
         " AND d.event_id = i.event_id AND d.user_id = i.user_id AND d.channel = 'in_app'",
     )
     assert matched == workload.count(IN_APP)

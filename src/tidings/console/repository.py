@@ -17,6 +17,7 @@ from tidings.kit.tables import (
     deliveries,
     delivery_transitions,
     events,
+    every_delivery,
     jobs,
     mailbox,
 )
@@ -70,7 +71,7 @@ async def search_deliveries(
     conn: AsyncConnection, where: DeliverySearch, cursor: str | None, limit: int
 ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of deliveries of any user, newest first, and the cursor of the next page."""
-    d = deliveries.c
+    d = every_delivery().c
     query: sa.Select[Any] = sa.select(
         d.id,
         d.event_id,
@@ -98,7 +99,7 @@ async def search_deliveries(
 
 
 async def counts_per_bucket(
-    conn: AsyncConnection, table: sa.Table, edges: Sequence[dt.datetime]
+    conn: AsyncConnection, table: sa.Table | sa.Subquery, edges: Sequence[dt.datetime]
 ) -> list[int]:
     """How many rows of ``table`` were created in each ``[edges[i], edges[i+1])``."""
     at = table.c.created_at
@@ -133,19 +134,21 @@ async def finished_since(
         .order_by(d.created_at.desc())
         .limit(limit)
     )
+    every = every_delivery()
+    e = every.c
     at_once = (
         sa.select(
-            d.created_at.label("created"),
+            e.created_at.label("created"),
             events.c.created_at.label("accepted"),
-            d.created_at.label("done"),
+            e.created_at.label("done"),
         )
-        .select_from(deliveries.join(events, events.c.id == d.event_id))
+        .select_from(every.join(events, events.c.id == e.event_id))
         .where(
-            d.created_at >= since,
-            d.state.in_(DONE_STATES),
-            ~sa.exists().where(t.delivery_id == d.id),
+            e.created_at >= since,
+            e.state.in_(DONE_STATES),
+            ~sa.exists().where(t.delivery_id == e.id),
         )
-        .order_by(d.created_at.desc())
+        .order_by(e.created_at.desc())
         .limit(limit)
     )
     found = [*(await conn.execute(logged)), *(await conn.execute(at_once))]
@@ -155,7 +158,7 @@ async def finished_since(
 
 async def states_since(conn: AsyncConnection, since: dt.datetime) -> dict[str, int]:
     """Deliveries created since ``since``, by their state now."""
-    d = deliveries.c
+    d = every_delivery().c
     rows = await conn.execute(
         sa.select(d.state, sa.func.count()).where(d.created_at >= since).group_by(d.state)
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 from tidings.console import repository
 from tidings.kit.db import Database
-from tidings.kit.tables import deliveries, events
+from tidings.kit.tables import events, every_delivery
 
 MINUTES = 30
 """How far back the charts look, one point per minute."""
@@ -86,7 +86,7 @@ async def snapshot(db: Database, now: dt.datetime) -> dict[str, Any]:
     edges = minute_edges(now)
     async with db.reader() as conn:
         accepted = await repository.counts_per_bucket(conn, events, edges)
-        planned = await repository.counts_per_bucket(conn, deliveries, edges)
+        planned = await repository.counts_per_bucket(conn, every_delivery(), edges)
         finished = await repository.finished_since(conn, edges[0], LATENCY_SAMPLE)
         queue = await repository.queue_depth(conn, now)
         states = await repository.states_since(conn, now - dt.timedelta(hours=1))

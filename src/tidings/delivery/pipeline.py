@@ -415,11 +415,8 @@ class Pipeline:
                 None,
             ),
         }[plan.action]
-        if (
-            plan.channel == planner.IN_APP
-            and plan.action is Action.DELIVER
-            and in_app_item != delivery_id
-        ):
+        delivered_in_app = plan.channel == planner.IN_APP and plan.action is Action.DELIVER
+        if delivered_in_app and in_app_item != delivery_id:
             detail = f"{COLLAPSED_INTO}{in_app_item}"
         if plan.reason == planner.SuppressionReason.DEDUPLICATED:
             detail = _dedup_detail(event, ntype, recipient)
@@ -434,6 +431,8 @@ class Pipeline:
             reason=plan.reason,
             detail=detail,
             now=now,
+            # Into an item of its own: the item is the delivery.
+            is_item=delivered_in_app and in_app_item == delivery_id,
         )
         lane = ntype.priority.lane
         # A type's delay and the unseen wait count from now; quiet hours end at a time.

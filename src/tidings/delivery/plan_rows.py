@@ -25,6 +25,8 @@ class Rows:
     """What one batch writes, gathered before one round of inserts."""
 
     deliveries: list[dict[str, Any]] = field(default_factory=list)
+    items_as_deliveries: list[dict[str, Any]] = field(default_factory=list)
+    """In-app deliveries that are their inbox item: counted and heard of, not written."""
     jobs: list[NewJob] = field(default_factory=list)
     digest_entries: list[dict[str, Any]] = field(default_factory=list)
     changes: list[StateChange] = field(default_factory=list)
@@ -35,7 +37,7 @@ class Rows:
         """Write the jobs and deliveries, and apply the state changes, in the caller's
         transaction."""
         await queue.enqueue(conn, self.jobs)
-        await repository.record(db, conn, self.deliveries)
+        await repository.record(db, conn, self.deliveries, self.items_as_deliveries)
         await repository.advance(db, conn, self.changes, now)
 
     def delivery(
@@ -51,10 +53,12 @@ class Rows:
         reason: str | None,
         detail: str | None,
         now: dt.datetime,
+        is_item: bool = False,
     ) -> None:
         """A new delivery, planned and moved to its first state in the same instant: the
-        row says both, and its transitions are logged once it changes."""
-        self.deliveries.append(
+        row says both, and its transitions are logged once it changes. ``is_item``: an
+        in-app delivery made into the inbox item of its own id, which stands for it."""
+        (self.items_as_deliveries if is_item else self.deliveries).append(
             {
                 "id": delivery_id,
                 "notification_id": notification_id,

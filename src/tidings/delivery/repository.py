@@ -13,26 +13,35 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.delivery.states import ALLOWED, STATE_ORDER, DeliveryState, first_transitions
 from tidings.kit import ids, job_context, metrics
 from tidings.kit.db import Database
-from tidings.kit.tables import deliveries, delivery_transitions
+from tidings.kit.tables import deliveries, delivery_transitions, every_delivery, inbox_items
 from tidings.webhooks import outbox as webhook_outbox
 
 
 async def record(
-    db: Database, conn: AsyncConnection, delivery_rows: Sequence[Mapping[str, Any]]
+    db: Database,
+    conn: AsyncConnection,
+    delivery_rows: Sequence[Mapping[str, Any]],
+    items: Sequence[Mapping[str, Any]] = (),
 ) -> None:
     """Write the plan's deliveries, each in its first state. Every id is derived, so
-    writing them twice changes nothing.
+    writing them twice changes nothing. ``items`` are in-app deliveries that are their
+    inbox item (``tables.every_delivery``): not written, but counted and heard of.
 
     No transition is written: a delivery's row is its first state until it changes, and
     the change logs where it started (``log_first_states``). Webhook listeners still hear
     of the first states now, as transitions stamped with the running job's stage.
     """
     await db.insert_rows_ignore(conn, deliveries, delivery_rows)
-    metrics.of(db).deliveries_recorded(delivery_rows)
+    made = [*delivery_rows, *items]
+    metrics.of(db).deliveries_recorded(made)
     stage, attempt = origin()
-    await webhook_outbox.changed(
-        db, conn, lambda: first_transitions(delivery_rows, stage=stage, attempt=attempt)
-    )
+
+    def heard() -> list[dict[str, Any]]:
+        steps = first_transitions(made, stage=stage, attempt=attempt)
+        about = {row["id"]: row for row in made}
+        return [{**step, "delivery": about[step["delivery_id"]]} for step in steps]
+
+    await webhook_outbox.changed(db, conn, heard)
 
 
 async def log_first_states(
@@ -66,16 +75,27 @@ async def for_event(
     conn: AsyncConnection, event_id: str, after: str | None, limit: int
 ) -> list[Mapping[str, Any]]:
     """A page of an event's deliveries in id order, each with its transitions."""
-    query = sa.select(deliveries).where(deliveries.c.event_id == event_id)
+    every = every_delivery()
+    query = sa.select(every).where(every.c.event_id == event_id)
     if after is not None:
-        query = query.where(deliveries.c.id > after)
+        query = query.where(every.c.id > after)
     rows = [
-        dict(r._mapping) for r in await conn.execute(query.order_by(deliveries.c.id).limit(limit))
+        with_notification(r._mapping)
+        for r in await conn.execute(query.order_by(every.c.id).limit(limit))
     ]
     if not rows:
         return []
     transitions = await transitions_of(conn, rows)
     return [{**row, "transitions": transitions[row["id"]]} for row in rows]
+
+
+def with_notification(row: Mapping[str, Any] | sa.RowMapping) -> dict[str, Any]:
+    """A row of ``every_delivery`` with its notification's id, derived for an in-app
+    delivery that is its item."""
+    found = dict(row)
+    if found["notification_id"] is None:
+        found["notification_id"] = ids.derived_id(found["event_id"], found["user_id"])
+    return found
 
 
 async def transitions_of(
@@ -220,16 +240,15 @@ async def planned_recipients(
     delivery of it is enough (a notification is its deliveries)."""
     found: set[tuple[str, str]] = set()
     wanted = set(pairs)
-    d = deliveries.c
     for start in range(0, len(pairs), 1000):
         chunk = pairs[start : start + 1000]
-        rows = await conn.execute(
-            sa.select(d.event_id, d.user_id)
-            .where(
-                d.event_id.in_({event for event, _ in chunk}),
-                d.user_id.in_({user for _, user in chunk}),
+        events, users = {event for event, _ in chunk}, {user for _, user in chunk}
+        # An in-app delivery that is its item has no row: the item tells.
+        for table in (deliveries, inbox_items):
+            rows = await conn.execute(
+                sa.select(table.c.event_id, table.c.user_id)
+                .where(table.c.event_id.in_(events), table.c.user_id.in_(users))
+                .distinct()
             )
-            .distinct()
-        )
-        found.update(pair for pair in ((r.event_id, r.user_id) for r in rows) if pair in wanted)
+            found.update(pair for pair in ((r.event_id, r.user_id) for r in rows) if pair in wanted)
     return found

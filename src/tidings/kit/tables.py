@@ -196,7 +196,53 @@ inbox_items = sa.Table(
     sa.Index(None, "user_id", "created_at", "id"),
     sa.Index(None, "user_id", "group_key"),
     sa.Index(None, "created_at"),
+    # An event's items: its in-app deliveries (they have no row of their own, see
+    # ``every_delivery``), and whether planning already reached a recipient.
+    sa.Index(None, "event_id", "user_id"),
 )
+
+
+def every_delivery() -> sa.Subquery:
+    """Every delivery as a row of ``deliveries``: those rows, and the in-app deliveries
+    that are their inbox item. An in-app delivery made when planned, into an item of its
+    own id, writes no delivery row: the item says who got what, when (state
+    ``delivered``, no transitions), for as long as the item is kept. Its
+    ``notification_id`` reads null (it is derived from the event and the user)."""
+    d, i = deliveries.c, inbox_items.c
+    rows = sa.select(
+        d.id,
+        d.notification_id,
+        d.event_id,
+        d.user_id,
+        d.type,
+        d.channel,
+        d.state,
+        d.reason,
+        d.detail,
+        d.message_id,
+        d.provider,
+        d.provider_message_id,
+        d.created_at,
+        d.updated_at,
+    )
+    items = sa.select(
+        i.id,
+        sa.cast(sa.null(), Id).label("notification_id"),
+        i.event_id,
+        i.user_id,
+        i.type,
+        sa.literal("in_app", sa.String(32)).label("channel"),
+        sa.literal("delivered", sa.String(32)).label("state"),
+        sa.cast(sa.null(), sa.String(64)).label("reason"),
+        sa.cast(sa.null(), sa.Text).label("detail"),
+        sa.cast(sa.null(), sa.String(255)).label("message_id"),
+        sa.cast(sa.null(), sa.String(64)).label("provider"),
+        sa.cast(sa.null(), sa.String(255)).label("provider_message_id"),
+        i.created_at,
+        i.created_at.label("updated_at"),
+    ).where(~sa.exists().where(d.id == i.id))
+    return sa.union_all(rows, items).subquery("every_delivery")
+
 
 api_keys = sa.Table(
     "api_keys",

@@ -12,7 +12,7 @@ from tidings.auth.keys import ApiKey
 from tidings.delivery import repository as deliveries_repository
 from tidings.kit import cursors, errors
 from tidings.kit.db import Database
-from tidings.kit.tables import deliveries
+from tidings.kit.tables import every_delivery
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,13 @@ class Timelines:
             errors.NotFound: no such delivery.
             errors.Forbidden: the key covers neither its type nor operators' work.
         """
-        query = sa.select(deliveries).where(deliveries.c.id == delivery_id)
+        every = every_delivery()
+        query = sa.select(every).where(every.c.id == delivery_id)
         async with self._db.reader() as conn:
             row = (await conn.execute(query)).first()
             if row is None:
                 raise errors.NotFound(f"No delivery with id {delivery_id!r}.", field="delivery_id")
-            found = dict(row._mapping)
+            found = deliveries_repository.with_notification(row._mapping)
             if not key.may_read(found["type"]):
                 raise errors.Forbidden(
                     f"This key may not read deliveries of type {found['type']!r}.",
@@ -58,8 +59,9 @@ class Timelines:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of the user's deliveries, newest first, each with its transitions; and
         the cursor of the next page."""
-        d = deliveries.c
-        query = sa.select(deliveries).where(d.user_id == user_id)
+        every = every_delivery()
+        d = every.c
+        query = sa.select(every).where(d.user_id == user_id)
         for column, value in ((d.channel, where.channel), (d.state, where.state)):
             if value is not None:
                 query = query.where(column == value)
@@ -77,7 +79,10 @@ class Timelines:
             )
         query = query.order_by(d.created_at.desc(), d.id.desc()).limit(limit + 1)
         async with self._db.reader() as conn:
-            rows = [dict(r._mapping) for r in await conn.execute(query)]
+            rows = [
+                deliveries_repository.with_notification(r._mapping)
+                for r in await conn.execute(query)
+            ]
             steps = await deliveries_repository.transitions_of(conn, rows[:limit])
         page = [{**row, "transitions": steps[row["id"]]} for row in rows[:limit]]
         last = page[-1] if len(rows) > limit else None

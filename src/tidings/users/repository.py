@@ -158,6 +158,13 @@ async def erase_user(conn: AsyncConnection, user_id: str, pseudonym: str, now: d
     profile = await get_profile(conn, user_id)
     existed = profile is not None
     await conn.execute(users.delete().where(users.c.id == user_id))
+    # The events of their in-app deliveries that are their items, read before the items go.
+    reached = {
+        row.event_id
+        for row in await conn.execute(
+            sa.select(inbox_items.c.event_id).where(inbox_items.c.user_id == user_id).distinct()
+        )
+    }
     for table in (inbox_items, channel_addresses, subscriptions, digest_entries, digests):
         await conn.execute(table.delete().where(table.c.user_id == user_id))
     await conn.execute(dedup_marks.delete().where(dedup_marks.c.user_id == user_id))
@@ -177,12 +184,15 @@ async def erase_user(conn: AsyncConnection, user_id: str, pseudonym: str, now: d
         caught = sa.or_(caught, mailbox.c.recipient == profile["email"])
     await conn.execute(mailbox.delete().where(caught))
     await _stop_pending(conn, user_id, now)
-    event_ids = [
-        row.event_id
-        for row in await conn.execute(
-            sa.select(deliveries.c.event_id).where(deliveries.c.user_id == user_id).distinct()
-        )
-    ]
+    event_ids = sorted(
+        reached
+        | {
+            row.event_id
+            for row in await conn.execute(
+                sa.select(deliveries.c.event_id).where(deliveries.c.user_id == user_id).distinct()
+            )
+        }
+    )
     await conn.execute(
         deliveries.update().where(deliveries.c.user_id == user_id).values(user_id=pseudonym)
     )

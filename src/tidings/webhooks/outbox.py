@@ -153,16 +153,21 @@ class Outbox:
         wanted = [t for t in transitions if any(x.wants_state(t["state"]) for x in listeners)]
         if not wanted:
             return
-        found = await conn.execute(
-            sa.select(
-                deliveries.c.id,
-                deliveries.c.event_id,
-                deliveries.c.user_id,
-                deliveries.c.channel,
-                deliveries.c.type,
-            ).where(deliveries.c.id.in_({t["delivery_id"] for t in wanted}))
-        )
-        about = {row.id: dict(row._mapping) for row in found}
+        # A transition may carry its delivery (one just planned, or an in-app delivery
+        # that is its item and has no row); the others are read.
+        about = {t["delivery_id"]: t["delivery"] for t in wanted if "delivery" in t}
+        unknown = {t["delivery_id"] for t in wanted} - about.keys()
+        if unknown:
+            found = await conn.execute(
+                sa.select(
+                    deliveries.c.id,
+                    deliveries.c.event_id,
+                    deliveries.c.user_id,
+                    deliveries.c.channel,
+                    deliveries.c.type,
+                ).where(deliveries.c.id.in_(unknown))
+            )
+            about.update({row.id: dict(row._mapping) for row in found})
         rows: list[dict[str, Any]] = []
         for transition in wanted:
             delivery = about.get(transition["delivery_id"])

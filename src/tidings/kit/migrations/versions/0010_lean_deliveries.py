@@ -1,5 +1,6 @@
 """lean deliveries: a notification is its deliveries (the notifications table folds into
-a ``type`` column on them), and the delivery indexes are those a query needs
+a ``type`` column on them), an in-app delivery made into its own item is that item (an
+index on the items' event), and the delivery indexes are those a query needs
 
 Revision ID: 0010
 Revises: 0009
@@ -46,10 +47,27 @@ def upgrade() -> None:
             postgresql_where=sa.text("provider_message_id IS NOT NULL"),
             sqlite_where=sa.text("provider_message_id IS NOT NULL"),
         )
+    with op.batch_alter_table("inbox_items", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_inbox_items_event_id_user_id"), ["event_id", "user_id"], unique=False
+        )
     op.drop_table("notifications")
 
 
 def downgrade() -> None:
+    # In-app deliveries that are their item get their row back: the release before
+    # reads deliveries only from their table.
+    op.execute(
+        "INSERT INTO deliveries (id, notification_id, event_id, user_id, type, channel, "
+        "state, created_at, updated_at) "
+        "SELECT i.id, COALESCE((SELECT MIN(d.notification_id) FROM deliveries d "
+        "WHERE d.event_id = i.event_id AND d.user_id = i.user_id), i.id), "
+        "i.event_id, i.user_id, i.type, 'in_app', 'delivered', "
+        "i.created_at, i.created_at FROM inbox_items i "
+        "WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = i.id)"
+    )
+    with op.batch_alter_table("inbox_items", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_inbox_items_event_id_user_id"))
     op.create_table(
         "notifications",
         sa.Column("id", sa.String(length=64), nullable=False),
