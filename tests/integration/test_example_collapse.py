@@ -16,12 +16,12 @@ ACTORS = [("u-cid", "Cid"), ("u-dee", "Dee"), ("u-eve", "Eve"), ("u-ann", "Ann")
 
 
 async def in_app_done(runtime: Runtime, count: int) -> bool:
-    done = tables.deliveries.c
+    every = tables.every_delivery()
     async with runtime.db.reader() as conn:
         found = await conn.execute(
             sa.select(sa.func.count())
-            .select_from(tables.deliveries)
-            .where(done.channel == "in_app", done.state == "delivered")
+            .select_from(every)
+            .where(every.c.channel == "in_app", every.c.state == "delivered")
         )
         return int(found.scalar_one()) == count
 
