@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import math
 import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,9 @@ SCHEDULE_SLACK = dt.timedelta(seconds=5)
 """How far ahead of a queue's clock the moment a delay was asked at may be before the
 queue decides that the scheduler's clock ran ahead, and counts the delay from now."""
 _BOUND_BATCH = 1000
+BOUND_EVERY_SECONDS = 1.0
+"""How often a queue looks for schedules set by a clock that ran ahead (its own clock
+going back makes it look at once)."""
 
 
 def scheduled_at(job: NewJob, now: dt.datetime) -> dt.datetime | None:
@@ -208,12 +212,24 @@ class WakeUps:
 
 
 class SqlQueue:
-    """The queue kept in Tidings' own database."""
+    """The queue kept in Tidings' own database.
+
+    A claim is one statement: on PostgreSQL it runs on its own (autocommit), a round
+    trip instead of the four of a transaction around it. Schedules set by a clock that
+    ran ahead are bounded before a claim at most every ``BOUND_EVERY_SECONDS``, and at
+    once when this queue's clock went back (it was the one ahead).
+    """
 
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
         self._wakeups = WakeUps()
+        self._bounded_at = -math.inf
+        """When (event loop time) schedules were last bounded."""
+        self._latest: dt.datetime | None = None
+        """The latest time this queue's clock told a claim."""
+        self._claims: dict[tuple[int, ...] | None, sa.Update] = {}
+        """The claim statement of each set of lanes, built once."""
 
     async def enqueue(self, conn: AsyncConnection, new_jobs: Sequence[NewJob]) -> None:
         """Add jobs inside the caller's transaction: they exist exactly when it commits."""
@@ -251,40 +267,40 @@ class SqlQueue:
         if lanes is not None and not lanes:
             return []
         now = self._clock.now()
-        due = (
-            sa.select(jobs.c.id)
-            .where(
-                *_in_lanes(lanes),
-                jobs.c.run_at <= now,
-                sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
-            )
-            .order_by(jobs.c.lane, jobs.c.run_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        stmt = (
-            jobs.update()
-            .where(jobs.c.id.in_(due.scalar_subquery()))
-            .values(lease_until=now + lease, leased_by=worker_id, attempts=jobs.c.attempts + 1)
-            .returning(
-                jobs.c.id,
-                jobs.c.kind,
-                jobs.c.payload,
-                jobs.c.lane,
-                jobs.c.attempts,
-                jobs.c.run_at,
-                jobs.c.headers,
-            )
-        )
-        async with self._db.transaction() as conn:
-            await bound_schedules(self._db, conn, now)
-            rows = (await conn.execute(stmt)).all()
+        key = None if lanes is None else tuple(sorted(set(lanes)))
+        stmt = self._claims.get(key)
+        if stmt is None:
+            stmt = self._claims[key] = _claim_statement(key)
+        params = {"now": now, "lease_until": now + lease, "worker": worker_id, "limit": limit}
+        if self._bounding_due(now):
+            async with self._db.transaction() as conn:
+                await bound_schedules(self._db, conn, now)
+        if self._db.is_postgres:
+            # One statement is its own transaction: the lease commits with it.
+            async with self._db.engine.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                rows = (await conn.execute(stmt, params)).all()
+        else:
+            async with self._db.transaction() as conn:
+                rows = (await conn.execute(stmt, params)).all()
         # RETURNING comes in no particular order; hand the jobs out as they were chosen.
         chosen = sorted(rows, key=lambda r: (r.lane, r.run_at))
         return [
             Job(r.id, r.kind, r.payload, r.lane, r.attempts, worker_id, headers=r.headers)
             for r in chosen
         ]
+
+    def _bounding_due(self, now: dt.datetime) -> bool:
+        """Whether a claim at ``now`` should bound schedules first: when this queue's
+        clock went back since the last claim, or ``BOUND_EVERY_SECONDS`` after the last
+        time (for the schedules of other processes' clocks)."""
+        went_back = self._latest is not None and now < self._latest
+        self._latest = now
+        moment = asyncio.get_running_loop().time()
+        if not went_back and moment - self._bounded_at < BOUND_EVERY_SECONDS:
+            return False
+        self._bounded_at = moment
+        return True
 
     async def complete(self, conn: AsyncConnection, done: Sequence[Job]) -> None:
         """Remove finished jobs, inside the transaction that recorded their effects."""
@@ -385,6 +401,42 @@ def dead_letter_row(job: Job, error: str, now: dt.datetime) -> dict[str, Any]:
         "failed_at": now,
         "headers": dict(job.headers) if job.headers else None,
     }
+
+
+def _claim_statement(lanes: tuple[int, ...] | None) -> sa.Update:
+    """The claim of up to ``:limit`` jobs of ``lanes`` due at ``:now`` for ``:worker``,
+    leased until ``:lease_until``: the ids are chosen (and locked, skipping those that
+    another claim holds) and leased in one statement."""
+    now = sa.bindparam("now", type_=UTCDateTime())
+    due = (
+        sa.select(jobs.c.id)
+        .where(
+            *_in_lanes(lanes),
+            jobs.c.run_at <= now,
+            sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
+        )
+        .order_by(jobs.c.lane, jobs.c.run_at)
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        jobs.update()
+        .where(jobs.c.id.in_(due.scalar_subquery()))
+        .values(
+            lease_until=sa.bindparam("lease_until", type_=UTCDateTime()),
+            leased_by=sa.bindparam("worker", type_=sa.String()),
+            attempts=jobs.c.attempts + 1,
+        )
+        .returning(
+            jobs.c.id,
+            jobs.c.kind,
+            jobs.c.payload,
+            jobs.c.lane,
+            jobs.c.attempts,
+            jobs.c.run_at,
+            jobs.c.headers,
+        )
+    )
 
 
 def _in_lanes(lanes: Collection[int] | None) -> list[sa.ColumnElement[bool]]:
