@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
-from tidings.delivery import batch_books, digests, repository, rule_state
+from tidings.delivery import batch_books, broadcast, digests, repository, rule_state
 from tidings.delivery.audience import Audience, AudienceLoader
 from tidings.delivery.collapse import Collapser, open_collapser
 from tidings.delivery.plan_rows import COLLAPSED_INTO, PlanningError, Rows, event_context, until
@@ -102,9 +102,23 @@ class Pipeline:
         await self._inbox.announce(items)
 
     async def fanout(self, jobs: Sequence[Job]) -> None:
-        """Plan one page of a topic event's subscribers per job, and queue the next page."""
+        """Plan one page of a topic event's subscribers per job, and queue the next page;
+        a large topic's event is broadcast instead (``broadcast``: fan-out on read)."""
+        on_read = broadcast.FanoutOnRead(
+            self._db,
+            self._clock,
+            self._catalog,
+            self._queue,
+            self._events,
+            self._users,
+            self._inbox,
+            self._audience,
+            page_size=self._page_size,
+            channels=self._channels,
+        )
         for job in jobs:
-            await self._fanout_page(job)
+            if not await on_read.fanout_page(job):
+                await self._fanout_page(job)
 
     async def _fanout_page(self, job: Job) -> None:
         event_id: str = job.payload["event"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
@@ -142,7 +143,7 @@ async def stream(
     resume_from = last_event_id_header or last_event_id
 
     async def events() -> AsyncIterator[dict[str, Any]]:
-        async with hub.subscribe(user) as queue:
+        async with hub.subscribe(user) as queue, _broadcasts_to(inbox, user, queue):
             # Caught up after subscribing, so nothing falls between the replay and the
             # stream (what lands in both is sent once).
             place = _Place()
@@ -175,6 +176,15 @@ async def stream(
     return EventSourceResponse(
         events(), ping=PING_SECONDS, shutdown_event=shutting_down, shutdown_grace_period=1.0
     )
+
+
+def _broadcasts_to(
+    inbox: InboxService, user: str, queue: asyncio.Queue[dict[str, Any]]
+) -> contextlib.AbstractAsyncContextManager[Any]:
+    """While entered, the broadcasts of the user's topics come to the stream's queue too."""
+    if inbox.broadcasts is None:
+        return contextlib.nullcontext()
+    return inbox.broadcasts.watch(user, queue)
 
 
 class _Place:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.inbox import repository, schemas
+from tidings.inbox.broadcasts import Broadcasts, SharedItems
 from tidings.kit import cursors, errors, metrics, tracing
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
@@ -106,10 +107,15 @@ def group_actors(actors: Iterable[Mapping[str, Any] | None]) -> list[dict[str, A
 
 
 class InboxService:
-    def __init__(self, db: Database, clock: Clock, live: LiveHub) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, live: LiveHub, *, broadcasts: Broadcasts | None = None
+    ) -> None:
+        """With ``broadcasts``, a user's inbox also holds the broadcasts of the large
+        topics they subscribe to (fan-out on read); without, there are none."""
         self._db = db
         self._clock = clock
         self._live = live
+        self.broadcasts = broadcasts
 
     async def open_groups(
         self, conn: AsyncConnection, keys: Collection[GroupKey]
@@ -213,13 +219,19 @@ class InboxService:
         """
         since = decode_position(last_event_id) if last_event_id else None
         async with self._db.reader() as conn:
+            shared = await self._shared(conn, user_id)
             if since is not None:
                 rows = await repository.after(conn, user_id, since, REPLAY_LIMIT + 1)
+                if shared is not None:
+                    rows += await shared.after(since, REPLAY_LIMIT + 1)
+                    rows = sorted(rows, key=_stream_order)[: REPLAY_LIMIT + 1]
                 if len(rows) <= REPLAY_LIMIT:
                     items = [_item(row) for row in rows]
                     position = position_of(items[-1]) if items else since
                     return CatchUp(items=items, position=position, resync=False)
             newest = await repository.newest(conn, user_id)
+            if shared is not None and (broadcast := await shared.newest()) is not None:
+                newest = broadcast if newest is None else max(newest, broadcast)
         return CatchUp(items=[], position=newest or START, resync=bool(last_event_id))
 
     async def seen(self, conn: AsyncConnection, item_ids: Collection[str]) -> set[str]:
@@ -230,15 +242,22 @@ class InboxService:
     async def page(
         self, user_id: str, *, cursor: str | None, limit: int, unread_only: bool, archived: bool
     ) -> schemas.Page:
+        before = cursors.decode_keyset(cursor)
         async with self._db.reader() as conn:
             rows = await repository.page(
                 conn,
                 user_id,
-                before=cursors.decode_keyset(cursor),
+                before=before,
                 limit=limit + 1,
                 unread_only=unread_only,
                 archived=archived,
             )
+            shared = await self._shared(conn, user_id)
+            if shared is not None:
+                rows += await shared.page(
+                    before=before, limit=limit + 1, unread_only=unread_only, archived=archived
+                )
+                rows = sorted(rows, key=_stream_order, reverse=True)[: limit + 1]
         items = [_item(row) for row in rows[:limit]]
         next_cursor = (
             cursors.encode_keyset(items[-1].created_at, items[-1].id) if len(rows) > limit else None
@@ -248,14 +267,32 @@ class InboxService:
     async def item(self, user_id: str, item_id: str) -> schemas.Item:
         async with self._db.reader() as conn:
             row = await repository.get(conn, user_id, item_id)
+            if row is None and self.broadcasts is not None:
+                row = next(iter(await self.broadcasts.items(conn, user_id, [item_id])), None)
         if row is None:
             raise errors.NotFound(f"No inbox item {item_id!r}.", field="item_id")
         return _item(row)
 
     async def counts(self, user_id: str) -> schemas.Counts:
         async with self._db.reader() as conn:
-            unread, unseen, total = (await repository.counts(conn, [user_id]))[user_id]
+            unread, unseen, total = (await self.counts_of(conn, [user_id]))[user_id]
         return schemas.Counts(unread=unread, unseen=unseen, total=total)
+
+    async def counts_of(
+        self, conn: AsyncConnection, user_ids: Sequence[str]
+    ) -> dict[str, tuple[int, int, int]]:
+        """user → (unread, unseen, total) over their unarchived items, broadcasts included."""
+        found = await repository.counts(conn, user_ids)
+        if self.broadcasts is None:
+            return found
+        for user_id in user_ids:
+            shared = await self.broadcasts.counts(conn, user_id)
+            found[user_id] = (
+                found[user_id][0] + shared[0],
+                found[user_id][1] + shared[1],
+                found[user_id][2] + shared[2],
+            )
+        return found
 
     async def mark(
         self, user_id: str, item_ids: Sequence[str] | None, marks: schemas.Marks
@@ -264,9 +301,16 @@ class InboxService:
         flags = marks.model_dump(include={"read", "seen", "archived"}, exclude_none=True)
         if not flags:
             raise errors.Invalid("Say which flags to change: read, seen or archived.", field="read")
+        now = self._clock.now()
         async with self._db.transaction() as conn:
-            changed = await repository.mark(conn, user_id, item_ids, flags, self._clock.now())
-            unread, unseen, total = (await repository.counts(conn, [user_id]))[user_id]
+            own = item_ids
+            changed = 0
+            if self.broadcasts is not None:
+                changed, own = await self.broadcasts.mark(conn, user_id, item_ids, flags, now)
+                own = None if item_ids is None else own
+            if own is None or own:
+                changed += await repository.mark(conn, user_id, own, flags, now)
+            unread, unseen, total = (await self.counts_of(conn, [user_id]))[user_id]
         counts = schemas.Counts(unread=unread, unseen=unseen, total=total)
         if changed:
             await self._live.publish(user_id, {"event": "counts", "data": counts.model_dump()})
@@ -276,6 +320,14 @@ class InboxService:
         await self.item(user_id, item_id)
         await self.mark(user_id, [item_id], marks)
         return await self.item(user_id, item_id)
+
+    async def _shared(self, conn: AsyncConnection, user_id: str) -> SharedItems | None:
+        """The broadcasts in the user's inbox, to read beside their own items; None when
+        there are none."""
+        if self.broadcasts is None:
+            return None
+        reader = await self.broadcasts.reader(conn, user_id)
+        return None if reader is None else SharedItems(conn, reader)
 
     async def _insert(
         self, conn: AsyncConnection, items: Sequence[tuple[int, Mapping[str, Any]]]

@@ -1,0 +1,369 @@
+"""Fan-out on read: a large topic's event becomes one broadcast instead of an inbox item
+per subscriber.
+
+The fan-out job of a topic event asks ``fanout_page`` first. The event is broadcast when
+all of these hold when its fan-out starts:
+
+- its type has the in-app channel, and its in-app templates (title, body, action URL)
+  read nothing but the event (``data``, ``actor``, ``event``): not the recipient, not a
+  filter that formats in the recipient's locale or time zone (``catalog``'s own test,
+  the one that lets a template render once per event);
+- its type has no dedup, collapse, throttle, digest, delay or email-if-unseen rule:
+  those decide per recipient, from their own history, or wait on their own item;
+- it is not stale yet (``max_age``), and its fan-out has not started on write;
+- its topic has at least ``Broadcasts.min_subscribers`` subscribers
+  (``TIDINGS_FANOUT_ON_READ_MIN``; 0 turns broadcasting off).
+
+Then its rendered item is stored once, in the transaction that plans its first page, and
+is in every subscriber's inbox from that commit on (``inbox.broadcasts``). Its other
+channels (email, plugin channels) are still planned per subscriber, a page of them per
+job as on write, with every rule that applies to them; no in-app row is written for any
+subscriber. An event that is not broadcast is fanned out on write, as before. Once an
+event has a broadcast, every page of it is planned this way (a job run again included).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings import catalog
+from tidings.catalog import templates
+from tidings.delivery import digests, rule_state
+from tidings.delivery import repository as deliveries
+from tidings.delivery.audience import Audience, AudienceLoader
+from tidings.delivery.plan_rows import PlanningError, Rows, event_context, until
+from tidings.delivery.states import DeliveryState
+from tidings.events.service import FANOUT_JOB, EventsService
+from tidings.inbox.broadcasts import broadcast_id
+from tidings.inbox.service import InboxService
+from tidings.kit import ids, metrics
+from tidings.kit.clock import Clock
+from tidings.kit.db import Database
+from tidings.kit.queue import Job, NewJob, Queue
+from tidings.planning import planner
+from tidings.planning.planner import Action
+from tidings.planning.rules import staleness
+from tidings.planning.rules.digest_schedule import Cadence
+from tidings.users.service import UsersService
+
+EMAIL_JOB = "email"
+CHANNEL_JOB = "channel"
+"""The jobs the senders take, as ``pipeline`` names them (it imports this module)."""
+
+
+def refusal(ntype: catalog.NotificationType) -> str | None:
+    """Why events of this type cannot be broadcast; None when they can."""
+    if planner.IN_APP not in ntype.channels:
+        return "no in-app channel"
+    rules = ntype.rules
+    for name in ("dedup", "collapse", "throttle", "digest", "delay", "email_if_unseen"):
+        if getattr(rules, name) is not None:
+            return f"a {name} rule"
+    if not _reads_only_the_event(ntype):
+        return "in-app templates that read the recipient"
+    return None
+
+
+def _reads_only_the_event(ntype: catalog.NotificationType) -> bool:
+    """Whether every in-app template renders the same for every recipient of an event.
+
+    The catalog compiles that fact into each template (it renders such a template once
+    per event); it is read here from the compiled templates.
+    """
+    in_app = ntype._in_app
+    if in_app is None:
+        return False
+    found = [in_app.title, in_app.body, in_app.action_url]
+    return all(t is None or t in templates._EVENT_ONLY for t in found)
+
+
+class FanoutOnRead:
+    """The fan-out of topic events that are broadcast (see the module's description)."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        types: catalog.Catalog,
+        queue: Queue,
+        events: EventsService,
+        users: UsersService,
+        inbox: InboxService,
+        audience: AudienceLoader,
+        *,
+        page_size: int,
+        channels: Collection[str],
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._catalog = types
+        self._queue = queue
+        self._events = events
+        self._users = users
+        self._inbox = inbox
+        self._audience = audience
+        self._page_size = page_size
+        self._channels = frozenset(channels)
+
+    async def fanout_page(self, job: Job) -> bool:
+        """Run one fan-out job of a topic event if the event is (or becomes) a broadcast,
+        and queue its next page; False, having done nothing, when it is not one (then
+        it fans out on write)."""
+        broadcasts = self._inbox.broadcasts
+        if broadcasts is None or broadcasts.min_subscribers <= 0:
+            return False
+        event_id: str = job.payload["event"]
+        after: str | None = job.payload["after"]
+        now = self._clock.now()
+        stored: Mapping[str, Any] | None = None
+        async with self._db.transaction() as conn:
+            found = await self._events.load(conn, [event_id])
+            if not found:
+                return False  # the fan-out on write says so
+            event = found[0]
+            if await broadcasts.of_event(conn, event_id) is None:
+                row = await self._broadcast(conn, event, after, now)
+                if row is None:
+                    return False
+                if await broadcasts.store(conn, row):
+                    stored = row
+            ntype = self._type(event)
+            lanes: set[int] = set()
+            others = sorted(ntype.channels - {planner.IN_APP})
+            page: list[str] = []
+            if others:
+                page = await self._users.subscriber_page(
+                    conn, event["topic"], after, self._page_size
+                )
+                lanes = await self._plan_page(conn, event, ntype, others, page, now)
+            if len(page) == self._page_size:
+                await self._queue.enqueue(
+                    conn,
+                    [
+                        NewJob(
+                            id=f"{FANOUT_JOB}:{event_id}:{page[-1]}",
+                            kind=FANOUT_JOB,
+                            payload={"event": event_id, "after": page[-1]},
+                            lane=job.lane,
+                        )
+                    ],
+                )
+                lanes.add(job.lane)
+            else:
+                await self._events.mark_planned(conn, [event_id])
+            await self._queue.complete(conn, [job])
+        self._queue.wake(lanes)
+        if stored is not None:
+            metrics.of(self._db).in_app_written([stored], now)
+            await broadcasts.announce(stored)
+        return True
+
+    async def _broadcast(
+        self,
+        conn: AsyncConnection,
+        event: Mapping[str, Any],
+        after: str | None,
+        now: dt.datetime,
+    ) -> dict[str, Any] | None:
+        """The broadcast row of an event whose fan-out starts now, if it is to be one."""
+        broadcasts = self._inbox.broadcasts
+        ntype = self._catalog.get(event["type"])
+        if (
+            broadcasts is None
+            or after is not None  # its fan-out started on write
+            or event["planned_at"] is not None
+            or ntype is None
+            or refusal(ntype) is not None
+            or staleness.is_stale(event["created_at"], now, ntype.rules.max_age)
+        ):
+            return None
+        wanted = broadcasts.min_subscribers
+        counted = await self._users.subscriber_page(conn, event["topic"], None, wanted)
+        if len(counted) < wanted:
+            return None
+        # A first job run again after it started on write (the topic grew meanwhile).
+        if await deliveries.for_event(conn, event["id"], None, 1):
+            return None
+        try:
+            content = ntype.render_in_app({**event_context(event), "recipient": {}})
+        except catalog.RenderError:
+            return None  # fanned out on write, which records the failure as it does
+        category = self._catalog.category(ntype.category)
+        return {
+            "id": broadcast_id(event["id"]),
+            "event_id": event["id"],
+            "tenant": event["tenant"],
+            "topic": event["topic"],
+            "type": event["type"],
+            "category": ntype.category,
+            "mandatory": category.mandatory,
+            "in_app_default": category.default_channels.get(planner.IN_APP),
+            "critical": ntype.priority is catalog.Priority.CRITICAL,
+            "title": content.title,
+            "body": content.body,
+            "action_url": content.action_url,
+            "actor": event["actor"],
+            "accepted_at": event["created_at"],
+            "created_at": now,
+        }
+
+    async def _plan_page(
+        self,
+        conn: AsyncConnection,
+        event: Mapping[str, Any],
+        ntype: catalog.NotificationType,
+        channels: Sequence[str],
+        page: Sequence[str],
+        now: dt.datetime,
+    ) -> set[int]:
+        """Plan and record the channels other than in-app for one page of subscribers;
+        returns the lanes that got work due now."""
+        event_id = event["id"]
+        users = list(dict.fromkeys(page))
+        await rule_state.lock_users(self._db, conn, users)
+        # Under the locks: a run of this page that committed before is seen, and an
+        # erasure committed before is too (one that comes after finds these rows).
+        done = await deliveries.planned_recipients(conn, [(event_id, user) for user in users])
+        users = [user for user in users if (event_id, user) not in done]
+        rows = Rows()
+        erased = await self._users.erasures(conn, users)
+        forgotten = [u for u in users if u in erased and erased[u].covers(event["created_at"])]
+        for user in forgotten:
+            self._record_erased(event, channels, user, erased[user].pseudonym, rows, now)
+        if forgotten:
+            await self._users.forget_in_events(conn, {event_id: forgotten})
+        live = [user for user in users if user not in set(forgotten)]
+        audience = await self._audience.load(conn, live, [event["tenant"]], [event])
+        for user in live:
+            self._plan_one(
+                event, ntype, channels, audience.recipient(user, event), audience, rows, now
+            )
+        await rows.save(self._db, conn, self._queue, now)
+        await digests.add_entries(self._db, conn, rows.digest_entries)
+        return {job.lane for job in rows.jobs if job.run_at is None or job.run_at <= now}
+
+    def _plan_one(
+        self,
+        event: Mapping[str, Any],
+        ntype: catalog.NotificationType,
+        channels: Sequence[str],
+        recipient: planner.Recipient,
+        audience: Audience,
+        rows: Rows,
+        now: dt.datetime,
+    ) -> None:
+        """Plan one subscriber's channels but in-app, as the pipeline plans them for a
+        type without per-recipient rules: preferences, address, suppression list, the
+        category's digest cadence and quiet hours."""
+        tenant = event["tenant"]
+        category = self._catalog.category(ntype.category)
+        prefs = audience.preferences_of(recipient.id, tenant)
+        critical = ntype.priority is catalog.Priority.CRITICAL
+        situation = planner.Situation(
+            now=now,
+            created_at=event["created_at"],
+            rules=ntype.rules,
+            category=ntype.category,
+            critical=critical,
+            quiet_hours=prefs.quiet_hours.value,
+            digest_cadence=Cadence() if critical else prefs.digest(category).value,
+        )
+        plan = planner.plan_notification(
+            channels,
+            self._channels,
+            recipient,
+            audience.facts(recipient, tenant, category, channels),
+            situation,
+            planner.Books(),
+        )
+        notification_id = ids.derived_id(event["id"], recipient.id)
+        for channel_plan in plan.channels:
+            self._record_channel(event, ntype, recipient, notification_id, channel_plan, rows, now)
+        for digest in plan.digests:
+            entry, timer = digests.entry(event, ntype, recipient, digest, now)
+            rows.digest_entries.append(entry)
+            rows.jobs.append(timer)
+
+    @staticmethod
+    def _record_channel(
+        event: Mapping[str, Any],
+        ntype: catalog.NotificationType,
+        recipient: planner.Recipient,
+        notification_id: str,
+        plan: planner.ChannelPlan,
+        rows: Rows,
+        now: dt.datetime,
+    ) -> None:
+        """The delivery of one channel and, when it is to be sent, its sender's job."""
+        delivery_id = ids.derived_id(event["id"], recipient.id, plan.channel)
+        if plan.action is Action.SUPPRESS:
+            state, detail = DeliveryState.SUPPRESSED, None
+        elif plan.action is Action.DELIVER:
+            state, detail = DeliveryState.SCHEDULED, None
+        else:
+            state, detail = DeliveryState.SCHEDULED, until(plan.not_before)
+        rows.delivery(
+            delivery_id=delivery_id,
+            notification_id=notification_id,
+            event_id=event["id"],
+            user_id=recipient.id,
+            type=event["type"],
+            channel=plan.channel,
+            state=state,
+            reason=plan.reason,
+            detail=detail,
+            now=now,
+        )
+        if plan.action not in (Action.DELIVER, Action.HOLD):
+            return
+        payload: dict[str, Any] = {"delivery": delivery_id, "user": recipient.id}
+        kind = EMAIL_JOB
+        if plan.channel != planner.EMAIL:
+            kind = CHANNEL_JOB
+            payload["channel"] = plan.channel
+        # Without a delay or an unseen wait (no broadcast has them), a hold is quiet
+        # hours: a time of its own.
+        rows.jobs.append(
+            NewJob(
+                id=f"{kind}:{delivery_id}",
+                kind=kind,
+                payload=payload,
+                lane=ntype.priority.lane,
+                run_at=plan.not_before,
+            )
+        )
+
+    @staticmethod
+    def _record_erased(
+        event: Mapping[str, Any],
+        channels: Sequence[str],
+        user: str,
+        pseudonym: str,
+        rows: Rows,
+        now: dt.datetime,
+    ) -> None:
+        """A subscriber erased after the event was accepted: each channel suppressed
+        (``erased``) under their pseudonym, with the ids planning would have used."""
+        for channel in channels:
+            rows.delivery(
+                delivery_id=ids.derived_id(event["id"], user, channel),
+                notification_id=ids.derived_id(event["id"], user),
+                event_id=event["id"],
+                user_id=pseudonym,
+                type=event["type"],
+                channel=channel,
+                state=DeliveryState.SUPPRESSED,
+                reason=planner.SuppressionReason.ERASED,
+                detail=None,
+                now=now,
+            )
+
+    def _type(self, event: Mapping[str, Any]) -> catalog.NotificationType:
+        ntype = self._catalog.get(event["type"])
+        if ntype is None:
+            raise PlanningError(f"type {event['type']!r} is not in the catalog any more")
+        return ntype
