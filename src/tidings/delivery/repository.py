@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.delivery.states import ALLOWED, STATE_ORDER, DeliveryState, first_transitions
 from tidings.kit import ids, job_context, metrics
 from tidings.kit.db import Database
-from tidings.kit.tables import deliveries, delivery_transitions, every_delivery, inbox_items
+from tidings.kit.tables import (
+    UTCDateTime,
+    deliveries,
+    delivery_transitions,
+    every_delivery,
+    inbox_items,
+)
 from tidings.webhooks import outbox as webhook_outbox
 
 
@@ -168,30 +174,25 @@ async def advance(
     """Apply state changes and log their transitions; returns the ids that moved.
 
     A change the state machine forbids from the delivery's current state (a late "sent"
-    after a "bounced", a replayed job) changes nothing.
+    after a "bounced", a replayed job) changes nothing. On PostgreSQL, changes to distinct
+    deliveries are applied a group at a time (one ``UPDATE … FROM unnest(…)`` per target
+    state and set of fields); several changes to one delivery apply in order.
     """
+    if not changes:
+        return []
+    await log_first_states(db, conn, list(dict.fromkeys(c.delivery_id for c in changes)))
+    if db.is_postgres and len({c.delivery_id for c in changes}) == len(changes):
+        channels = await _update_together(conn, changes, now)
+    else:
+        channels = [await _update_one(conn, change, now) for change in changes]
     moved: list[str] = []
     written: list[dict[str, Any]] = []
-    if changes:
-        await log_first_states(db, conn, list(dict.fromkeys(c.delivery_id for c in changes)))
-    for change in changes:
-        sources = [state.value for state, nxt in ALLOWED.items() if change.target in nxt]
-        result = await conn.execute(
-            deliveries.update()
-            .where(deliveries.c.id == change.delivery_id, deliveries.c.state.in_(sources))
-            .values(
-                state=change.target.value,
-                reason=change.reason,
-                detail=change.detail,
-                updated_at=now,
-                **change.fields,
-            )
-            .returning(deliveries.c.channel)
-        )
-        if (row := result.first()) is None:
+    logged: list[dict[str, Any]] = []
+    for change, channel in zip(changes, channels, strict=True):
+        if channel is None:
             continue
         moved.append(change.delivery_id)
-        metrics.of(db).delivery_state(row.channel, change.target, change.reason)
+        metrics.of(db).delivery_state(channel, change.target, change.reason)
         stage, attempt = origin(change.stage)
         transition = {
             "id": ids.derived_id(
@@ -204,13 +205,80 @@ async def advance(
             "at": now,
         }
         written.append(transition)
-        await conn.execute(
-            db.insert_ignore(delivery_transitions).values(
-                **transition, stage=stage, attempt=attempt
-            )
-        )
+        logged.append({**transition, "stage": stage, "attempt": attempt})
+    await db.insert_rows_ignore(conn, delivery_transitions, logged)
     await webhook_outbox.changed(db, conn, lambda: written)
     return moved
+
+
+def _sources(target: DeliveryState) -> list[str]:
+    """The states a delivery may move to ``target`` from."""
+    return [state.value for state, nxt in ALLOWED.items() if target in nxt]
+
+
+async def _update_one(conn: AsyncConnection, change: StateChange, now: dt.datetime) -> str | None:
+    """Apply one change; the delivery's channel if it moved."""
+    result = await conn.execute(
+        deliveries.update()
+        .where(
+            deliveries.c.id == change.delivery_id,
+            deliveries.c.state.in_(_sources(change.target)),
+        )
+        .values(
+            state=change.target.value,
+            reason=change.reason,
+            detail=change.detail,
+            updated_at=now,
+            **change.fields,
+        )
+        .returning(deliveries.c.channel)
+    )
+    row = result.first()
+    return None if row is None else str(row.channel)
+
+
+# Fields a change may set that are sent as text arrays in a grouped update.
+_TEXT_FIELDS = frozenset({"message_id", "provider", "provider_message_id"})
+
+
+async def _update_together(
+    conn: AsyncConnection, changes: Sequence[StateChange], now: dt.datetime
+) -> list[str | None]:
+    """Apply changes to distinct deliveries on PostgreSQL, one statement per target
+    state and set of fields; each change's delivery channel if it moved."""
+    groups: dict[tuple[DeliveryState, tuple[str, ...]], list[int]] = {}
+    found: list[str | None] = [None] * len(changes)
+    for position, change in enumerate(changes):
+        names = tuple(sorted(change.fields))
+        if not _TEXT_FIELDS.issuperset(names):
+            found[position] = await _update_one(conn, change, now)
+            continue
+        groups.setdefault((change.target, names), []).append(position)
+    for (target, names), positions in groups.items():
+        picked = [changes[p] for p in positions]
+        columns = ("id", "reason", "detail", *names)
+        sets = ", ".join(f"{name} = u.{name}" for name in ("reason", "detail", *names))
+        arrays = ", ".join(f"CAST(:a{n} AS TEXT[])" for n in range(len(columns)))
+        statement = sa.text(
+            f"UPDATE deliveries AS d SET state = :target, {sets}, updated_at = :now "
+            f"FROM unnest({arrays}) AS u({', '.join(columns)}) "
+            "WHERE d.id = u.id AND d.state = ANY(CAST(:sources AS TEXT[])) "
+            "RETURNING d.id, d.channel"
+        ).bindparams(sa.bindparam("now", type_=UTCDateTime()))
+        values: dict[str, Any] = {
+            "target": target.value,
+            "now": now,
+            "sources": _sources(target),
+            "a0": [c.delivery_id for c in picked],
+            "a1": [c.reason for c in picked],
+            "a2": [c.detail for c in picked],
+        }
+        for n, name in enumerate(names, 3):
+            values[f"a{n}"] = [c.fields[name] for c in picked]
+        moved = {row.id: str(row.channel) for row in await conn.execute(statement, values)}
+        for position, change in zip(positions, picked, strict=True):
+            found[position] = moved.get(change.delivery_id)
+    return found
 
 
 async def get_many(conn: AsyncConnection, delivery_ids: Sequence[str]) -> list[dict[str, Any]]:
