@@ -66,6 +66,7 @@ events = sa.Table(
     # Profile fields the event carried that were not stored (its key may not write
     # profiles): user id → fields, used for this event's deliveries only.
     sa.Column("recipient_profiles", JSON),
+    # Retention, the console's event search newest first, the newest event's time.
     sa.Index(None, "created_at"),
 )
 
@@ -168,6 +169,7 @@ delivery_transitions = sa.Table(
     # job that ran more than once, on which attempt.
     sa.Column("stage", sa.String(32)),
     sa.Column("attempt", sa.Integer),
+    # A delivery's timeline; whether it changed since it was planned; retention.
     sa.Index(None, "delivery_id"),
 )
 
@@ -193,8 +195,11 @@ inbox_items = sa.Table(
     sa.Column("group_count", sa.Integer, nullable=False, server_default="1"),
     sa.Column("group_actors", JSON),
     sa.Column("updated_at", UTCDateTime()),
+    # A user's inbox newest first, its pages and counts.
     sa.Index(None, "user_id", "created_at", "id"),
+    # The open group an item collapses into.
     sa.Index(None, "user_id", "group_key"),
+    # Retention.
     sa.Index(None, "created_at"),
     # An event's items: its in-app deliveries (they have no row of their own, see
     # ``every_delivery``), and whether planning already reached a recipient.
@@ -276,7 +281,9 @@ jobs = sa.Table(
     # a time of its own (a digest window's end, quiet hours). A moment still in the
     # future means that clock ran ahead; the queue then counts the delay from now.
     sa.Column("scheduled_at", UTCDateTime()),
+    # Claiming what is due, lane by lane.
     sa.Index(None, "lane", "run_at"),
+    # Timers asked by a clock that ran ahead, pulled back to now.
     sa.Index(None, "scheduled_at"),
 )
 
