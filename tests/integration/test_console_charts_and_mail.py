@@ -80,7 +80,8 @@ async def test_an_email_deliverys_timeline_links_to_the_caught_message(
     await publish(client, producer, comment("c-1", "u-bob"))
     await eventually(lambda: drained(runtime))
     async with runtime.db.reader() as conn:
-        rows = await conn.execute(sa.select(tables.deliveries.c.id, tables.deliveries.c.channel))
+        every = tables.every_delivery()
+        rows = await conn.execute(sa.select(every.c.id, every.c.channel))
         by_channel = {row.channel: row.id for row in rows}
 
     email_page = await client.get(f"/console/deliveries/{by_channel['email']}")

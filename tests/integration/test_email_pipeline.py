@@ -34,10 +34,9 @@ RESET = {
 
 async def deliveries_of(runtime: Runtime, event_id: str, channel: str) -> list[dict[str, Any]]:
     async with runtime.db.reader() as conn:
+        every = tables.every_delivery()
         rows = await conn.execute(
-            sa.select(tables.deliveries).where(
-                tables.deliveries.c.event_id == event_id, tables.deliveries.c.channel == channel
-            )
+            sa.select(every).where(every.c.event_id == event_id, every.c.channel == channel)
         )
         return [dict(r._mapping) for r in rows]
 

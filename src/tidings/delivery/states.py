@@ -66,7 +66,7 @@ def first_transitions(
     writes them once."""
     steps: list[dict[str, Any]] = []
     for row in rows:
-        for step in (S.PLANNED.value, row["state"]):
+        for step in dict.fromkeys((S.PLANNED.value, row["state"])):
             first = step == S.PLANNED.value
             steps.append(
                 {

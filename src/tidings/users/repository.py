@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.delivery.states import first_transitions
@@ -222,7 +223,8 @@ async def _stop_pending(conn: AsyncConnection, user_id: str, now: dt.datetime) -
     # ``delivery.repository.log_first_states``).
     first = first_transitions([row for row in rows if not row["changed"]], stage="plan")
     if first:
-        await conn.execute(delivery_transitions.insert(), first)
+        # A planning that raced this erasure may have logged them already.
+        await conn.execute(_insert_ignore(conn, delivery_transitions), first)
     for start in range(0, len(pending), 500):
         chunk = pending[start : start + 500]
         await conn.execute(
@@ -231,7 +233,7 @@ async def _stop_pending(conn: AsyncConnection, user_id: str, now: dt.datetime) -
             .values(state="suppressed", reason=_ERASED, detail=None, updated_at=now)
         )
     await conn.execute(
-        delivery_transitions.insert(),
+        _insert_ignore(conn, delivery_transitions),
         [
             {
                 "id": ids.derived_id(delivery_id, "suppressed", _ERASED),
@@ -301,3 +303,10 @@ async def subscriber_page(
         query = query.where(subscriptions.c.user_id > after)
     rows = await conn.execute(query.order_by(subscriptions.c.user_id).limit(limit))
     return [dict(row._mapping) for row in rows]
+
+
+def _insert_ignore(conn: AsyncConnection, table: sa.Table) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` in the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
