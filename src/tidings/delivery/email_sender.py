@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,8 @@ from tidings.delivery.plan_rows import COLLAPSED_INTO, event_context
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
 from tidings.delivery.worker import BatchAbandoned, RetryPolicy
-from tidings.email.composer import EmailComposer
+from tidings.email.compose_pool import BuildFailed, Built, ComposePool
+from tidings.email.composer import Draft, EmailComposer
 from tidings.email.message import OutgoingEmail
 from tidings.email.providers.base import (
     Accepted,
@@ -47,13 +49,22 @@ from tidings.kit.db import Database
 from tidings.kit.queue import Job, Queue, backoff
 from tidings.planning import planner
 from tidings.planning.rules import staleness
-from tidings.users.service import UsersService, pseudonym_of
+from tidings.users.service import Erasure, UsersService, pseudonym_of
 
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY = 8
 """The most messages a batch has handed over (or is handing over) without their outcome
 committed: a worker that dies mid-batch sends again at most this many."""
+
+
+POOL_FROM = 16
+"""A batch with fewer messages to send builds them in the event loop: for so few, the
+trip to a compose process would cost about what it saves."""
+
+CHUNK = 16
+"""Messages rendered, then built and signed, at a time: the first are on their way while
+the next are being built."""
 
 
 ERASURE_SKEW = dt.timedelta(seconds=5)
@@ -68,8 +79,26 @@ class _Send:
     email: OutgoingEmail
 
 
+@dataclass
+class _Pending:
+    """A message to send, not rendered yet."""
+
+    job: Job
+    delivery: Mapping[str, Any]
+    event: Mapping[str, Any] | None
+    digest: Mapping[str, Any] | None
+    recipient: planner.Recipient
+
+
 class EmailSender:
-    """The handler of ``email`` jobs."""
+    """The handler of ``email`` jobs.
+
+    Messages are rendered in the event loop, then built and DKIM-signed in a pool of
+    ``compose_processes`` worker processes (None: ``compose_pool.default_processes()``;
+    0: in the event loop), a chunk at a time, each chunk handed over as soon as it is
+    signed. The processes start with the first batch big enough to use them; ``close``
+    stops them (so does a minute without work).
+    """
 
     def __init__(
         self,
@@ -86,6 +115,7 @@ class EmailSender:
         inbox: InboxService,
         *,
         lease: dt.timedelta = dt.timedelta(seconds=30),
+        compose_processes: int | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -95,18 +125,23 @@ class EmailSender:
         self._users = users
         self._suppressions = suppressions
         self._composer = composer
+        self.compose_pool = ComposePool(composer.builder, compose_processes)
         self._provider = provider
         self._retry = retry
         self._inbox = inbox
         self._budget = lease.total_seconds() / 2
         """How long a batch may go on handing messages over: half its jobs' lease."""
 
+    async def close(self) -> None:
+        """Stop the compose processes (a batch still running builds in the loop)."""
+        await self.compose_pool.close()
+
     async def send(self, jobs: Sequence[Job]) -> None:
         """Send one batch of email jobs."""
         now = self._clock.now()
         changes: list[StateChange] = []
         finished: list[Job] = []
-        sends: list[_Send] = []
+        pending: list[_Pending] = []
         async with self._db.reader() as conn:
             deliveries = {
                 d["id"]: d
@@ -156,36 +191,26 @@ class EmailSender:
                 changes.append(StateChange(delivery["id"], DeliveryState.SUPPRESSED, reason.value))
                 finished.append(job)
                 continue
-            assert recipient.email is not None
-            try:
-                email = self._compose(delivery, event, digest, recipient, now)
-            except (catalog.RenderError, KeyError) as exc:
-                changes.append(
-                    StateChange(delivery["id"], DeliveryState.FAILED, "render_error", str(exc))
-                )
-                finished.append(job)
-                continue
-            except ValueError as exc:  # e.g. an address no header may carry
-                changes.append(
-                    StateChange(delivery["id"], DeliveryState.FAILED, "invalid_message", str(exc))
-                )
-                finished.append(job)
-                continue
-            sends.append(_Send(job, delivery, email))
+            pending.append(_Pending(job, delivery, event, digest, recipient))
 
-        await self._hand_over_all(sends, changes, finished, events, read_at=now)
+        await self._hand_over_all(pending, changes, finished, events, read_at=now)
 
     async def _hand_over_all(
         self,
-        sends: Sequence[_Send],
+        pending: Sequence[_Pending],
         changes: list[StateChange],
         finished: list[Job],
         events: Mapping[str, Mapping[str, Any]],
         *,
         read_at: dt.datetime,
     ) -> None:
-        """Hand ``sends`` to the provider, several at once, recording outcomes as they
-        come, with the job changes already decided (``changes``, ``finished``).
+        """Compose ``pending`` and hand the messages to the provider, several at once,
+        recording outcomes as they come, with the job changes already decided
+        (``changes``, ``finished``).
+
+        Messages are rendered a chunk at a time and built and signed in the compose
+        pool, a few chunks ahead of the sending (so memory holds a few chunks of signed
+        messages, not the batch); each is handed over as soon as its chunk is signed.
 
         Before the first message and after each commit, messages to users erased since
         the batch was read are dropped (their deliveries were stopped by the erasure):
@@ -201,34 +226,70 @@ class EmailSender:
         """
         loop = asyncio.get_running_loop()
         deadline = self._hand_over_until(loop.time())
-        todo = list(reversed(sends))
         since = read_at - ERASURE_SKEW
-        await self._drop_erased(todo, finished, since, events)
+        waiting: deque[_Pending] = deque(pending)
+        todo: deque[_Send] = deque()
+        building: deque[tuple[asyncio.Future[list[Built]], list[_Pending]]] = deque()
+        pooled = len(pending) >= POOL_FROM and self.compose_pool.processes > 0
+        ahead = self.compose_pool.processes + 1 if pooled else 1
+        erased = await self._drop_erased([waiting], finished, since, events)
         flying: dict[asyncio.Future[Accepted | SendError], _Send] = {}
         retries: list[tuple[Job, str]] = []
         buried: list[tuple[Job, str]] = []
         unrecorded = 0
         try:
             while True:
+                while waiting and len(building) < ahead:
+                    chunk = [waiting.popleft() for _ in range(min(CHUNK, len(waiting)))]
+                    drafts, drafted = self._drafts(chunk, changes, finished, read_at)
+                    if not drafts:
+                        continue
+                    built: asyncio.Future[list[Built]]
+                    if pooled:
+                        built = asyncio.ensure_future(self.compose_pool.build(drafts))
+                    else:
+                        built = loop.create_future()
+                        built.set_result(self.compose_pool.build_here(drafts))
+                    building.append((built, drafted))
+                while building and building[0][0].done():
+                    built, drafted = building.popleft()
+                    self._take_built(
+                        drafted, built.result(), todo, changes, finished, erased, events
+                    )
                 while todo and len(flying) + unrecorded < COMMIT_EVERY:
                     if loop.time() > deadline:
-                        await self._give_back([item.job for item in reversed(todo)])
+                        await self._give_back(
+                            [item.job for item in todo]
+                            + [item.job for _, drafted in building for item in drafted]
+                            + [item.job for item in waiting]
+                        )
                         todo.clear()
+                        waiting.clear()
+                        for built, _ in building:
+                            built.cancel()
+                        building.clear()
                         break
-                    item = todo.pop()
+                    item = todo.popleft()
                     flying[asyncio.ensure_future(self._hand_over(item.email))] = item
-                if not flying:
+                if not flying and not building:
+                    if todo or waiting:
+                        continue
                     break
-                done, _ = await asyncio.wait(flying, return_when=asyncio.FIRST_COMPLETED)
+                watched: set[asyncio.Future[Any]] = set(flying)
+                if building:
+                    watched.add(building[0][0])
+                done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
-                    item = flying.pop(future)
-                    self._observe([item], [future.result()], events)
-                    self._record(item, future.result(), changes, finished, retries, buried)
+                    sent = flying.pop(future, None)
+                    if sent is None:
+                        continue  # a chunk is built: taken in order above
+                    self._observe([sent], [future.result()], events)
+                    self._record(sent, future.result(), changes, finished, retries, buried)
                     unrecorded += 1
-                if unrecorded >= COMMIT_EVERY // 2 or not flying:
+                if unrecorded >= COMMIT_EVERY // 2 or (unrecorded and not flying):
                     await self._commit(changes, finished, retries, buried)
                     unrecorded = 0
-                    await self._drop_erased(todo, finished, since, events)
+                    erased = await self._drop_erased([todo, waiting], finished, since, events)
             await self._commit(changes, finished, retries, buried)
         except Exception as exc:
             # Some jobs are settled already (completed, retried, given back): running
@@ -241,38 +302,92 @@ class EmailSender:
             # again, at most COMMIT_EVERY of them); the rest is not sent.
             for future in flying:
                 future.cancel()
-            await asyncio.gather(*flying, return_exceptions=True)
+            for built, _ in building:
+                built.cancel()
+            await asyncio.gather(*flying, *(built for built, _ in building), return_exceptions=True)
+
+    def _drafts(
+        self,
+        chunk: Sequence[_Pending],
+        changes: list[StateChange],
+        finished: list[Job],
+        now: dt.datetime,
+    ) -> tuple[list[Draft], list[_Pending]]:
+        """The chunk rendered; a message that cannot be is failed (its job finished)."""
+        drafts: list[Draft] = []
+        drafted: list[_Pending] = []
+        for item in chunk:
+            delivery_id = item.delivery["id"]
+            try:
+                drafts.append(
+                    self._draft(item.delivery, item.event, item.digest, item.recipient, now)
+                )
+            except (catalog.RenderError, KeyError) as exc:
+                changes.append(
+                    StateChange(delivery_id, DeliveryState.FAILED, "render_error", str(exc))
+                )
+                finished.append(item.job)
+                continue
+            except ValueError as exc:  # e.g. an address no header may carry
+                changes.append(
+                    StateChange(delivery_id, DeliveryState.FAILED, "invalid_message", str(exc))
+                )
+                finished.append(item.job)
+                continue
+            drafted.append(item)
+        return drafts, drafted
+
+    def _take_built(
+        self,
+        drafted: Sequence[_Pending],
+        built: Sequence[Built],
+        todo: deque[_Send],
+        changes: list[StateChange],
+        finished: list[Job],
+        erased: Mapping[str, Erasure],
+        events: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """Queue a built chunk's messages to be handed over; fail those that could not be
+        built, and drop those to users erased meanwhile."""
+        for item, result in zip(drafted, built, strict=True):
+            if isinstance(result, BuildFailed):
+                changes.append(
+                    StateChange(
+                        item.delivery["id"], DeliveryState.FAILED, "invalid_message", result.error
+                    )
+                )
+                finished.append(item.job)
+            elif _covered(item.delivery, erased, events):
+                finished.append(item.job)
+            else:
+                todo.append(_Send(item.job, item.delivery, result))
 
     async def _drop_erased(
         self,
-        todo: list[_Send],
+        queues: Sequence[deque[_Send] | deque[_Pending]],
         finished: list[Job],
         since: dt.datetime,
         events: Mapping[str, Mapping[str, Any]],
-    ) -> None:
-        """Take out of ``todo`` the messages of events accepted before their recipient
+    ) -> dict[str, Erasure]:
+        """Take out of ``queues`` the messages of events accepted before their recipient
         was erased, by erasures made at ``since`` or later; their jobs are finished (the
-        erasure suppressed the deliveries). A user created again keeps later mail."""
-        if not todo:
-            return
+        erasure suppressed the deliveries). A user created again keeps later mail.
+        Returns the erasures found, for the messages being built meanwhile."""
+        if not any(queues):
+            return {}
         async with self._db.reader() as conn:
             erased = await self._users.erased_since(conn, since)
         if not erased:
-            return
-
-        def covered(item: _Send) -> bool:
-            erasure = erased.get(pseudonym_of(item.delivery["user_id"]))
-            if erasure is None:
-                return False
-            event = events.get(item.delivery["event_id"])
-            # A digest's delivery has no event of its own: it counts from its planning.
-            accepted = item.delivery["created_at"] if event is None else event["created_at"]
-            return erasure.covers(accepted)
-
-        gone = [item for item in todo if covered(item)]
-        if gone:
-            finished.extend(item.job for item in gone)
-            todo[:] = [item for item in todo if not covered(item)]
+            return erased
+        for queue in queues:
+            kept = [item for item in queue if not _covered(item.delivery, erased, events)]
+            if len(kept) < len(queue):
+                finished.extend(
+                    item.job for item in queue if _covered(item.delivery, erased, events)
+                )
+                queue.clear()
+                queue.extend(kept)  # type: ignore[arg-type]
+        return erased
 
     def _hand_over_until(self, now: float) -> float:
         """When to stop handing messages over: once half the lease is left, counted from
@@ -406,14 +521,14 @@ class EmailSender:
             event["created_at"], now, ntype.rules.max_age
         )
 
-    def _compose(
+    def _draft(
         self,
         delivery: Mapping[str, Any],
         event: Mapping[str, Any] | None,
         digest: Mapping[str, Any] | None,
         recipient: planner.Recipient,
         now: dt.datetime,
-    ) -> OutgoingEmail:
+    ) -> Draft:
         source = digest if digest is not None else event
         if source is None:
             raise KeyError(f"delivery {delivery['id']} has neither an event nor a digest")
@@ -429,7 +544,7 @@ class EmailSender:
                 rule,
                 recipient.locale,
             )
-            return self._composer.compose_rendered(
+            return self._composer.draft_rendered(
                 delivery_id=delivery["id"],
                 rendered=rendered,
                 category=self._catalog.category(ntype.category),
@@ -439,7 +554,7 @@ class EmailSender:
                 now=now,
             )
         assert event is not None
-        return self._composer.compose(
+        return self._composer.draft(
             delivery_id=delivery["id"],
             ntype=ntype,
             category=self._catalog.category(ntype.category),
@@ -474,6 +589,22 @@ class EmailSender:
         except Exception as exc:  # a provider bug must not lose the batch's other outcomes
             log.exception("provider failed unexpectedly on %s", email.message_id)
             return TransientSendError(f"{type(exc).__name__}: {exc}", provider="unknown")
+
+
+def _covered(
+    delivery: Mapping[str, Any],
+    erased: Mapping[str, Erasure],
+    events: Mapping[str, Mapping[str, Any]],
+) -> bool:
+    """Whether an erasure stopped this delivery: its recipient was erased after its
+    event was accepted."""
+    erasure = erased.get(pseudonym_of(delivery["user_id"]))
+    if erasure is None:
+        return False
+    event = events.get(delivery["event_id"])
+    # A digest's delivery has no event of its own: it counts from its planning.
+    accepted = delivery["created_at"] if event is None else event["created_at"]
+    return erasure.covers(accepted)
 
 
 async def _shown_in(conn: AsyncConnection, watched: Sequence[str]) -> dict[str, str]:

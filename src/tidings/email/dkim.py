@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -64,8 +65,13 @@ class DkimSigner:
         if key.key_size < _MIN_KEY_BITS:
             raise ValueError(f"a {key.key_size}-bit DKIM key is too short to be trusted")
         self._key = key
+        self._pem = private_key_pem
         self.domain = domain
         self.selector = selector
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as its settings (the key as PEM), so a worker process can sign too."""
+        return _signer, (self.domain, self.selector, self._pem, self._headers, self._oversign)
 
     def sign(self, message: bytes, *, timestamp: datetime | None = None) -> bytes:
         """``message`` with a ``DKIM-Signature`` header prepended.
@@ -123,6 +129,22 @@ class DkimSigner:
                 remaining[name] -= 1
                 hashed.append(present[name][remaining[name]])
         return listed, hashed
+
+
+def _signer(
+    domain: str,
+    selector: str,
+    private_key_pem: bytes,
+    headers: Sequence[str],
+    oversign: Sequence[str],
+) -> DkimSigner:
+    return DkimSigner(
+        domain=domain,
+        selector=selector,
+        private_key_pem=private_key_pem,
+        headers=headers,
+        oversign=oversign,
+    )
 
 
 def generate_key() -> bytes:
