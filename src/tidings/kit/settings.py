@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     email_webhook_secret: SecretStr | None = None
     sns_certificates_dir: Path | None = None
     sns_topic_arns: list[str] = Field(default_factory=list)
+    email_compose_processes: int | None = Field(default=None, ge=0, le=64)
+    """Worker processes that build and DKIM-sign email, per worker (None: one per two
+    cores, 1 to 4; 0: in the event loop)."""
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=25, ge=1, le=65535)
