@@ -98,6 +98,12 @@ async def count(runtime: Runtime, table: sa.Table, *where: Any) -> int:
         return int((await conn.execute(query)).scalar_one())
 
 
+async def stored_as(runtime: Runtime, broadcasts: int, items: int) -> None:
+    """There are this many broadcasts, and this many inbox items of users' own."""
+    assert await count(runtime, tables.broadcasts) == broadcasts
+    assert await count(runtime, tables.inbox_items) == items
+
+
 async def inbox(client: httpx.AsyncClient, headers: dict[str, str], **params: Any) -> list[Any]:
     response = await client.get("/v1/me/inbox", params=params, headers=headers)
     assert response.status_code == 200, response.text
@@ -276,6 +282,7 @@ async def test_a_tenants_default_and_the_catalogs_apply_under_the_users_choice(
     await publish(client, producer, runtime, {**COMMENT, "tenant": "acme"}, "k-1")
     await publish(client, producer, runtime, COMMENT, "k-2")
 
+    await stored_as(runtime, broadcasts=2, items=0)
     assert [i["title"] for i in await inbox(client, user_headers("u-1"))] == [
         "Ann commented on Roadmap"
     ]
@@ -341,6 +348,7 @@ async def test_mark_all_covers_own_items_and_broadcasts(
         return (await counts(client, one))["total"] == 3
 
     await eventually(three)
+    await stored_as(runtime, broadcasts=2, items=1)
     marked = await client.post("/v1/me/inbox/mark", json={"read": True}, headers=one)
     assert marked.json() == {"changed": 3, "counts": {"unread": 0, "unseen": 3, "total": 3}}
     assert (await counts(client, user_headers("u-2")))["unread"] == 2
@@ -388,6 +396,7 @@ async def test_pages_merge_own_items_and_broadcasts_newest_first(
         if cursor is None:
             break
     assert [item["title"] for item in seen] == expected[::-1]
+    await stored_as(runtime, broadcasts=3, items=3)
 
 
 async def test_an_erased_user_sees_no_broadcast(
@@ -557,6 +566,7 @@ async def test_a_live_stream_gets_the_broadcast_then_fresh_counts(settings: Sett
             assert item.id
             fresh = await asyncio.wait_for(anext(events), 15)
             assert (fresh.event, fresh.json()["unread"]) == ("counts", 1)
+        await stored_as(runtime, broadcasts=1, items=0)
 
         # Resuming from before it replays it, as for the user's own items.
         async with (

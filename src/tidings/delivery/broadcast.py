@@ -14,11 +14,11 @@ all of these hold when its fan-out starts:
 - its topic has at least ``Broadcasts.min_subscribers`` subscribers
   (``TIDINGS_FANOUT_ON_READ_MIN``; 0 turns broadcasting off).
 
-Then its rendered item is stored once, in the transaction that plans its first page, and
-is in every subscriber's inbox from that commit on (``inbox.broadcasts``). Its other
-channels (email, plugin channels) are still planned per subscriber, a page of them per
-job as on write, with every rule that applies to them; no in-app row is written for any
-subscriber. An event that is not broadcast is fanned out on write, as before. Once an
+Then its rendered item is stored once, in a transaction of its own before any page is
+planned, and is in every subscriber's inbox from that commit on (``inbox.broadcasts``).
+Its other channels (email, plugin channels) are still planned per subscriber, a page of
+them per job as on write, with every rule that applies to them; no in-app row is written
+for any subscriber. An event that is not broadcast is fanned out on write, as before. Once an
 event has a broadcast, every page of it is planned this way (a job run again included).
 """
 
@@ -53,6 +53,9 @@ from tidings.users.service import UsersService
 EMAIL_JOB = "email"
 CHANNEL_JOB = "channel"
 """The jobs the senders take, as ``pipeline`` names them (it imports this module)."""
+BROADCAST = "broadcast"
+"""Marks the fan-out jobs of a broadcast's later pages: planned here, whatever the
+topic's size or the threshold has become since its first page."""
 
 
 def refusal(ntype: catalog.NotificationType) -> str | None:
@@ -79,6 +82,10 @@ def _reads_only_the_event(ntype: catalog.NotificationType) -> bool:
         return False
     found = [in_app.title, in_app.body, in_app.action_url]
     return all(t is None or t in templates._EVENT_ONLY for t in found)
+
+
+_NO_BOOKS = planner.Books()
+"""The rule state of a broadcast's planning: none (its type has no dedup or throttle)."""
 
 
 class FanoutOnRead:
@@ -114,24 +121,30 @@ class FanoutOnRead:
         and queue its next page; False, having done nothing, when it is not one (then
         it fans out on write)."""
         broadcasts = self._inbox.broadcasts
-        if broadcasts is None or broadcasts.min_subscribers <= 0:
-            return False
         event_id: str = job.payload["event"]
         after: str | None = job.payload["after"]
+        if broadcasts is None or (after is not None and not job.payload.get(BROADCAST)):
+            return False  # a later page of an event fanned out on write
         now = self._clock.now()
-        stored: Mapping[str, Any] | None = None
-        async with self._db.transaction() as conn:
+        # Decided on a reader: an event fanned out on write costs no write transaction.
+        async with self._db.reader() as conn:
             found = await self._events.load(conn, [event_id])
             if not found:
                 return False  # the fan-out on write says so
             event = found[0]
-            if await broadcasts.of_event(conn, event_id) is None:
-                row = await self._broadcast(conn, event, after, now)
-                if row is None:
-                    return False
-                if await broadcasts.store(conn, row):
-                    stored = row
-            ntype = self._type(event)
+            known = after is not None or await broadcasts.of_event(conn, event_id) is not None
+            row = None if known else await self._broadcast(conn, event, now)
+        if not known and row is None:
+            return False
+        ntype = self._type(event)
+        if row is not None:
+            # Committed alone, before any page: in every subscriber's inbox from now on.
+            async with self._db.transaction() as conn:
+                stored = await broadcasts.store(conn, row)
+            if stored:
+                metrics.of(self._db).in_app_written([row], now)
+                await broadcasts.announce(row)
+        async with self._db.transaction() as conn:
             lanes: set[int] = set()
             others = sorted(ntype.channels - {planner.IN_APP})
             page: list[str] = []
@@ -147,7 +160,7 @@ class FanoutOnRead:
                         NewJob(
                             id=f"{FANOUT_JOB}:{event_id}:{page[-1]}",
                             kind=FANOUT_JOB,
-                            payload={"event": event_id, "after": page[-1]},
+                            payload={"event": event_id, "after": page[-1], BROADCAST: True},
                             lane=job.lane,
                         )
                     ],
@@ -157,33 +170,24 @@ class FanoutOnRead:
                 await self._events.mark_planned(conn, [event_id])
             await self._queue.complete(conn, [job])
         self._queue.wake(lanes)
-        if stored is not None:
-            metrics.of(self._db).in_app_written([stored], now)
-            await broadcasts.announce(stored)
         return True
 
     async def _broadcast(
-        self,
-        conn: AsyncConnection,
-        event: Mapping[str, Any],
-        after: str | None,
-        now: dt.datetime,
+        self, conn: AsyncConnection, event: Mapping[str, Any], now: dt.datetime
     ) -> dict[str, Any] | None:
         """The broadcast row of an event whose fan-out starts now, if it is to be one."""
         broadcasts = self._inbox.broadcasts
         ntype = self._catalog.get(event["type"])
         if (
             broadcasts is None
-            or after is not None  # its fan-out started on write
+            or broadcasts.min_subscribers <= 0
             or event["planned_at"] is not None
             or ntype is None
             or refusal(ntype) is not None
             or staleness.is_stale(event["created_at"], now, ntype.rules.max_age)
         ):
             return None
-        wanted = broadcasts.min_subscribers
-        counted = await self._users.subscriber_page(conn, event["topic"], None, wanted)
-        if len(counted) < wanted:
+        if not await broadcasts.is_large(conn, event["topic"]):
             return None
         # A first job run again after it started on write (the topic grew meanwhile).
         if await deliveries.for_event(conn, event["id"], None, 1):
@@ -236,12 +240,13 @@ class FanoutOnRead:
             self._record_erased(event, channels, user, erased[user].pseudonym, rows, now)
         if forgotten:
             await self._users.forget_in_events(conn, {event_id: forgotten})
-        live = [user for user in users if user not in set(forgotten)]
+        gone = set(forgotten)
+        live = [user for user in users if user not in gone]
         audience = await self._audience.load(conn, live, [event["tenant"]], [event])
+        category = self._catalog.category(ntype.category)
         for user in live:
-            self._plan_one(
-                event, ntype, channels, audience.recipient(user, event), audience, rows, now
-            )
+            recipient = audience.recipient(user, event)
+            self._plan_one(event, ntype, category, channels, recipient, audience, rows, now)
         await rows.save(self._db, conn, self._queue, now)
         await digests.add_entries(self._db, conn, rows.digest_entries)
         return {job.lane for job in rows.jobs if job.run_at is None or job.run_at <= now}
@@ -250,6 +255,7 @@ class FanoutOnRead:
         self,
         event: Mapping[str, Any],
         ntype: catalog.NotificationType,
+        category: catalog.Category,
         channels: Sequence[str],
         recipient: planner.Recipient,
         audience: Audience,
@@ -260,7 +266,6 @@ class FanoutOnRead:
         type without per-recipient rules: preferences, address, suppression list, the
         category's digest cadence and quiet hours."""
         tenant = event["tenant"]
-        category = self._catalog.category(ntype.category)
         prefs = audience.preferences_of(recipient.id, tenant)
         critical = ntype.priority is catalog.Priority.CRITICAL
         situation = planner.Situation(
@@ -278,7 +283,7 @@ class FanoutOnRead:
             recipient,
             audience.facts(recipient, tenant, category, channels),
             situation,
-            planner.Books(),
+            _NO_BOOKS,
         )
         notification_id = ids.derived_id(event["id"], recipient.id)
         for channel_plan in plan.channels:

@@ -85,6 +85,11 @@ class Broadcasts:
         """Store a broadcast in the caller's transaction; False when it exists already."""
         return await repository.insert_broadcast(self._db, conn, row)
 
+    async def is_large(self, conn: AsyncConnection, topic: str) -> bool:
+        """Whether the topic has at least ``min_subscribers`` subscribers (0: never)."""
+        wanted = self.min_subscribers
+        return wanted > 0 and await repository.subscribers_at_least(conn, topic, wanted)
+
     async def of_event(self, conn: AsyncConnection, event_id: str) -> Mapping[str, Any] | None:
         """The event's broadcast, if it has one."""
         return await repository.broadcast(conn, broadcast_id(event_id))

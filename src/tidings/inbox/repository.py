@@ -408,6 +408,18 @@ async def forget_broadcast_states(conn: AsyncConnection, user_id: str) -> int:
     return result.rowcount
 
 
+async def subscribers_at_least(conn: AsyncConnection, topic: str, wanted: int) -> bool:
+    """Whether ``topic`` has ``wanted`` subscribers or more (counted up to ``wanted``)."""
+    some = (
+        sa.select(sa.literal(1).label("one"))
+        .where(subscriptions.c.topic == topic)
+        .limit(wanted)
+        .subquery()
+    )
+    found = (await conn.execute(sa.select(sa.func.count()).select_from(some))).scalar_one()
+    return int(found) >= wanted
+
+
 async def subscribed_among(
     conn: AsyncConnection, topic: str, user_ids: Collection[str], before: dt.datetime
 ) -> list[str]:
