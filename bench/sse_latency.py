@@ -63,6 +63,7 @@ class RunResult:
     achieved_rate: float
     wait_ms_max: float
     cpu: str
+    push_from_due_ms: list[float] = field(default_factory=list)
     server_cpu: float = 0.0  # cores, over the measured interval
     pg_cpu: float = 0.0  # cores, the database's backends (PostgreSQL only)
     server_each: list[float] = field(default_factory=list)  # cores, per server process
@@ -107,12 +108,15 @@ async def measure(d: Deployment, args: argparse.Namespace) -> RunResult:
     ]
     headers = {"Authorization": f"Bearer {d.key}", "Content-Type": "application/json"}
     sent_at: dict[str, float] = {}
+    due_at: dict[str, float] = {}  # when each event was scheduled to be published
     post_ms: list[float] = []
     waits_ms: list[float] = []
     failures: list[str] = []
     queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+    answered = 0  # POSTs finished, answered or failed
 
     async def publisher() -> None:
+        nonlocal answered
         conn = RawConnection(host, port)
         try:
             while (item := await queue.get()) is not None:
@@ -125,25 +129,35 @@ async def measure(d: Deployment, args: argparse.Namespace) -> RunResult:
                     failures.append(repr(exc))
                     await conn.close()
                     continue
+                finally:
+                    answered += 1
                 post_ms.append((time.perf_counter() - start) * 1000)
                 if status != 202:
                     failures.append(f"{status} {payload[:200]!r}")
                     continue
-                sent_at[orjson.loads(payload)["event_id"]] = start
+                event_id = orjson.loads(payload)["event_id"]
+                sent_at[event_id] = start
+                due_at[event_id] = due
         finally:
             await conn.close()
 
     listeners = [asyncio.create_task(listen(u)) for u in users]
     await asyncio.wait_for(all_ready.wait(), 60)
     publishers = [asyncio.create_task(publisher()) for _ in range(args.connections)]
-    # Warm-up: the publishers' connections and the server's first-call paths.
+    # Warm-up: the publishers' connections and the server's first-call paths; every
+    # warm-up POST answered before the measured ones start.
     for i in range(2 * args.connections):
         warm = orjson.dumps(comment_event(f"warm-{run_tag}-{i}", users[0], 1, i))
         queue.put_nowait((time.perf_counter(), warm))
-    while not queue.empty():  # noqa: ASYNC110
+    while answered < 2 * args.connections:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
-    await asyncio.sleep(1.0)
+    # ... and pushed, so that no backlog of them is planned during the measurement.
+    settle = time.perf_counter() + 30
+    while time.perf_counter() < settle and not all(k in received for k in sent_at):  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
     sent_at.clear()
+    due_at.clear()
     post_ms.clear()
     waits_ms.clear()
 
@@ -177,6 +191,9 @@ async def measure(d: Deployment, args: argparse.Namespace) -> RunResult:
         print(f"  {len(failures)} POSTs failed, e.g. {failures[0]}")
 
     push_ms = [(received[k] - t) * 1000 for k, t in sent_at.items() if k in received]
+    # The same from the moment each POST was due: what a producer that cannot wait for a
+    # free connection sees (a client that falls behind its schedule hides that wait).
+    due_ms = [(received[k] - t) * 1000 for k, t in due_at.items() if k in received]
     # The server's own stamps, read from its tables: a schema without them leaves this out.
     counter = d.counter()
     await counter.open()
@@ -199,6 +216,7 @@ async def measure(d: Deployment, args: argparse.Namespace) -> RunResult:
         row_ms=row_ms,
         achieved_rate=len(bodies) / (t_end - t0),
         wait_ms_max=max(waits_ms, default=0.0),
+        push_from_due_ms=due_ms,
         cpu=meter.describe()
         + (f", postgres backends {pg.seconds / meter.wall * 100:.0f} %" if pg else ""),
         server_cpu=meter.share("server"),
