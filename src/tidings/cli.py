@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -101,6 +102,12 @@ def serve(
     count = _serve_workers(settings)
     if count:
         settings = settings.model_copy(update={"worker_enabled": False})
+        if settings.live_backend == "local":
+            # The workers write the items, the API holds the streams: PostgreSQL itself
+            # carries the live updates between them (LISTEN/NOTIFY), as the workers,
+            # started with this environment, will know.
+            os.environ["TIDINGS_LIVE_BACKEND"] = "postgres"
+            settings = settings.model_copy(update={"live_backend": "postgres"})
     logs.configure(logs.wants_json(settings.log_format), level=settings.log_level)
     _require_valid_catalog(settings)
     if settings.is_embedded or not settings.secret:
@@ -128,12 +135,6 @@ def _serve_workers(settings: Settings) -> int:
             "--workers needs PostgreSQL: the embedded SQLite file has one writer, so serve "
             "plans and delivers in its own process there; set TIDINGS_DATABASE_URL, or "
             "leave --workers out (TIDINGS_SERVE_WORKERS=0)"
-        )
-    if settings.live_backend == "local":
-        raise _fail(
-            "--workers needs live inbox updates carried between processes: set "
-            "TIDINGS_LIVE_BACKEND=redis (or nats), or leave --workers out "
-            "(TIDINGS_SERVE_WORKERS=0)"
         )
     if sys.platform == "win32":
         raise _fail("--workers runs on Linux and macOS; leave it out on Windows")

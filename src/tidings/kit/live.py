@@ -172,6 +172,14 @@ def build_live_hub(settings: Settings) -> LiveHub:
         return NatsHub(settings.nats_servers, settings.nats_prefix, max_per_user=per_user)
     if settings.live_backend == "redis":
         return RedisHub(settings.redis_url, settings.redis_prefix, max_per_user=per_user)
+    if settings.live_backend == "postgres":
+        from tidings.kit.live_postgres import PostgresHub
+
+        if settings.is_embedded:
+            raise ValueError(
+                "TIDINGS_LIVE_BACKEND=postgres needs PostgreSQL: set TIDINGS_DATABASE_URL"
+            )
+        return PostgresHub(settings.resolved_database_url, max_per_user=per_user)
     return LocalHub(max_per_user=per_user)
 
 

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     # Scale-out engines. The defaults keep everything in the one database and process.
     queue_backend: Literal["database", "jetstream"] = "database"
     counters_backend: Literal["database", "redis"] = "database"
-    live_backend: Literal["local", "nats", "redis"] = "local"
+    live_backend: Literal["local", "nats", "redis", "postgres"] = "local"
     # Take events in from NATS JetStream too (``<nats_prefix>.ingest.<key prefix>``).
     ingest_enabled: bool = False
     nats_url: str = "nats://127.0.0.1:4222"
