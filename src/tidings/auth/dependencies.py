@@ -59,6 +59,18 @@ async def producer(
 ) -> ApiKey:
     """The API key of a producer's request (401 without a valid one, 403 for a user
     token, 429 over its rate)."""
+    return await producer_key(request, service, limits)
+
+
+async def producer_key(
+    request: Request, service: AuthService | None = None, limits: Limiter | None = None
+) -> ApiKey:
+    """What ``producer`` gives, for a route that does not go through FastAPI's
+    dependencies; the services default to the application's."""
+    if service is None:
+        service = request.app.state.auth
+    if limits is None:
+        limits = request.app.state.rate_limits
     authorization = request.headers.get("authorization")
     try:
         key = await service.authenticate_key(authorization)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 
@@ -22,6 +23,10 @@ class AuthService:
     than one per request. That is also the bound on revocation: a key revoked by any
     process is refused by every process at most that long afterwards, and at once by the
     process that revoked it. With 0, every request reads the key's row.
+
+    Requests that present a key while its row is being read wait for that one read
+    instead of each reading it: a burst arriving as the remembered key expires costs
+    one read, not one per request.
     """
 
     def __init__(
@@ -39,6 +44,8 @@ class AuthService:
         self._token_ttl = token_ttl
         self._key_cache_seconds = key_cache_seconds
         self._verified: dict[str, tuple[float, keys.ApiKey]] = {}
+        self._reading: dict[str, asyncio.Future[keys.ApiKey]] = {}
+        self._revocations = 0
 
     async def create_key(self, name: str, scopes: list[str]) -> tuple[keys.ApiKey, str]:
         """A new API key with exactly ``scopes`` (type patterns and capabilities); returns
@@ -75,7 +82,9 @@ class AuthService:
         async with self._db.transaction() as conn:
             if not await repository.revoke(conn, key_id, self._clock.now()):
                 raise errors.NotFound(f"No active key with id {key_id!r}.", field="id")
+        self._revocations += 1
         self._verified.clear()
+        self._reading.clear()
 
     async def authenticate_key(self, authorization: str | None) -> keys.ApiKey:
         """The API key behind an ``Authorization: Bearer …`` header.
@@ -90,14 +99,37 @@ class AuthService:
         prefix = keys.parse_prefix(plaintext)
         if prefix is None:
             raise errors.Unauthenticated("That is not a Tidings API key.", field="authorization")
+        if self._key_cache_seconds <= 0:
+            return await self._read_key(plaintext, prefix)
+        reading = self._reading.get(plaintext)
+        if reading is None:
+            reading = asyncio.ensure_future(self._remember_key(plaintext, prefix))
+            self._reading[plaintext] = reading
+            reading.add_done_callback(lambda done: self._forget_reading(plaintext, done))
+        # Shielded: a request that goes away does not cancel the read others wait for.
+        return await asyncio.shield(reading)
+
+    async def _remember_key(self, plaintext: str, prefix: str) -> keys.ApiKey:
+        revocations = self._revocations
+        key = await self._read_key(plaintext, prefix)
+        # A key revoked while its row was being read is not remembered from that read.
+        if revocations == self._revocations:
+            if len(self._verified) >= _MAX_REMEMBERED:
+                self._verified.clear()
+            self._verified[plaintext] = (time.monotonic() + self._key_cache_seconds, key)
+        return key
+
+    def _forget_reading(self, plaintext: str, done: asyncio.Future[keys.ApiKey]) -> None:
+        if self._reading.get(plaintext) is done:
+            del self._reading[plaintext]
+        if not done.cancelled():
+            done.exception()  # retrieved: a refused key is no "never retrieved" warning
+
+    async def _read_key(self, plaintext: str, prefix: str) -> keys.ApiKey:
         async with self._db.reader() as conn:
             found = await repository.by_prefix(conn, prefix)
         if found is None or not keys.matches(plaintext, found[1]) or found[0].revoked_at:
             raise errors.Unauthenticated("Unknown or revoked API key.", field="authorization")
-        if self._key_cache_seconds > 0:
-            if len(self._verified) >= _MAX_REMEMBERED:
-                self._verified.clear()
-            self._verified[plaintext] = (time.monotonic() + self._key_cache_seconds, found[0])
         return found[0]
 
     async def key_by_prefix(self, prefix: str) -> keys.ApiKey:

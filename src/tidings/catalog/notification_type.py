@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jinja2 import Template
-from jsonschema import Draft202012Validator
 
 from tidings.catalog import payload
 from tidings.catalog.channel_section import ChannelSection
@@ -81,7 +80,7 @@ class NotificationType:
     example: dict[str, Any] | None
     channels: frozenset[str]
     source: str
-    _validator: Draft202012Validator = field(repr=False)
+    _validator: payload.PayloadValidator = field(repr=False)
     _in_app: InAppTemplates | None = field(repr=False)
     _email: EmailTemplates | None = field(default=None, repr=False)
     rules: Rules = field(default_factory=Rules)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-from jsonschema import Draft202012Validator
 
 from tidings.catalog import payload
 from tidings.catalog.model import InAppChannelFile, NotificationTypeFile
@@ -165,7 +164,7 @@ def _check_json(report: Report, path: FieldPath, value: Any) -> bool:
     return not found
 
 
-def _compile_schema(report: Report, schema: dict[str, Any]) -> Draft202012Validator | None:
+def _compile_schema(report: Report, schema: dict[str, Any]) -> payload.PayloadValidator | None:
     if not _check_json(report, ("schema",), schema):
         return None
     found = payload.schema_problems(schema)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import jsonschema_rs
 import jsonschema_specifications  # type: ignore[import-untyped]
 import referencing.exceptions
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError
@@ -71,31 +72,150 @@ def schema_problems(schema: dict[str, Any]) -> list[tuple[PathParts, str]]:
     return list(_unresolvable_refs(schema))
 
 
-def compile_validator(schema: dict[str, Any]) -> Draft202012Validator:
+@dataclass(frozen=True)
+class PayloadValidator:
+    """A payload schema, compiled: ``explains`` finds every problem of event data with
+    its path and message (jsonschema); ``passes``, when the schema uses only keywords
+    whose meaning the two libraries share, answers "valid?" some fifty times faster
+    (jsonschema-rs). Data it passes, jsonschema passes too; data it fails is explained by
+    jsonschema, which has the last word."""
+
+    explains: Draft202012Validator
+    passes: jsonschema_rs.Draft202012Validator | None = None
+
+
+def compile_validator(schema: dict[str, Any]) -> PayloadValidator:
     """A validator for a schema that ``schema_problems`` found nothing wrong with."""
     # A registry with no retrieval: a schema can never make us fetch a URL.
-    return Draft202012Validator(schema, registry=SPECIFICATIONS, format_checker=_FORMAT_CHECKER)
+    explains = Draft202012Validator(schema, registry=SPECIFICATIONS, format_checker=_FORMAT_CHECKER)
+    return PayloadValidator(explains, _fast_validator(schema))
 
 
-def validate(validator: Draft202012Validator, data: Any) -> list[PayloadError]:
+def validate(validator: PayloadValidator, data: Any) -> list[PayloadError]:
     """All the ways ``data`` fails the schema, sorted by path; empty when it is valid."""
+    if validator.passes is not None and _nests_within(data) and _passes(validator.passes, data):
+        return []
     return [
         PayloadError(".".join(["data", *map(str, parts)]), message)
         for parts, message in validation_errors(validator, data)
     ]
 
 
-def validation_errors(validator: Draft202012Validator, data: Any) -> list[tuple[PathParts, str]]:
+def validation_errors(validator: PayloadValidator, data: Any) -> list[tuple[PathParts, str]]:
     """Like ``validate``, with each path as its parts inside ``data``."""
     try:
         found = [
-            (_error_path(error), _shorten(error.message)) for error in validator.iter_errors(data)
+            (_error_path(error), _shorten(error.message))
+            for error in validator.explains.iter_errors(data)
         ]
     except RecursionError:
         return [((), "the payload is nested too deeply")]
     except referencing.exceptions.Unresolvable as exc:
         return [((), f"the schema has an unresolvable reference: {exc}")]
     return sorted(found, key=lambda item: (_sort_key(item[0]), item[1]))
+
+
+# Keywords that jsonschema and jsonschema-rs read alike, by what their values hold. Any
+# other keyword (pattern and patternProperties, whose regular expressions are Python's in
+# one and Rust's in the other; multipleOf, whose floating point differs; $id, $anchor,
+# $dynamicRef, unevaluated*, dependentSchemas, content*, unknown ones) leaves a schema to
+# jsonschema alone.
+_SUBSCHEMA = frozenset(
+    {"not", "if", "then", "else", "items", "contains", "additionalProperties", "propertyNames"}
+)
+_SUBSCHEMA_LIST = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+_SUBSCHEMA_MAP = frozenset({"properties", "$defs", "definitions"})
+_PLAIN = frozenset(
+    {
+        *("type", "enum", "const", "required", "dependentRequired", "format"),
+        *("minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"),
+        *("minItems", "maxItems", "uniqueItems", "minContains", "maxContains"),
+        *("minProperties", "maxProperties"),
+        *("title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly"),
+        *("$comment", "$schema"),
+    }
+)
+
+
+def _shared_keywords_only(schema: Any) -> bool:
+    if isinstance(schema, bool):
+        return True
+    if not isinstance(schema, dict):
+        return False
+    for name, value in schema.items():
+        if name in _PLAIN:
+            continue
+        if name == "$ref":
+            # Only references inside the schema: nothing to look up elsewhere.
+            if not isinstance(value, str) or not value.startswith("#"):
+                return False
+        elif name in _SUBSCHEMA:
+            if not _shared_keywords_only(value):
+                return False
+        elif name in _SUBSCHEMA_LIST:
+            if not isinstance(value, list) or not all(map(_shared_keywords_only, value)):
+                return False
+        elif name in _SUBSCHEMA_MAP:
+            if not isinstance(value, dict) or not all(map(_shared_keywords_only, value.values())):
+                return False
+        else:
+            return False
+    return True
+
+
+def _never_retrieve(uri: str) -> Any:
+    raise LookupError(f"{uri} is not retrieved: only references inside the schema resolve")
+
+
+def _conforms(name: str) -> Any:
+    def conforms(instance: Any) -> bool:
+        return _FORMAT_CHECKER.conforms(instance, name)
+
+    return conforms
+
+
+def _fast_validator(schema: dict[str, Any]) -> jsonschema_rs.Draft202012Validator | None:
+    """The jsonschema-rs validator of ``schema``, or None when jsonschema alone decides."""
+    if not _shared_keywords_only(schema):
+        return None
+    try:
+        return jsonschema_rs.Draft202012Validator(
+            schema,
+            # Every format jsonschema checks is checked by the very same function.
+            validate_formats=True,
+            formats={name: _conforms(name) for name in _FORMAT_CHECKER.checkers},
+            retriever=_never_retrieve,
+        )
+    except Exception:  # a schema it cannot compile is left to jsonschema
+        return None
+
+
+_FAST_DEPTH = 64
+"""How deep data may nest for jsonschema-rs to decide alone: as deep as an API body may
+(``json_input.MAX_DEPTH``). Deeper data is left to jsonschema, which refuses what it
+cannot descend into (``the payload is nested too deeply``); jsonschema-rs would not."""
+
+
+def _nests_within(data: Any, limit: int = _FAST_DEPTH) -> bool:
+    level: list[Any] = [data]
+    for _depth in range(limit):
+        deeper: list[Any] = []
+        for value in level:
+            if isinstance(value, dict):
+                deeper.extend(v for v in value.values() if isinstance(v, dict | list))
+            elif isinstance(value, list):
+                deeper.extend(v for v in value if isinstance(v, dict | list))
+        if not deeper:
+            return True
+        level = deeper
+    return False
+
+
+def _passes(validator: jsonschema_rs.Draft202012Validator, data: Any) -> bool:
+    try:
+        return bool(validator.is_valid(data))
+    except Exception:  # data it cannot take (an integer beyond 64 bits): ask jsonschema
+        return False
 
 
 def json_problems(value: Any, path: PathParts = ()) -> Iterator[tuple[PathParts, str]]:

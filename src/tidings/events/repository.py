@@ -6,10 +6,22 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.kit.tables import events, idempotency_keys
+
+# One statement text per engine whatever the number of keys: an index probe per key
+# (``key = ANY(array)`` on PostgreSQL, ``key IN (SELECT value FROM json_each(?))`` on
+# SQLite), prepared once and never built again by SQLAlchemy: a group commit asks it
+# for every group.
+_EXISTING_KEYS = {
+    "postgresql": "SELECT key, body_hash, event_id FROM idempotency_keys "
+    "WHERE tenant = $1 AND namespace = $2 AND key = ANY($3::varchar[])",
+    "sqlite": "SELECT key, body_hash, event_id FROM idempotency_keys "
+    "WHERE tenant = ? AND namespace = ? AND key IN (SELECT value FROM json_each(?))",
+}
 
 
 async def existing_keys(
@@ -20,20 +32,21 @@ async def existing_keys(
     for tenant, namespace, key in claims:
         by_scope.setdefault((tenant, namespace), set()).add(key)
     found: dict[tuple[str, str, str], tuple[str, str]] = {}
+    dialect = conn.dialect.name
+    statement = _EXISTING_KEYS.get(dialect)
     c = idempotency_keys.c
     for (tenant, namespace), keys in by_scope.items():
         wanted = sorted(keys)
-        for start in range(0, len(wanted), 500):
-            # ``tenant = ? AND namespace = ? AND key IN (…)`` is a primary-key range probe
-            # on both engines; a row-value ``(…) IN (…)`` is planned as a scan of the table.
+        if statement is None:
             rows = await conn.execute(
                 sa.select(c.key, c.body_hash, c.event_id).where(
-                    c.tenant == tenant,
-                    c.namespace == namespace,
-                    c.key.in_(wanted[start : start + 500]),
+                    c.tenant == tenant, c.namespace == namespace, c.key.in_(wanted)
                 )
             )
-            found.update({(tenant, namespace, r.key): (r.body_hash, r.event_id) for r in rows})
+        else:
+            listed: Any = wanted if dialect == "postgresql" else orjson.dumps(wanted).decode()
+            rows = await conn.exec_driver_sql(statement, (tenant, namespace, listed))
+        found.update({(tenant, namespace, key): (hash_, event_id) for key, hash_, event_id in rows})
     return found
 
 

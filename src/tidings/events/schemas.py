@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
 )
 
 from tidings.kit import errors, json_input
@@ -41,11 +42,18 @@ def _id_to_recipient(value: Any) -> Any:
     return {"id": value} if isinstance(value, str) else value
 
 
-def _storable(data: dict[str, Any]) -> dict[str, Any]:
+CHECKED_JSON: dict[str, Any] = {"checked_json": True}
+"""The validation context of JSON whose every value ``json_input.check`` (or the
+``StrictJson`` middleware) has already passed: the payload is not walked again."""
+
+
+def _storable(data: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
     """Refuse what a store would keep differently or not at all (NUL, lone surrogates,
     integers beyond 64 bits, NaN, deep nesting): a payload is kept the same on every
     engine. The HTTP API refuses these before parsing; events from the broker meet them
     here."""
+    if info.context is not None and info.context.get("checked_json"):
+        return data
     try:
         json_input.check(data, "data")
     except errors.Invalid as exc:

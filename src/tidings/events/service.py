@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from opentelemetry import context as otel_context
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
@@ -147,7 +148,8 @@ class EventsService:
             profiles=[{"id": uid, **fields} for uid, fields in carried.items()]
             if stores_profiles
             else [],
-            trace=tracing.current_headers(),
+            # Outside any trace (tracing off) there is nothing to carry: not asked.
+            trace=tracing.current_headers() if otel_context.get_current() else None,
         )
 
     async def publish(self, prepared: Sequence[Prepared]) -> list[Outcome]:

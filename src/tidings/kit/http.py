@@ -18,6 +18,10 @@ from tidings.kit import errors, json_input, outage
 
 log = logging.getLogger(__name__)
 
+CHECKED_JSON = "tidings.checked_json"
+"""The key ``StrictJson`` sets in the scope of a request whose JSON body it checked: the
+route need not check its values again."""
+
 
 def install_error_handlers(app: FastAPI, outages: outage.Outages | None = None) -> None:
     """Every error leaves as ``{"error": {"code", "message", "field"?}}``; one that says
@@ -292,10 +296,15 @@ class StrictJson:
             if problem is not None:
                 raise problem
             if body:
-                json_input.parse(json_input.decode(body))
+                text = json_input.decode(body)
+                # Most bodies hold nothing the checks could refuse, which the bytes
+                # show: those are parsed once, by the route.
+                if not json_input.plainly_storable(body.removeprefix(json_input.UTF8_BOM)):
+                    json_input.parse(text)
         except errors.TidingsError as exc:
             await _answer(send, exc)
             return
+        scope[CHECKED_JSON] = True
         whole: Message = {"type": "http.request", "body": body, "more_body": False}
         await self.app(scope, _replay([whole], receive), send)
 

@@ -24,9 +24,21 @@ LARGEST_INT = 2**63 - 1
 """Integers must fit a signed 64-bit integer; larger ones belong in a string."""
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What in JSON text may be a value ``check`` refuses, looked for with bytes operations
+# (a regular expression over the whole body costs more than the parse it saves): an
+# escaped NUL or UTF-16 surrogate (a raw one is not UTF-8), 19 digits in a row (an
+# integer that may need more than 64 bits, a number with more than a double holds), an
+# exponent of three digits (1e400), NaN and Infinity (which Python's parser takes).
+# Text inside strings may look so too: that only costs the full check.
+_RISKY_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789E-", b"000000000e+")
+_LONG_NUMBER = b"0" * 19
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _UTF32_BOMS = (b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00")
 _UTF16_BOMS = (b"\xfe\xff", b"\xff\xfe")
-_UTF8_BOM = b"\xef\xbb\xbf"
+UTF8_BOM = b"\xef\xbb\xbf"
 
 # A path is built only when a value is refused: each step is (parent, key).
 _Path = tuple[Any, str | int] | None
@@ -64,8 +76,8 @@ def decode(body: bytes) -> str:
             "does not store.",
             field="body",
         )
-    if body.startswith(_UTF8_BOM):
-        body = body[len(_UTF8_BOM) :]
+    if body.startswith(UTF8_BOM):
+        body = body[len(UTF8_BOM) :]
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -76,6 +88,32 @@ def decode(body: bytes) -> str:
         )
         error.code = "malformed_json"
         raise error from None
+
+
+def plainly_storable(body: bytes) -> bool:
+    """Whether ``body``, if it is JSON at all, surely passes ``check``: a quick look at
+    the bytes, so that a body with nothing in it that ``check`` could refuse is parsed
+    once, by the route, instead of twice. False only means "look closer" (``parse``).
+
+    ``body`` is UTF-8 as ``decode`` accepts it, without a byte order mark.
+    """
+    if b"\\u" in body and _RISKY_ESCAPE.search(body) is not None:
+        return False
+    if b"NaN" in body or b"Infinity" in body:
+        return False
+    numbers = body.translate(_DIGITS_AS_ZERO)
+    if _LONG_NUMBER in numbers or b"e000" in numbers or b"e+000" in numbers:
+        return False
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+        return True
+    # Strings removed, only the brackets left: each pass removes the innermost pairs,
+    # so the passes needed to empty it are the depth of the deepest value.
+    skeleton = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    for _level in range(MAX_DEPTH):
+        if not skeleton:
+            return True
+        skeleton = _INNERMOST.sub(b"", skeleton)
+    return not skeleton
 
 
 def parse(text: str) -> Any:
