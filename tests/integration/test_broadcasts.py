@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 from httpx_sse import aconnect_sse
 
-from tests.conftest import eventually
+from tests.conftest import eventually, fresh_database
 from tidings import processes
 from tidings.app import Runtime, build_runtime, create_app
 from tidings.inbox.broadcasts import Broadcasts
@@ -582,3 +583,37 @@ async def test_a_live_stream_gets_the_broadcast_then_fresh_counts(settings: Sett
             replayed = await asyncio.wait_for(anext(events), 15)
             assert (replayed.event, replayed.json()["event_id"]) == ("item", event_id)
             assert replayed.id == item.id
+
+
+async def test_a_broadcast_reaches_a_stream_another_process_holds(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """An API process holding the stream, a worker process fanning out: the broadcast is
+    announced once over PostgreSQL's notifications and pushed by the API process."""
+    async with fresh_database("postgres", tmp_path) as url:
+        api = make_settings(database_url=url, live_backend="postgres", worker_enabled=False)
+        worker_app = create_app(
+            runtime=wire(build_runtime(make_settings(database_url=url, live_backend="postgres")))
+        )
+        async with (
+            worker_app.router.lifespan_context(worker_app),
+            serving(api) as (app, url_),
+            httpx.AsyncClient(base_url=url_) as client,
+        ):
+            runtime: Runtime = app.state.runtime
+            _key, secret = await runtime.auth.create_key("tests", ["*", "topics:write"])
+            producer = {"Authorization": f"Bearer {secret}"}
+            await subscribe(client, producer, ["u-1", "u-2", "u-3"])
+            token = runtime.auth.issue_user_token("u-2")
+            async with (
+                httpx.AsyncClient(base_url=url_, timeout=httpx.Timeout(10.0, read=30.0)) as s,
+                aconnect_sse(s, "GET", "/v1/me/inbox/stream", params={"token": token}) as sse,
+            ):
+                events = sse.aiter_sse()
+                assert (await asyncio.wait_for(anext(events), 15)).event == "counts"
+                event_id = await publish(client, producer, runtime, COMMENT, "k-1")
+                item = await asyncio.wait_for(anext(events), 15)
+                assert (item.event, item.json()["event_id"]) == ("item", event_id)
+                fresh = await asyncio.wait_for(anext(events), 15)
+                assert (fresh.event, fresh.json()["unread"]) == ("counts", 1)
+            await stored_as(runtime, broadcasts=1, items=0)
