@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.inbox import repository, schemas
 from tidings.inbox.broadcasts import Broadcasts, SharedItems
-from tidings.kit import cursors, errors, metrics, tracing
+from tidings.kit import cursors, errors, job_context, metrics, tracing
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.live import RECOUNT, LiveHub
+
+log = logging.getLogger(__name__)
 
 MAX_GROUP_ACTORS = 10
 REPLAY_LIMIT = 100
@@ -116,6 +120,9 @@ class InboxService:
         self._clock = clock
         self._live = live
         self.broadcasts = broadcasts
+        self._stale_counts: set[str] = set()
+        """Users whose counts a worker's announcement left to ``_counting`` to push."""
+        self._counting: asyncio.Task[None] | None = None
 
     async def open_groups(
         self, conn: AsyncConnection, keys: Collection[GroupKey]
@@ -189,7 +196,13 @@ class InboxService:
 
     async def announce(self, items: Sequence[Mapping[str, Any]]) -> None:
         """Push committed items (new or merged, unless silent), then each user's fresh
-        counts (or, across processes, a request to count), to their open connections."""
+        counts (or, across processes, a request to count), to their open connections.
+
+        Called from a worker's job, it returns once the items are pushed: the counts
+        follow from a task of their own, so the worker's next batch does not wait for
+        them. That task counts, in one query, every user whose counts were left to it
+        meanwhile, and counts a user again if more came for them while it counted: the
+        last counts a connection gets are never older than its last item."""
         listening = set(self._live.listening({item["user_id"] for item in items}))
         if not listening:
             return
@@ -207,7 +220,24 @@ class InboxService:
             for user_id in sorted(listening):
                 await self._live.publish(user_id, {"event": RECOUNT, "data": {}})
             return
-        await self._announce_counts(sorted(listening))
+        if job_context.current() is None:
+            await self._announce_counts(sorted(listening))
+            return
+        self._stale_counts |= listening
+        if self._counting is None or self._counting.done():
+            self._counting = asyncio.create_task(self._count_stale(), name="tidings-live-counts")
+
+    async def _count_stale(self) -> None:
+        """Push the counts of the users left to it until none is left."""
+        while self._stale_counts:
+            users = sorted(self._stale_counts)
+            self._stale_counts.clear()
+            try:
+                await self._announce_counts(users)
+            except Exception:
+                # Live push is best effort: the next change, or the next connection,
+                # brings the counts.
+                log.warning("live counts for %d users failed", len(users), exc_info=True)
 
     async def catch_up(self, user_id: str, last_event_id: str | None) -> CatchUp:
         """What a live stream opening after ``last_event_id`` (the id of the last event
