@@ -53,14 +53,17 @@ from tidings.users.service import Erasure, UsersService, pseudonym_of
 
 log = logging.getLogger(__name__)
 
-COMMIT_EVERY = 8
+COMMIT_EVERY = 32
 """The most messages a batch has handed over (or is handing over) without their outcome
-committed: a worker that dies mid-batch sends again at most this many."""
+committed: a worker that dies mid-batch sends again at most this many. Outcomes are
+committed half this many at a time, while the other half are on their way: enough to
+keep a pool of SMTP connections busy, and few commits (each costs about what a dozen
+state changes do)."""
 
 
-POOL_FROM = 16
-"""A batch with fewer messages to send builds them in the event loop: for so few, the
-trip to a compose process would cost about what it saves."""
+POOL_FROM = 32
+"""A batch with fewer messages to send builds them in the event loop: so few are not
+worth starting the compose processes for (a backlog is)."""
 
 CHUNK = 16
 """Messages rendered, then built and signed, at a time: the first are on their way while

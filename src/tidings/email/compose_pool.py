@@ -7,8 +7,9 @@ and gets the signed ``OutgoingEmail`` s back.
 
 The processes start on first use (``spawn``: nothing of the parent's threads or
 connections is inherited), stop with ``close`` or once idle for ``idle_seconds``, and
-stop by themselves if their parent dies. A chunk whose process died is built in the
-event loop instead, and the pool starts again on the next use. With ``processes=0``
+stop by themselves if their parent dies. Until they have answered once (starting takes
+a moment: imports), and for a chunk whose process died, messages are built in the
+event loop instead; the pool starts again on the next use. With ``processes=0``
 everything is built in the loop.
 """
 
@@ -74,14 +75,40 @@ class ComposePool:
         self._idle_seconds = idle_seconds
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._busy = 0
+        self._ready = False
+        self._warming: asyncio.Future[list[Built]] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self.started = 0
-        """How many times the processes were started (for tests and metrics)."""
+        """How many times the processes were started."""
+        self.chunks_built = 0
+        """How many chunks the processes built (not the event loop)."""
 
     @property
     def running(self) -> bool:
-        """Whether the worker processes are up."""
+        """Whether the worker processes are up (or starting)."""
         return self._executor is not None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the worker processes are up and have answered: chunks go to them."""
+        return self._ready
+
+    async def start(self) -> None:
+        """Start the worker processes now and wait until they answer (the first
+        ``build`` does it too, without waiting: it builds in the loop meanwhile).
+
+        Raises:
+            RuntimeError: the processes died as they started.
+        """
+        if self.processes == 0 or self._ready:
+            return
+        executor = self._start()
+        if self._warming is None:
+            self._warm(asyncio.get_running_loop(), executor)
+        assert self._warming is not None
+        await asyncio.wait([self._warming])
+        if not self._ready:
+            raise RuntimeError("the email composing processes did not start")
 
     def pids(self) -> list[int]:
         """The worker processes' ids (none before the first use or after ``close``)."""
@@ -101,9 +128,17 @@ class ComposePool:
             return self.build_here(drafts)
         loop = asyncio.get_running_loop()
         executor = self._start()
+        if not self._ready:
+            # The processes are still starting: build here meanwhile.
+            if self._warming is None:
+                self._warm(loop, executor)
+            self._arm_idle_timer(loop)
+            return self.build_here(drafts)
         self._busy += 1
         try:
-            return await loop.run_in_executor(executor, _build_in_worker, list(drafts))
+            built = await loop.run_in_executor(executor, _build_in_worker, list(drafts))
+            self.chunks_built += 1
+            return built
         except BrokenProcessPool:
             # A process died (killed, out of memory): build here, start afresh next time.
             log.warning("an email composing process died; building %d here", len(drafts))
@@ -119,6 +154,7 @@ class ComposePool:
             self._idle_timer.cancel()
             self._idle_timer = None
         executor, self._executor = self._executor, None
+        self._ready = False
         if executor is not None:
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
 
@@ -133,9 +169,23 @@ class ComposePool:
             self.started += 1
         return self._executor
 
+    def _warm(
+        self, loop: asyncio.AbstractEventLoop, executor: concurrent.futures.ProcessPoolExecutor
+    ) -> None:
+        self._warming = loop.run_in_executor(executor, _build_in_worker, [])
+        self._warming.add_done_callback(self._warmed)
+
+    def _warmed(self, future: asyncio.Future[list[Built]]) -> None:
+        self._warming = None
+        if not future.cancelled() and future.exception() is None:
+            self._ready = self._executor is not None
+        elif self._executor is not None:
+            self._discard(self._executor)
+
     def _discard(self, executor: concurrent.futures.ProcessPoolExecutor) -> None:
         if self._executor is executor:
             self._executor = None
+            self._ready = False
         executor.shutdown(wait=False, cancel_futures=True)
 
     def _arm_idle_timer(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -147,6 +197,7 @@ class ComposePool:
         self._idle_timer = None
         if self._busy == 0 and self._executor is not None:
             executor, self._executor = self._executor, None
+            self._ready = False
             executor.shutdown(wait=False)
 
 

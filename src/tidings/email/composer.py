@@ -6,12 +6,14 @@ import datetime as dt
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tidings import catalog
 from tidings.email import addresses, mime, unsubscribe_tokens
 from tidings.email.dkim import DkimSigner
 from tidings.email.message import OutgoingEmail, RenderedEmail
+
+if TYPE_CHECKING:  # a compose process builds messages without the catalog's imports
+    from tidings import catalog
 
 
 @dataclass(frozen=True)
