@@ -50,6 +50,7 @@ from tidings.events import endpoints as events_endpoints
 from tidings.events.group_commit import GroupCommitter
 from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
 from tidings.inbox import endpoints as inbox_endpoints
+from tidings.inbox.broadcasts import Broadcasts
 from tidings.inbox.service import InboxService
 from tidings.ingest.broker import BrokerIngest, IngestTopology
 from tidings.kit import http, loops, metrics, migrate, outage, tracing
@@ -248,8 +249,11 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     webhook_outbox.attach(db, outbox)
     users = UsersService(db, clock)
     events = EventsService(db, clock, types, queue, users)
-    inbox = InboxService(db, clock, live)
     preferences = PreferencesService(db, clock, types, channel_runtime.switchable(types))
+    broadcasts = Broadcasts(
+        db, clock, live, preferences, users, min_subscribers=settings.fanout_on_read_min
+    )
+    inbox = InboxService(db, clock, live, broadcasts=broadcasts)
     suppressions = Suppressions(db, clock)
     audience = AudienceLoader(users, preferences, suppressions)
     pipeline = Pipeline(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime as dt
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -617,3 +619,45 @@ async def test_a_broadcast_reaches_a_stream_another_process_holds(
                 fresh = await asyncio.wait_for(anext(events), 15)
                 assert (fresh.event, fresh.json()["unread"]) == ("counts", 1)
             await stored_as(runtime, broadcasts=1, items=0)
+
+
+async def test_the_setting_turns_broadcasting_on_and_erasure_and_retention_clear_it(
+    make_settings: Callable[..., Settings], database_url: str, user_headers: Headers
+) -> None:
+    """``TIDINGS_FANOUT_ON_READ_MIN`` alone, with no wiring of the test's own: a large
+    topic's event is broadcast; erasing a user deletes what they did with it; retention
+    removes it once the inbox's time has passed, with every user's state of it."""
+    settings = make_settings(database_url=database_url, fanout_on_read_min=LARGE)
+    application = create_app(runtime=build_runtime(settings))
+    async with application.router.lifespan_context(application):
+        runtime: Runtime = application.state.runtime
+        assert runtime.inbox.broadcasts is not None
+        _key, plaintext = await runtime.auth.create_key("tests", ["*", "admin"])
+        producer = {"Authorization": f"Bearer {plaintext}"}
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t.test") as client:
+            await subscribe(client, producer, ["u-1", "u-2", "u-3"])
+            await publish(client, producer, runtime, COMMENT, "k-1")
+            await stored_as(runtime, broadcasts=1, items=0)
+            for user in ("u-1", "u-2"):
+                item_id = (await inbox(client, user_headers(user)))[0]["id"]
+                read = await client.patch(
+                    f"/v1/me/inbox/{item_id}", json={"read": True}, headers=user_headers(user)
+                )
+                assert read.status_code == 200, read.text
+            assert await count(runtime, tables.broadcast_states) == 2
+
+            erased = await client.delete("/v1/users/u-1", headers=producer)
+            assert erased.status_code == 204, erased.text
+            states = tables.broadcast_states.c
+            assert await count(runtime, tables.broadcast_states, states.user_id == "u-1") == 0
+            assert await count(runtime, tables.broadcast_states) == 1
+
+            assert (await runtime.retention.run_once()).broadcasts == 0
+            runtime.retention.policy = dataclasses.replace(
+                runtime.retention.policy, inbox=dt.timedelta(seconds=-1)
+            )
+            assert (await runtime.retention.run_once()).broadcasts == 1
+            await stored_as(runtime, broadcasts=0, items=0)
+            assert await count(runtime, tables.broadcast_states) == 0
+            assert await inbox(client, user_headers("u-2")) == []

@@ -372,7 +372,7 @@ class InboxService:
 
     async def _announce_counts(self, user_ids: Sequence[str]) -> None:
         async with self._db.reader() as conn:
-            all_counts = await repository.counts(conn, user_ids)
+            all_counts = await self.counts_of(conn, user_ids)
         for user_id, (unread, unseen, total) in all_counts.items():
             await self._live.publish(
                 user_id,

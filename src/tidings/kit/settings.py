@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     job_backoff_base_seconds: float = Field(default=1.0, gt=0)
     job_backoff_max_seconds: float = Field(default=300.0, gt=0)
     topic_page_size: int = Field(default=1000, ge=1, le=10_000)
+    # A topic event to at least this many subscribers is stored once, as a broadcast each
+    # subscriber's inbox shows when read, when its type allows (docs/inbox.md); 0 fans
+    # every topic event out on write.
+    fanout_on_read_min: int = Field(default=10_000, ge=0)
 
     # Scale-out engines. The defaults keep everything in the one database and process.
     queue_backend: Literal["database", "jetstream"] = "database"

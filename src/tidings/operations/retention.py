@@ -29,6 +29,8 @@ from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.settings import Settings
 from tidings.kit.tables import (
+    broadcast_states,
+    broadcasts,
     deliveries,
     delivery_transitions,
     digest_entries,
@@ -86,6 +88,7 @@ class Removed:
     digest_entries: int = 0
     inbox_items: int = 0
     inbox_over_cap: int = 0
+    broadcasts: int = 0
     webhook_messages: int = 0
     webhook_attempts: int = 0
     erasures: int = 0
@@ -127,6 +130,7 @@ class Retention:
             removed.inbox_items += await self._delete_batches(
                 inbox_items, inbox_items.c.id, inbox_items.c.created_at < now - policy.inbox
             )
+            removed.broadcasts += await self._expire_broadcasts(now - policy.inbox)
         if policy.inbox_max_items is not None:
             removed.inbox_over_cap += await self._cap_inboxes(policy.inbox_max_items)
         removed.erasures += await self._forget_erasures(now)
@@ -243,6 +247,20 @@ class Retention:
         if oldest is not None:
             done = sa.and_(done, erasures.c.erased_before < oldest)
         return await self._delete_batches(erasures, erasures.c.pseudonym, done)
+
+    async def _expire_broadcasts(self, cutoff: dt.datetime) -> int:
+        """Broadcasts as old as the inbox items they stand for, with what each user did
+        with them."""
+        b = broadcasts.c
+        expired = sa.select(b.id).where(b.created_at < cutoff).limit(self.policy.batch_size)
+        total = 0
+        while True:
+            async with self._db.transaction() as conn:
+                ids = [row.id for row in await conn.execute(expired)]
+                await _delete_in(conn, broadcast_states.c.broadcast_id, ids)
+                total += await _delete_in(conn, b.id, ids)
+            if len(ids) < self.policy.batch_size:
+                return total
 
     async def _delete_batches(
         self, table: sa.Table, key: sa.Column[str], condition: sa.ColumnElement[bool]

@@ -14,6 +14,7 @@ from tidings.delivery.states import first_transitions
 from tidings.kit import ids
 from tidings.kit.db import Database
 from tidings.kit.tables import (
+    broadcast_states,
     channel_addresses,
     dedup_marks,
     deliveries,
@@ -166,7 +167,14 @@ async def erase_user(conn: AsyncConnection, user_id: str, pseudonym: str, now: d
             sa.select(inbox_items.c.event_id).where(inbox_items.c.user_id == user_id).distinct()
         )
     }
-    for table in (inbox_items, channel_addresses, subscriptions, digest_entries, digests):
+    for table in (
+        inbox_items,
+        broadcast_states,
+        channel_addresses,
+        subscriptions,
+        digest_entries,
+        digests,
+    ):
         await conn.execute(table.delete().where(table.c.user_id == user_id))
     await conn.execute(dedup_marks.delete().where(dedup_marks.c.user_id == user_id))
     await conn.execute(
