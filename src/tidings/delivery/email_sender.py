@@ -61,6 +61,10 @@ keep a pool of SMTP connections busy, and few commits (each costs about what a d
 state changes do)."""
 
 
+IN_FLIGHT = 8
+"""The most messages being sent at once when the provider does not say how many it
+sends at once (``Capabilities.connections``)."""
+
 POOL_FROM = 32
 """A batch with fewer messages to send builds them in the event loop: so few are not
 worth starting the compose processes for (a backlog is)."""
@@ -221,7 +225,8 @@ class EmailSender:
 
         A message takes a place in the window when it is handed over and gives it back
         once its outcome is committed: at no moment are more than ``COMMIT_EVERY``
-        messages sent (or being sent) and not yet recorded. Outcomes are committed in
+        messages sent (or being sent) and not yet recorded, nor more being sent than the
+        provider sends at once. Outcomes are committed in
         small groups while the next messages are already on their way, so the window
         never drains in lockstep. Messages not handed over by the time half the lease
         has gone are given back to run again at once, before another worker could
@@ -235,6 +240,9 @@ class EmailSender:
         building: deque[tuple[asyncio.Future[list[Built]], list[_Pending]]] = deque()
         pooled = len(pending) >= POOL_FROM and self.compose_pool.processes > 0
         ahead = self.compose_pool.processes + 1 if pooled else 1
+        # No more on their way than the provider sends at once: one handed over is being
+        # sent, not waiting its turn while the lease runs out.
+        in_flight = self._provider.capabilities.connections or IN_FLIGHT
         erased = await self._drop_erased([waiting], finished, since, events)
         flying: dict[asyncio.Future[Accepted | SendError], _Send] = {}
         retries: list[tuple[Job, str]] = []
@@ -259,7 +267,7 @@ class EmailSender:
                     self._take_built(
                         drafted, built.result(), todo, changes, finished, erased, events
                     )
-                while todo and len(flying) + unrecorded < COMMIT_EVERY:
+                while todo and len(flying) < in_flight and len(flying) + unrecorded < COMMIT_EVERY:
                     if loop.time() > deadline:
                         await self._give_back(
                             [item.job for item in todo]

@@ -10,11 +10,13 @@ from tidings.email.message import OutgoingEmail
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a provider is and can do, as data."""
+    """What a provider is and can do, as data. ``connections``: how many messages it
+    sends at once (more handed to it wait their turn); None when it has no such limit."""
 
     name: str
     max_message_bytes: int
     max_per_second: float | None = None
+    connections: int | None = None
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ class FailoverProvider:
             name=f"{p.name}+{s.name}",
             max_message_bytes=min(p.max_message_bytes, s.max_message_bytes),
             max_per_second=p.max_per_second,
+            connections=p.connections,
         )
 
     @property

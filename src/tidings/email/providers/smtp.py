@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import aiosmtplib
+from aiosmtplib import SMTPStatus
 
 from tidings.email.message import OutgoingEmail
 from tidings.email.providers._ratelimit import RateLimiter
@@ -28,8 +29,11 @@ _DEFAULT_PORTS: dict[str, int] = {"none": 25, "starttls": 587, "tls": 465}
 # Postfix, Exim, Sendmail and most relays name their queue entry in the 250 reply.
 _QUEUE_ID = re.compile(r"queued as ([A-Za-z0-9._-]+)", re.IGNORECASE)
 _QUIT_TIMEOUT = 5.0
-# Control characters and angle brackets never belong in a bare envelope address.
-_UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
+# Control characters never belong in a bare envelope address, nor whitespace, angle
+# brackets or quotes outside a quoted local part: they would end the address early.
+_UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f]")
+_UNSAFE_UNQUOTED = re.compile(r'[\s<>"]')
+_QUOTED_LOCAL_PART = re.compile(r'^"(?:[^"\\\r\n]|\\.)*"')
 # 530 authentication required, 534 mechanism too weak, 535 bad credentials,
 # 538 encryption required.
 _SESSION_REFUSALS = frozenset({530, 534, 535, 538})
@@ -91,6 +95,7 @@ class SmtpProvider:
             name=NAME,
             max_message_bytes=settings.max_message_bytes,
             max_per_second=limiter.per_second if limiter is not None else None,
+            connections=settings.pool_size,
         )
         self._slots = asyncio.Semaphore(settings.pool_size)
         self._idle: list[aiosmtplib.SMTP] = []
@@ -134,17 +139,14 @@ class SmtpProvider:
 
     async def _send_pooled(self, email: OutgoingEmail) -> Accepted:
         for address in (email.sender, email.recipient):
-            if not address or _UNSAFE_IN_ADDRESS.search(address):
-                # aiosmtplib would quietly send to whatever address it could parse out.
+            if not _usable(address):
                 raise PermanentSendError(f"not a usable address: {address!r}", provider=NAME)
         options = ["SMTPUTF8"] if not (email.sender + email.recipient).isascii() else []
         fresh = False
         while True:
             smtp, reused = (await self._open(), False) if fresh else await self._checkout()
             try:
-                _errors, reply = await smtp.sendmail(
-                    email.sender, [email.recipient], email.raw, mail_options=options
-                )
+                reply = await _transaction(smtp, email, options)
             except aiosmtplib.SMTPServerDisconnected as exc:
                 smtp.close()
                 if reused:
@@ -154,14 +156,10 @@ class SmtpProvider:
                     continue
                 raise TransientSendError(f"connection lost: {exc}", provider=NAME) from exc
             except aiosmtplib.SMTPResponseException as exc:
-                # aiosmtplib has reset the envelope (RSET), and closed the connection
+                # The envelope was reset (RSET), or aiosmtplib closed the connection
                 # itself on a 421; either way the check-in below decides.
                 self._checkin(smtp)
                 raise _reply_error(exc.code, exc.message) from exc
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                self._checkin(smtp)
-                refused = exc.recipients[0]
-                raise _reply_error(refused.code, refused.message) from exc
             except (aiosmtplib.SMTPNotSupported, ValueError) as exc:
                 # Refused before MAIL FROM: an address that is malformed, or that needs
                 # SMTPUTF8 the server lacks. The connection itself is fine.
@@ -228,6 +226,60 @@ class SmtpProvider:
             ) from exc
         self.connections_opened += 1
         return smtp
+
+
+async def _transaction(smtp: aiosmtplib.SMTP, email: OutgoingEmail, options: list[str]) -> str:
+    """MAIL, RCPT and DATA for one message; the text of the reply to the message.
+
+    What ``SMTP.sendmail`` does for one recipient, less its work already done here: the
+    addresses were checked (it parses each twice with the standard library's address
+    parser) and the message has CRLF line endings (it normalises them twice). After a
+    refusal the envelope is reset (RSET), as it does.
+
+    Raises:
+        aiosmtplib.SMTPResponseException: a refusal (the sender, the recipient, the data).
+        aiosmtplib.SMTPNotSupported: SMTPUTF8 is needed and not offered.
+        aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError: as ``sendmail``.
+    """
+    encoding = "utf-8" if options else "ascii"
+    if smtp.is_ehlo_or_helo_needed:
+        try:
+            await smtp.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not smtp.is_connected:
+                raise
+            await smtp.helo()
+    if options and not smtp.supports_extension("smtputf8"):
+        raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
+    mail = [b"FROM:<" + email.sender.encode(encoding) + b">"]
+    if smtp.supports_extension("size"):
+        # RFC 1870: the octets as sent in the DATA command, CRLF pairs included.
+        size = len(email.raw) + (0 if email.raw.endswith(b"\r\n") else 2)
+        mail.append(b"SIZE=%d" % size)
+    mail += [option.encode("ascii") for option in options]
+    try:
+        reply = await smtp.execute_command(b"MAIL", *mail)
+        if reply.code != SMTPStatus.completed:
+            raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, email.sender)
+        reply = await smtp.execute_command(
+            b"RCPT", b"TO:<" + email.recipient.encode(encoding) + b">"
+        )
+        if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+            raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, email.recipient)
+        reply = await smtp.data(email.raw)
+    except aiosmtplib.SMTPResponseException:
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+            await smtp.rset()
+        raise
+    return reply.message
+
+
+def _usable(address: str) -> bool:
+    """Whether ``address`` can go between the angle brackets of MAIL or RCPT as it is."""
+    return bool(address) and not (
+        _UNSAFE_IN_ADDRESS.search(address)
+        or _UNSAFE_UNQUOTED.search(_QUOTED_LOCAL_PART.sub("", address, count=1))
+    )
 
 
 def _reply_error(code: int, message: str) -> SendError:
