@@ -39,7 +39,7 @@ async def test_after_a_refusal_the_connection_sends_the_next_message(
     sink: SmtpSink, provider: SmtpProvider, stage: str
 ) -> None:
     sink.respond_with(["550 5.7.1 refused"], at=stage)  # type: ignore[arg-type]
-    with pytest.raises(PermanentSendError, match="550 5.7.1 refused"):
+    with pytest.raises(PermanentSendError, match=r"550 5\.7\.1 refused"):
         await provider.send(make_email(1))
     await provider.send(make_email(2))
     [received] = await sink.wait_for(1)
@@ -60,9 +60,7 @@ async def test_an_address_that_would_break_the_command_is_refused_unsent(
     assert sink.received == []
 
 
-async def test_a_quoted_local_part_may_hold_a_space(
-    sink: SmtpSink, provider: SmtpProvider
-) -> None:
+async def test_a_quoted_local_part_may_hold_a_space(sink: SmtpSink, provider: SmtpProvider) -> None:
     email = dataclasses.replace(make_email(1), recipient='"ann smith"@example.com')
     await provider.send(email)
     [received] = await sink.wait_for(1)
