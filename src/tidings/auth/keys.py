@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import functools
 import hashlib
 import hmac
 import re
@@ -62,7 +63,13 @@ class ApiKey:
 
     def may_publish(self, type_key: str) -> bool:
         """Whether this key's type patterns cover the notification type ``type_key``."""
-        return any(fnmatch.fnmatchcase(type_key, pattern) for pattern in self.type_patterns)
+        return self._publishable.match(type_key) is not None
+
+    @functools.cached_property
+    def _publishable(self) -> re.Pattern[str]:
+        """The type patterns as one expression, as ``fnmatch.fnmatchcase`` reads each."""
+        patterns = [fnmatch.translate(pattern) for pattern in self.type_patterns]
+        return re.compile("|".join(f"(?:{p})" for p in patterns) or "(?!)")
 
     @property
     def type_patterns(self) -> tuple[str, ...]:

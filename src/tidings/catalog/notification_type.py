@@ -93,9 +93,12 @@ class NotificationType:
         """The locales the email has overrides for (``fr``, ``pt-BR``); empty without email."""
         return frozenset() if self._email is None else frozenset(self._email.overrides)
 
-    def validate_payload(self, data: Any) -> list[PayloadError]:
-        """All the ways ``data`` fails the payload schema, sorted by path (``data.…``)."""
-        return payload.validate(self._validator, data)
+    def validate_payload(self, data: Any, *, bounded: bool = False) -> list[PayloadError]:
+        """All the ways ``data`` fails the payload schema, sorted by path (``data.…``).
+
+        ``bounded``: ``data`` passed ``json_input.check`` (as every event's data has), so
+        it nests no deeper than a body may and its depth is not looked at again."""
+        return payload.validate(self._validator, data, bounded=bounded)
 
     def render_in_app(self, context: Mapping[str, Any]) -> InAppContent:
         """Render the inbox item for one recipient.

@@ -91,9 +91,17 @@ def compile_validator(schema: dict[str, Any]) -> PayloadValidator:
     return PayloadValidator(explains, _fast_validator(schema))
 
 
-def validate(validator: PayloadValidator, data: Any) -> list[PayloadError]:
-    """All the ways ``data`` fails the schema, sorted by path; empty when it is valid."""
-    if validator.passes is not None and _nests_within(data) and _passes(validator.passes, data):
+def validate(
+    validator: PayloadValidator, data: Any, *, bounded: bool = False
+) -> list[PayloadError]:
+    """All the ways ``data`` fails the schema, sorted by path; empty when it is valid.
+
+    ``bounded``: ``data`` is known to nest no deeper than ``_FAST_DEPTH``."""
+    if (
+        validator.passes is not None
+        and (bounded or _nests_within(data))
+        and _passes(validator.passes, data)
+    ):
         return []
     return [
         PayloadError(".".join(["data", *map(str, parts)]), message)

@@ -5,6 +5,10 @@ requests arrived together in one transaction: one commit serves many requests, w
 what lets single-event ingest keep pace with an endpoint that writes nothing. A group
 that fails is written again in halves, down to the one request at fault: no request
 fails for another's event.
+
+On PostgreSQL several groups are written at once, each on its own connection: a group's
+statements are round trips to the server, and while one group waits on them the next
+is written instead of waiting too. SQLite has one writer connection: one group at a time.
 """
 
 from __future__ import annotations
@@ -24,26 +28,33 @@ log = logging.getLogger(__name__)
 class GroupCommitter:
     """Collects prepared events and writes them in groups of up to ``max_group``."""
 
-    def __init__(self, service: EventsService, *, max_group: int = 500) -> None:
+    def __init__(
+        self, service: EventsService, *, max_group: int = 500, writers: int | None = None
+    ) -> None:
         self._service = service
         self._max_group = max_group
+        self._writers = writers if writers is not None else service.concurrent_writers
         self._pending: asyncio.Queue[tuple[Prepared, asyncio.Future[Outcome]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="tidings-group-commit")
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(), name=f"tidings-group-commit-{number}")
+                for number in range(self._writers)
+            ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
 
     async def submit(self, item: Prepared) -> Outcome:
         """Write one event with whichever others are waiting; returns once committed."""
-        if self._task is None:
+        if not self._tasks:
             try:
                 return (await self._service.write_group([item], atomic=True))[0]
             except Exception as exc:

@@ -57,7 +57,10 @@ async def insert(
 ) -> None:
     """Store events and claim their idempotency keys (unique: a racing twin fails here)."""
     if key_rows:
-        await conn.execute(idempotency_keys.insert(), list(key_rows))
+        # In one order in every transaction: groups written at once never wait on each
+        # other's keys crosswise (a deadlock, which one of them would pay for).
+        ordered = sorted(key_rows, key=lambda r: (r["tenant"], r["namespace"], r["key"]))
+        await conn.execute(idempotency_keys.insert(), ordered)
     if event_rows:
         await conn.execute(events.insert(), list(event_rows))
 

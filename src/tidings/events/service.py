@@ -26,6 +26,8 @@ PLAN_JOB = "plan"
 _WRITE_ATTEMPTS = 4
 _RETRYABLE = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 FANOUT_JOB = "fanout"
+_PG_GROUP_WRITERS = 3
+"""Group commits written at once on PostgreSQL: a small share of the pool (10)."""
 
 
 @dataclass
@@ -69,6 +71,12 @@ class EventsService:
         self._queue = queue
         self._users = users
 
+    @property
+    def concurrent_writers(self) -> int:
+        """How many group commits may write at once: one on SQLite, whose writes share one
+        connection; a few on PostgreSQL, each on its own connection of the pool."""
+        return _PG_GROUP_WRITERS if self._db.is_postgres else 1
+
     def deprecation_headers(self, type_keys: Iterable[str]) -> dict[str, str]:
         """``Deprecation``, ``Sunset`` and ``Warning`` for an answer that published
         ``type_keys``; empty when none of them is deprecated."""
@@ -106,7 +114,8 @@ class EventsService:
                 "Give either 'recipients' or 'topic', not both and not neither.",
                 field=field_prefix + "recipients",
             )
-        problems = ntype.validate_payload(event.data)
+        # An event's data passed json_input.check: the HTTP body's or its own (EventIn).
+        problems = ntype.validate_payload(event.data, bounded=True)
         if problems:
             first = problems[0]
             raise errors.Invalid(
