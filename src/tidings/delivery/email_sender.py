@@ -65,9 +65,9 @@ IN_FLIGHT = 8
 """The most messages being sent at once when the provider does not say how many it
 sends at once (``Capabilities.connections``)."""
 
-POOL_FROM = 32
+POOL_FROM = 8
 """A batch with fewer messages to send builds them in the event loop: so few are not
-worth starting the compose processes for (a backlog is)."""
+worth starting the compose processes for (a batch of several is: more may follow)."""
 
 CHUNK = 16
 """Messages rendered, then built and signed, at a time: the first are on their way while
