@@ -226,11 +226,10 @@ class EmailSender:
         A message takes a place in the window when it is handed over and gives it back
         once its outcome is committed: at no moment are more than ``COMMIT_EVERY``
         messages sent (or being sent) and not yet recorded, nor more being sent than the
-        provider sends at once. Outcomes are committed in
-        small groups while the next messages are already on their way, so the window
-        never drains in lockstep. Messages not handed over by the time half the lease
-        has gone are given back to run again at once, before another worker could
-        lease the jobs and send them too.
+        provider sends at once. Outcomes are committed in groups while the next messages
+        are already on their way, so the window never drains in lockstep. Messages not
+        handed over by the time half the lease has gone are given back to run again at
+        once, before another worker could lease the jobs and send them too.
         """
         loop = asyncio.get_running_loop()
         deadline = self._hand_over_until(loop.time())
@@ -300,7 +299,9 @@ class EmailSender:
                 if unrecorded >= COMMIT_EVERY // 2 or (unrecorded and not flying):
                     await self._commit(changes, finished, retries, buried)
                     unrecorded = 0
-                    erased = await self._drop_erased([todo, waiting], finished, since, events)
+                    erased = await self._drop_erased(
+                        [todo, waiting], finished, since, events, building=bool(building)
+                    )
             await self._commit(changes, finished, retries, buried)
         except Exception as exc:
             # Some jobs are settled already (completed, retried, given back): running
@@ -379,12 +380,15 @@ class EmailSender:
         finished: list[Job],
         since: dt.datetime,
         events: Mapping[str, Mapping[str, Any]],
+        *,
+        building: bool = False,
     ) -> dict[str, Erasure]:
         """Take out of ``queues`` the messages of events accepted before their recipient
         was erased, by erasures made at ``since`` or later; their jobs are finished (the
         erasure suppressed the deliveries). A user created again keeps later mail.
-        Returns the erasures found, for the messages being built meanwhile."""
-        if not any(queues):
+        Returns the erasures found, for the messages being built meanwhile
+        (``building``: there are some, so look even if the queues are empty)."""
+        if not building and not any(queues):
             return {}
         async with self._db.reader() as conn:
             erased = await self._users.erased_since(conn, since)
