@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.kit.tables import deliveries
+from tidings.kit.tables import deliveries, inbox_items
 from tidings.kit.tables import webhook_attempts as attempts
 from tidings.kit.tables import webhook_endpoints as endpoints
 from tidings.kit.tables import webhook_messages as messages
@@ -150,7 +150,11 @@ async def rename_user(conn: AsyncConnection, user_id: str, pseudonym: str) -> in
     """Name ``user_id`` by ``pseudonym`` in the payloads of the messages about their
     deliveries, sent or still waiting; returns how many changed. Run before the
     deliveries themselves are renamed: they are found by the user's id."""
-    theirs = sa.select(deliveries.c.id).where(deliveries.c.user_id == user_id)
+    # Their deliveries: the rows, and the in-app deliveries that are their items.
+    theirs = sa.union_all(
+        sa.select(deliveries.c.id).where(deliveries.c.user_id == user_id),
+        sa.select(inbox_items.c.id).where(inbox_items.c.user_id == user_id),
+    )
     page = (
         sa.select(messages.c.id, messages.c.payload)
         .where(messages.c.delivery_id.in_(theirs.scalar_subquery()))
