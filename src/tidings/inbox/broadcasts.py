@@ -34,7 +34,7 @@ from tidings.inbox.repository import Kind, Reader
 from tidings.kit import ids
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
-from tidings.kit.live import RECOUNT, RESYNC, LiveHub
+from tidings.kit.live import INTERNAL, RECOUNT, RESYNC, LiveHub
 from tidings.planning.rules import quiet_hours
 from tidings.preferences.service import PlanningPreferences, PreferencesService
 from tidings.users.service import UsersService
@@ -42,10 +42,10 @@ from tidings.users.service import UsersService
 log = logging.getLogger(__name__)
 
 IN_APP = "in_app"
-CHANNEL = "\x00broadcasts"
+CHANNEL = f"{INTERNAL}broadcasts"
 """The live hub "user" new broadcasts are announced to: each process holding streams
-listens to it while it holds any (no user id can hold a NUL), and pushes each broadcast
-to its own streams."""
+listens to it while it holds any (no user id can hold a NUL; it is not a stream), and
+pushes each broadcast to its own streams."""
 _ANNOUNCED = "broadcast"
 _WATCH_READY_SECONDS = 5.0
 """How long a stream that opens waits for its process to listen to announcements."""

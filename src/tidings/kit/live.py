@@ -62,6 +62,10 @@ RESYNC = "resync"
 """What a connection whose bounded queue overflowed gets instead of the messages it
 lost: the stream catches up from the database (or tells its client to reload)."""
 
+INTERNAL = "\x00"
+"""The first character of a channel this process listens to for itself (a user id never
+holds it): its subscriptions are not streams, and no stream cap counts them."""
+
 RECOUNT = "recount"
 """The event that asks the process holding a user's connections to send their fresh
 counts: only that process knows whether anyone listens, so only it pays for the count."""
@@ -129,7 +133,8 @@ class LocalHub:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_QUEUE_LIMIT)
         subscribers = self._subscribers[user_id]
         subscribers[queue] = None
-        self._streams += 1
+        if not user_id.startswith(INTERNAL):
+            self._streams += 1
         if self._max_per_user is not None and len(subscribers) > self._max_per_user:
             oldest = next(iter(subscribers))
             self._unsubscribe(user_id, oldest)
@@ -146,7 +151,8 @@ class LocalHub:
         if subscribers is None or queue not in subscribers:
             return  # already pushed out by a newer connection
         del subscribers[queue]
-        self._streams -= 1
+        if not user_id.startswith(INTERNAL):
+            self._streams -= 1
         if not subscribers:
             del self._subscribers[user_id]
 
