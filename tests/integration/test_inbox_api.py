@@ -131,6 +131,38 @@ async def test_counts_and_flags(
     assert (await client.get("/v1/me/inbox/counts", headers=bob)).json()["unread"] == 2
 
 
+async def test_a_page_can_carry_the_counts_in_the_same_answer(
+    client: httpx.AsyncClient,
+    producer: dict[str, str],
+    runtime: Runtime,
+    canonical_event: dict[str, Any],
+    user_headers: Headers,
+) -> None:
+    bob = user_headers("u-bob")
+    await publish(client, producer, runtime, canonical_event, ["u-bob"], 4)
+    await publish(client, producer, runtime, canonical_event, ["u-eve"], 2, prefix="eve")
+    plain = (await client.get("/v1/me/inbox", headers=bob)).json()
+    assert plain["counts"] is None
+    first = plain["items"][0]["id"]
+    await client.patch(f"/v1/me/inbox/{first}", json={"read": True}, headers=bob)
+
+    page = await client.get(
+        "/v1/me/inbox", params={"status": "unread", "limit": 2, "counts": "true"}, headers=bob
+    )
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert len(body["items"]) == 2
+    assert not any(item["read"] for item in body["items"])
+    assert body["next_cursor"] is not None
+    # Bob's counts (Eve's two items are not his), the same as the badge's own answer.
+    assert body["counts"] == {"unread": 3, "unseen": 4, "total": 4}
+    assert body["counts"] == (await client.get("/v1/me/inbox/counts", headers=bob)).json()
+
+    wrong = await client.get("/v1/me/inbox", params={"counts": "maybe"}, headers=bob)
+    assert wrong.status_code == 422
+    assert wrong.json()["error"]["field"] == "counts"
+
+
 async def test_no_flags_is_a_clear_error(client: httpx.AsyncClient, user_headers: Headers) -> None:
     response = await client.post("/v1/me/inbox/mark", json={}, headers=user_headers("u-bob"))
     assert response.status_code == 422

@@ -74,10 +74,18 @@ async def list_items(
     archived: bool = False,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    counts: bool = False,
 ) -> schemas.Page:
-    """Your items, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    """Your items, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
+    With ``counts=true`` the answer carries the inbox's counts too (the badge and the
+    first page in one request); without it, ``counts`` is null."""
     return await inbox.page(
-        user, cursor=cursor, limit=limit, unread_only=status == "unread", archived=archived
+        user,
+        cursor=cursor,
+        limit=limit,
+        unread_only=status == "unread",
+        archived=archived,
+        with_counts=counts,
     )
 
 

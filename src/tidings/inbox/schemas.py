@@ -40,15 +40,19 @@ class Item(BaseModel):
     group: Group | None = Field(description="null for an item that does not collapse")
 
 
-class Page(BaseModel):
-    items: list[Item]
-    next_cursor: str | None
-
-
 class Counts(BaseModel):
     unread: int
     unseen: int
     total: int = Field(description="items not archived")
+
+
+class Page(BaseModel):
+    items: list[Item]
+    next_cursor: str | None
+    counts: Counts | None = Field(
+        default=None,
+        description="the inbox's counts, read with the page, when asked for (counts=true)",
+    )
 
 
 class Marks(BaseModel):

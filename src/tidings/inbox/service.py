@@ -270,9 +270,19 @@ class InboxService:
         return await repository.seen(conn, item_ids)
 
     async def page(
-        self, user_id: str, *, cursor: str | None, limit: int, unread_only: bool, archived: bool
+        self,
+        user_id: str,
+        *,
+        cursor: str | None,
+        limit: int,
+        unread_only: bool,
+        archived: bool,
+        with_counts: bool = False,
     ) -> schemas.Page:
+        """A page of the user's items, newest first; with their counts when asked (read
+        on the same connection, right after the page)."""
         before = cursors.decode_keyset(cursor)
+        counts = None
         async with self._db.reader() as conn:
             rows = await repository.page(
                 conn,
@@ -288,11 +298,14 @@ class InboxService:
                     before=before, limit=limit + 1, unread_only=unread_only, archived=archived
                 )
                 rows = sorted(rows, key=_stream_order, reverse=True)[: limit + 1]
+            if with_counts:
+                unread, unseen, total = (await self.counts_of(conn, [user_id]))[user_id]
+                counts = schemas.Counts(unread=unread, unseen=unseen, total=total)
         items = [_item(row) for row in rows[:limit]]
         next_cursor = (
             cursors.encode_keyset(items[-1].created_at, items[-1].id) if len(rows) > limit else None
         )
-        return schemas.Page(items=items, next_cursor=next_cursor)
+        return schemas.Page(items=items, next_cursor=next_cursor, counts=counts)
 
     async def item(self, user_id: str, item_id: str) -> schemas.Item:
         async with self._db.reader() as conn:
