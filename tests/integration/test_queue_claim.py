@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tidings.delivery.plan_rows import next_page
 from tidings.kit import queue as queue_module
 from tidings.kit.clock import FrozenClock
 from tidings.kit.db import Database
@@ -88,3 +89,23 @@ async def test_a_schedule_another_clock_set_ahead_is_brought_back_by_a_later_cla
     await asyncio.sleep(0.1)
     [job] = await ours.claim("w", 10, LEASE, lanes=[2])
     assert job.id == "later"
+
+
+async def test_a_topics_next_page_is_claimed_before_the_emails_its_page_queued(
+    db: Database,
+) -> None:
+    """A fan-out page queues its subscribers' emails and then the next page: the next
+    page comes first in the lane, so planning a large topic does not wait for the
+    emails of the pages before to be sent."""
+    queue = SqlQueue(db, FrozenClock(START))
+    event = {"id": "ev-1", "created_at": START - dt.timedelta(seconds=3)}
+    emails = [NewJob(f"email:{i}", "email", {"n": i}, lane=2) for i in range(50)]
+    async with db.transaction() as conn:
+        await queue.enqueue(conn, emails)
+        await queue.enqueue(conn, [next_page(event, "u-0049", 2, START)])
+    [first] = await queue.claim("w", 1, LEASE, lanes=[2])
+    assert first.kind == "fanout"
+    assert first.payload == {"event": "ev-1", "after": "u-0049"}
+    # A clock behind the event's own: due now, not later.
+    behind = START - dt.timedelta(minutes=5)
+    assert next_page(event, "u-0099", 2, behind).run_at == behind

@@ -35,9 +35,9 @@ from tidings.catalog import templates
 from tidings.delivery import digests, rule_state
 from tidings.delivery import repository as deliveries
 from tidings.delivery.audience import Audience, AudienceLoader
-from tidings.delivery.plan_rows import PlanningError, Rows, event_context, until
+from tidings.delivery.plan_rows import PlanningError, Rows, event_context, next_page, until
 from tidings.delivery.states import DeliveryState
-from tidings.events.service import FANOUT_JOB, EventsService
+from tidings.events.service import EventsService
 from tidings.inbox.broadcasts import broadcast_id
 from tidings.inbox.service import InboxService
 from tidings.kit import ids, metrics
@@ -154,17 +154,9 @@ class FanoutOnRead:
                 )
                 lanes = await self._plan_page(conn, event, ntype, others, page, now)
             if len(page) == self._page_size:
-                await self._queue.enqueue(
-                    conn,
-                    [
-                        NewJob(
-                            id=f"{FANOUT_JOB}:{event_id}:{page[-1]}",
-                            kind=FANOUT_JOB,
-                            payload={"event": event_id, "after": page[-1], BROADCAST: True},
-                            lane=job.lane,
-                        )
-                    ],
-                )
+                marks = {BROADCAST: True}
+                continued = next_page(event, page[-1], job.lane, now, **marks)
+                await self._queue.enqueue(conn, [continued])
                 lanes.add(job.lane)
             else:
                 await self._events.mark_planned(conn, [event_id])

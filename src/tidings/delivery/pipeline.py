@@ -22,10 +22,17 @@ from tidings import catalog
 from tidings.delivery import batch_books, broadcast, digests, repository, rule_state
 from tidings.delivery.audience import Audience, AudienceLoader
 from tidings.delivery.collapse import Collapser, open_collapser
-from tidings.delivery.plan_rows import COLLAPSED_INTO, PlanningError, Rows, event_context, until
+from tidings.delivery.plan_rows import (
+    COLLAPSED_INTO,
+    PlanningError,
+    Rows,
+    event_context,
+    next_page,
+    until,
+)
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
-from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
+from tidings.events.service import PLAN_JOB, EventsService
 from tidings.inbox.service import InboxService
 from tidings.kit import ids, jetstream
 from tidings.kit.clock import Clock
@@ -138,17 +145,8 @@ class Pipeline:
             else:
                 items, lanes = await self._plan_batch(conn, [(event, page)])
             if len(page) == self._page_size:
-                await self._queue.enqueue(
-                    conn,
-                    [
-                        NewJob(
-                            id=f"{FANOUT_JOB}:{event_id}:{page[-1]}",
-                            kind=FANOUT_JOB,
-                            payload={"event": event_id, "after": page[-1]},
-                            lane=job.lane,
-                        )
-                    ],
-                )
+                now = self._clock.now()
+                await self._queue.enqueue(conn, [next_page(event, page[-1], job.lane, now)])
                 lanes.add(job.lane)
             else:
                 await self._events.mark_planned(conn, [event_id])

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.delivery import repository
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
+from tidings.events.service import FANOUT_JOB
 from tidings.kit.db import Database
 from tidings.kit.queue import NewJob, Queue
 
@@ -73,6 +74,25 @@ class Rows:
                 "updated_at": now,
             }
         )
+
+
+def next_page(
+    event: Mapping[str, Any], after: str, lane: int, now: dt.datetime, **marks: Any
+) -> NewJob:
+    """The fan-out job of the page of ``event``'s topic after subscriber ``after``.
+
+    Due since the event was accepted (or now, for a clock behind it): a claim takes
+    jobs of a lane oldest first, so the next page is planned before the jobs this page
+    just queued (its emails) instead of waiting until they are sent, and the whole topic
+    is planned at the planner's pace.
+    """
+    return NewJob(
+        id=f"{FANOUT_JOB}:{event['id']}:{after}",
+        kind=FANOUT_JOB,
+        payload={"event": event["id"], "after": after, **marks},
+        lane=lane,
+        run_at=min(event["created_at"], now),
+    )
 
 
 def event_context(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -261,6 +261,17 @@ async def broadcast_kinds(conn: AsyncConnection, reader: Reader) -> list[Kind]:
     ]
 
 
+async def with_broadcasts(conn: AsyncConnection, user_ids: Sequence[str]) -> set[str]:
+    """Those of ``user_ids`` with a broadcast in their inbox, shown or not: a topic they
+    subscribe to has one stored after they subscribed. One query for them all."""
+    if not user_ids:
+        return set()
+    b, s = broadcasts.c, subscriptions.c
+    stored_since = sa.exists().where(b.topic == s.topic, b.created_at > s.created_at)
+    query = sa.select(s.user_id).where(s.user_id.in_(list(user_ids)), stored_since).distinct()
+    return {row[0] for row in await conn.execute(query)}
+
+
 async def broadcast_counts(
     conn: AsyncConnection, reader: Reader
 ) -> list[tuple[Kind, tuple[int, int, int]]]:

@@ -299,7 +299,9 @@ class InboxService:
                 )
                 rows = sorted(rows, key=_stream_order, reverse=True)[: limit + 1]
             if with_counts:
-                unread, unseen, total = (await self.counts_of(conn, [user_id]))[user_id]
+                # No broadcast in their inbox (found for the page): none to count either.
+                alone = () if shared is not None else (user_id,)
+                unread, unseen, total = (await self.counts_of(conn, [user_id], alone))[user_id]
                 counts = schemas.Counts(unread=unread, unseen=unseen, total=total)
         items = [_item(row) for row in rows[:limit]]
         next_cursor = (
@@ -322,13 +324,18 @@ class InboxService:
         return schemas.Counts(unread=unread, unseen=unseen, total=total)
 
     async def counts_of(
-        self, conn: AsyncConnection, user_ids: Sequence[str]
+        self,
+        conn: AsyncConnection,
+        user_ids: Sequence[str],
+        without_broadcasts: Collection[str] = (),
     ) -> dict[str, tuple[int, int, int]]:
-        """user → (unread, unseen, total) over their unarchived items, broadcasts included."""
+        """user → (unread, unseen, total) over their unarchived items, broadcasts included
+        (but for ``without_broadcasts``: users known to have none in their inbox)."""
         found = await repository.counts(conn, user_ids)
         if self.broadcasts is None:
             return found
-        for user_id in user_ids:
+        asked = [user_id for user_id in user_ids if user_id not in without_broadcasts]
+        for user_id in await repository.with_broadcasts(conn, asked) if asked else ():
             shared = await self.broadcasts.counts(conn, user_id)
             found[user_id] = (
                 found[user_id][0] + shared[0],
