@@ -16,8 +16,9 @@ all of these hold when its fan-out starts:
 
 Then its rendered item is stored once, in a transaction of its own before any page is
 planned, and is in every subscriber's inbox from that commit on (``inbox.broadcasts``).
-Its other channels (email, plugin channels) are still planned per subscriber, a page of
-them per job as on write, with every rule that applies to them; no in-app row is written
+Its other channels (email, plugin channels) are still planned per subscriber, a page at
+a time (a job plans pages back to back for up to ``PAGES_SECONDS``, each committed on
+its own), with every rule that applies to them; no in-app row is written
 for any subscriber. An event that is not broadcast is fanned out on write, as before. Once an
 event has a broadcast, every page of it is planned this way (a job run again included).
 """
@@ -25,6 +26,7 @@ event has a broadcast, every page of it is planned this way (a job run again inc
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -84,6 +86,10 @@ def _reads_only_the_event(ntype: catalog.NotificationType) -> bool:
     return all(t is None or t in templates._EVENT_ONLY for t in found)
 
 
+PAGES_SECONDS = 2.0
+"""How long one fan-out job of a broadcast plans page after page before it queues the
+rest as a job of its own (and lets the jobs its pages queued, and other lanes, run)."""
+
 _NO_BOOKS = planner.Books()
 """The rule state of a broadcast's planning: none (its type has no dedup or throttle)."""
 
@@ -117,9 +123,10 @@ class FanoutOnRead:
         self._channels = frozenset(channels)
 
     async def fanout_page(self, job: Job) -> bool:
-        """Run one fan-out job of a topic event if the event is (or becomes) a broadcast,
-        and queue its next page; False, having done nothing, when it is not one (then
-        it fans out on write)."""
+        """Run one fan-out job of a topic event if the event is (or becomes) a broadcast:
+        plan its pages from the job's own on, for ``PAGES_SECONDS`` at most, and queue
+        the rest; False, having done nothing, when it is not one (then it fans out on
+        write)."""
         broadcasts = self._inbox.broadcasts
         event_id: str = job.payload["event"]
         after: str | None = job.payload["after"]
@@ -144,25 +151,35 @@ class FanoutOnRead:
             if stored:
                 metrics.of(self._db).in_app_written([row], now)
                 await broadcasts.announce(row)
-        async with self._db.transaction() as conn:
-            lanes: set[int] = set()
-            others = sorted(ntype.channels - {planner.IN_APP})
-            page: list[str] = []
-            if others:
-                page = await self._users.subscriber_page(
-                    conn, event["topic"], after, self._page_size
-                )
-                lanes = await self._plan_page(conn, event, ntype, others, page, now)
-            if len(page) == self._page_size:
-                marks = {BROADCAST: True}
-                continued = next_page(event, page[-1], job.lane, now, **marks)
-                await self._queue.enqueue(conn, [continued])
-                lanes.add(job.lane)
-            else:
-                await self._events.mark_planned(conn, [event_id])
-            await self._queue.complete(conn, [job])
-        self._queue.wake(lanes)
-        return True
+        # Pages follow one another in this run for up to PAGES_SECONDS, each committed
+        # on its own; the last one queues the rest. Run again (the process died), the job
+        # starts over from its own page: what was planned since is found and skipped.
+        others = sorted(ntype.channels - {planner.IN_APP})
+        deadline = time.monotonic() + PAGES_SECONDS
+        while True:
+            async with self._db.transaction() as conn:
+                lanes: set[int] = set()
+                page: list[str] = []
+                if others:
+                    page = await self._users.subscriber_page(
+                        conn, event["topic"], after, self._page_size
+                    )
+                    lanes = await self._plan_page(conn, event, ntype, others, page, now)
+                full = len(page) == self._page_size
+                more = full and time.monotonic() < deadline
+                if full and not more:
+                    marks = {BROADCAST: True}
+                    continued = next_page(event, page[-1], job.lane, now, **marks)
+                    await self._queue.enqueue(conn, [continued])
+                    lanes.add(job.lane)
+                elif not full:
+                    await self._events.mark_planned(conn, [event_id])
+                if not more:
+                    await self._queue.complete(conn, [job])
+            self._queue.wake(lanes)
+            if not more:
+                return True
+            after, now = page[-1], self._clock.now()
 
     async def _broadcast(
         self, conn: AsyncConnection, event: Mapping[str, Any], now: dt.datetime

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.delivery.states import ALLOWED, STATE_ORDER, DeliveryState, first_transitions
 from tidings.kit import ids, job_context, metrics
-from tidings.kit.db import Database
+from tidings.kit.db import Database, among
 from tidings.kit.tables import (
     UTCDateTime,
     deliveries,
@@ -315,7 +315,10 @@ async def planned_recipients(
         for table in (deliveries, inbox_items):
             rows = await conn.execute(
                 sa.select(table.c.event_id, table.c.user_id)
-                .where(table.c.event_id.in_(events), table.c.user_id.in_(users))
+                .where(
+                    among(conn, table.c.event_id, sorted(events)),
+                    among(conn, table.c.user_id, sorted(users)),
+                )
                 .distinct()
             )
             found.update(pair for pair in ((r.event_id, r.user_id) for r in rows) if pair in wanted)

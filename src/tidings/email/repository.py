@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.email import addresses
-from tidings.kit.db import Database
+from tidings.kit.db import Database, among
 from tidings.kit.tables import email_suppressions
 
 
@@ -47,7 +47,7 @@ async def suppressed(conn: AsyncConnection, addresses: Iterable[str]) -> dict[st
     for start in range(0, len(wanted), 1000):
         rows = await conn.execute(
             sa.select(email_suppressions.c.address, email_suppressions.c.reason).where(
-                email_suppressions.c.address.in_(wanted[start : start + 1000])
+                among(conn, email_suppressions.c.address, wanted[start : start + 1000])
             )
         )
         found.update({r.address: r.reason for r in rows})

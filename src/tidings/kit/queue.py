@@ -237,8 +237,9 @@ class SqlQueue:
             return
         now = self._clock.now()
         context = tracing.current_headers()
-        await conn.execute(
-            self._db.insert_ignore(jobs),
+        await self._db.insert_rows_ignore(
+            conn,
+            jobs,
             [
                 {
                     "id": job.id,

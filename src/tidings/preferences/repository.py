@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.kit.db import Database
+from tidings.kit.db import Database, among
 from tidings.kit.tables import preference_sets
 
 CHUNK = 1000
@@ -36,7 +36,7 @@ async def get_many(
         rows = await conn.execute(
             sa.select(preference_sets.c.owner_id, preference_sets.c.choices).where(
                 preference_sets.c.owner_kind == kind,
-                preference_sets.c.owner_id.in_(wanted[start : start + CHUNK]),
+                among(conn, preference_sets.c.owner_id, wanted[start : start + CHUNK]),
             )
         )
         found.update((row.owner_id, row.choices) for row in rows)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.delivery.states import first_transitions
 from tidings.kit import ids
-from tidings.kit.db import Database
+from tidings.kit.db import Database, among
 from tidings.kit.tables import (
     broadcast_states,
     channel_addresses,
@@ -81,7 +81,7 @@ async def get_profiles(
     found: dict[str, Mapping[str, Any]] = {}
     for start in range(0, len(wanted), 1000):
         rows = await conn.execute(
-            sa.select(users).where(users.c.id.in_(wanted[start : start + 1000]))
+            sa.select(users).where(among(conn, users.c.id, wanted[start : start + 1000]))
         )
         found.update({row.id: row._mapping for row in rows})
     return found
@@ -130,7 +130,7 @@ async def erasures_of(conn: AsyncConnection, pseudonyms: Iterable[str]) -> dict[
     for start in range(0, len(wanted), 1000):
         rows = await conn.execute(
             sa.select(erasures.c.pseudonym, erasures.c.erased_before).where(
-                erasures.c.pseudonym.in_(wanted[start : start + 1000])
+                among(conn, erasures.c.pseudonym, wanted[start : start + 1000])
             )
         )
         found.update({row.pseudonym: row.erased_before for row in rows})
