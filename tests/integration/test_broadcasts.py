@@ -401,6 +401,32 @@ async def test_pages_merge_own_items_and_broadcasts_newest_first(
     assert [item["title"] for item in seen] == expected[::-1]
     await stored_as(runtime, broadcasts=3, items=3)
 
+    # The same walk with the counts: every page merges both, and counts both.
+    read = await client.patch(f"/v1/me/inbox/{seen[0]['id']}", json={"read": True}, headers=one)
+    assert read.status_code == 200, read.text
+    walked: list[Any] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, "counts": "true"} | ({"cursor": cursor} if cursor else {})
+        page = (await client.get("/v1/me/inbox", params=params, headers=one)).json()
+        assert page["counts"] == {"unread": 5, "unseen": 6, "total": 6}
+        walked.extend(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [item["title"] for item in walked] == expected[::-1]
+    unread = await client.get(
+        "/v1/me/inbox", params={"status": "unread", "counts": "true"}, headers=one
+    )
+    assert [item["title"] for item in unread.json()["items"]] == expected[::-1][1:]
+    # Someone with neither items nor broadcasts: an empty page, and zero counts.
+    empty = await client.get("/v1/me/inbox", params={"counts": "true"}, headers=user_headers("u-9"))
+    assert empty.json() == {
+        "items": [],
+        "next_cursor": None,
+        "counts": {"unread": 0, "unseen": 0, "total": 0},
+    }
+
 
 async def test_an_erased_user_sees_no_broadcast(
     client: httpx.AsyncClient, producer: dict[str, str], runtime: Runtime, user_headers: Headers

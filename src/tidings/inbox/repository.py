@@ -4,6 +4,7 @@ event, stored once and read into each subscriber's inbox."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -113,20 +114,110 @@ async def page(
     archived: bool,
 ) -> list[Mapping[str, Any]]:
     """Newest first; ``before`` is the (created_at, id) of the last item already seen."""
+    query = _page_query(user_id, before, limit, unread_only, archived)
+    return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+@dataclass(frozen=True)
+class CountedPage:
+    """A page of a user's own items, their counts, and whether any broadcast is in
+    their inbox (then the caller reads those too)."""
+
+    rows: list[Mapping[str, Any]]
+    counts: tuple[int, int, int]
+    broadcasts: bool
+
+
+async def counted_page(
+    conn: AsyncConnection,
+    user_id: str,
+    *,
+    before: tuple[dt.datetime, str] | None,
+    limit: int,
+    unread_only: bool,
+    archived: bool,
+) -> CountedPage:
+    """``page``, ``counts`` and ``with_broadcasts`` of one user in one statement (one
+    round trip): the counts and the broadcast check joined to the page laterally, so
+    they come back even when the page is empty. PostgreSQL only."""
+    query = _counted_page_query(unread_only, archived, before is not None)
+    at, item_id = before if before is not None else (None, None)
+    params = {"user_id": user_id, "limit": limit, "before_at": at, "before_id": item_id}
+    rows = (await conn.execute(query, params)).all()
+    names = _ITEM_COLUMNS
+    return CountedPage(
+        rows=[dict(zip(names, row[4:], strict=True)) for row in rows if row[4] is not None],
+        counts=(int(rows[0][0]), int(rows[0][1]), int(rows[0][2])),
+        broadcasts=bool(rows[0][3]),
+    )
+
+
+_ITEM_COLUMNS = tuple(column.name for column in inbox_items.c)
+
+
+@functools.lru_cache(maxsize=8)
+def _counted_page_query(unread_only: bool, archived: bool, has_before: bool) -> sa.Select[Any]:
+    """The statement of ``counted_page``, built once per shape (building it is most of
+    its cost): columns 0-2 the counts, 3 whether broadcasts are there, then an item's
+    columns (null when the page is empty)."""
+    c, b, s = inbox_items.c, broadcasts.c, subscriptions.c
+    user_id = sa.bindparam("user_id", type_=sa.String())
+    counted = (
+        sa.select(
+            sa.func.count().filter(c.read_at.is_(None)),
+            sa.func.count().filter(c.seen_at.is_(None)),
+            sa.func.count(),
+        )
+        .where(c.user_id == user_id, c.archived_at.is_(None))
+        .subquery("counted")
+    )
+    stored_since = sa.exists().where(b.topic == s.topic, b.created_at > s.created_at)
+    shared = sa.exists().where(s.user_id == user_id, stored_since)
+    before = None
+    if has_before:
+        before = (
+            sa.bindparam("before_at", type_=c.created_at.type),
+            sa.bindparam("before_id", type_=c.id.type),
+        )
+    limit = sa.bindparam("limit", type_=sa.Integer())
+    items = _page_filter(
+        sa.select(inbox_items).where(c.user_id == user_id), before, unread_only, archived
+    )
+    page = items.order_by(c.created_at.desc(), c.id.desc()).limit(limit).lateral("items")
+    return sa.select(counted, shared, page).select_from(counted.outerjoin(page, sa.true()))
+
+
+def _page_query(
+    user_id: str,
+    before: tuple[dt.datetime, str] | None,
+    limit: int,
+    unread_only: bool,
+    archived: bool,
+) -> sa.Select[Any]:
     c = inbox_items.c
+    # Bound with the columns' types: the time is compared as the instant it is.
+    bound = None
+    if before is not None:
+        bound = (sa.literal(before[0], c.created_at.type), sa.literal(before[1], c.id.type))
     query = sa.select(inbox_items).where(c.user_id == user_id)
+    query = _page_filter(query, bound, unread_only, archived)
+    return query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+
+
+def _page_filter(
+    query: sa.Select[Any],
+    before: tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]] | None,
+    unread_only: bool,
+    archived: bool,
+) -> sa.Select[Any]:
+    """A page's conditions: archived or not, unread only, and past the ``before`` keyset."""
+    c = inbox_items.c
     query = query.where(c.archived_at.is_not(None) if archived else c.archived_at.is_(None))
     if unread_only:
         query = query.where(c.read_at.is_(None))
     if before is not None:
-        # Bound with the columns' types: the time is compared as the instant it is.
-        at, item_id = before
-        query = query.where(
-            sa.tuple_(c.created_at, c.id)
-            < sa.tuple_(sa.literal(at, c.created_at.type), sa.literal(item_id, c.id.type))
-        )
-    rows = await conn.execute(query.order_by(c.created_at.desc(), c.id.desc()).limit(limit))
-    return [dict(row._mapping) for row in rows]
+        query = query.where(sa.tuple_(c.created_at, c.id) < sa.tuple_(*before))
+    return query
 
 
 async def after(

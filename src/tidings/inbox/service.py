@@ -282,6 +282,8 @@ class InboxService:
         """A page of the user's items, newest first; with their counts when asked (read
         on the same connection, right after the page)."""
         before = cursors.decode_keyset(cursor)
+        if with_counts and self._db.is_postgres:
+            return await self._counted_page(user_id, before, limit, unread_only, archived)
         counts = None
         async with self._db.reader() as conn:
             rows = await repository.page(
@@ -303,11 +305,38 @@ class InboxService:
                 alone = () if shared is not None else (user_id,)
                 unread, unseen, total = (await self.counts_of(conn, [user_id], alone))[user_id]
                 counts = schemas.Counts(unread=unread, unseen=unseen, total=total)
-        items = [_item(row) for row in rows[:limit]]
-        next_cursor = (
-            cursors.encode_keyset(items[-1].created_at, items[-1].id) if len(rows) > limit else None
-        )
-        return schemas.Page(items=items, next_cursor=next_cursor, counts=counts)
+        return _page(rows, limit, counts)
+
+    async def _counted_page(
+        self,
+        user_id: str,
+        before: tuple[dt.datetime, str] | None,
+        limit: int,
+        unread_only: bool,
+        archived: bool,
+    ) -> schemas.Page:
+        """``page`` with its counts on PostgreSQL: the user's own items, their counts and
+        whether they have broadcasts in one statement; the broadcasts' own reads only
+        for a user who has some."""
+        async with self._db.reader() as conn:
+            found = await repository.counted_page(
+                conn,
+                user_id,
+                before=before,
+                limit=limit + 1,
+                unread_only=unread_only,
+                archived=archived,
+            )
+            rows, (unread, unseen, total) = found.rows, found.counts
+            shared = await self._shared(conn, user_id) if found.broadcasts else None
+            if shared is not None and self.broadcasts is not None:
+                rows += await shared.page(
+                    before=before, limit=limit + 1, unread_only=unread_only, archived=archived
+                )
+                rows = sorted(rows, key=_stream_order, reverse=True)[: limit + 1]
+                more = await self.broadcasts.counts(conn, user_id)
+                unread, unseen, total = unread + more[0], unseen + more[1], total + more[2]
+        return _page(rows, limit, schemas.Counts(unread=unread, unseen=unseen, total=total))
 
     async def item(self, user_id: str, item_id: str) -> schemas.Item:
         async with self._db.reader() as conn:
@@ -461,6 +490,17 @@ def _merge_params(row: Mapping[str, Any]) -> dict[str, Any]:
         "merge_user": row["user_id"],
         **{column: row[column] for column in _MERGED_COLUMNS},
     }
+
+
+def _page(
+    rows: Sequence[Mapping[str, Any]], limit: int, counts: schemas.Counts | None
+) -> schemas.Page:
+    """The page of the first ``limit`` of ``rows`` (one more tells a next page exists)."""
+    items = [_item(row) for row in rows[:limit]]
+    next_cursor = (
+        cursors.encode_keyset(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+    )
+    return schemas.Page(items=items, next_cursor=next_cursor, counts=counts)
 
 
 def _item(row: Mapping[str, Any]) -> schemas.Item:
