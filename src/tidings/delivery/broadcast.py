@@ -25,9 +25,10 @@ event has a broadcast, every page of it is planned this way (a job run again inc
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -89,6 +90,9 @@ def _reads_only_the_event(ntype: catalog.NotificationType) -> bool:
 PAGES_SECONDS = 2.0
 """How long one fan-out job of a broadcast plans page after page before it queues the
 rest as a job of its own (and lets the jobs its pages queued, and other lanes, run)."""
+
+PAGES_AT_ONCE = 2
+"""Pages of a broadcast planned at once on PostgreSQL, each on its own connection."""
 
 _NO_BOOKS = planner.Books()
 """The rule state of a broadcast's planning: none (its type has no dedup or throttle)."""
@@ -152,34 +156,53 @@ class FanoutOnRead:
                 metrics.of(self._db).in_app_written([row], now)
                 await broadcasts.announce(row)
         # Pages follow one another in this run for up to PAGES_SECONDS, each committed
-        # on its own; the last one queues the rest. Run again (the process died), the job
-        # starts over from its own page: what was planned since is found and skipped.
+        # on its own (on PostgreSQL PAGES_AT_ONCE of them at a time: one is planned while
+        # another waits on the database); then the rest is queued. Run again (the process
+        # died), the job starts over from its own page: what was planned since is found
+        # and skipped.
         others = sorted(ntype.channels - {planner.IN_APP})
         deadline = time.monotonic() + PAGES_SECONDS
+        at_once = PAGES_AT_ONCE if self._db.is_postgres else 1
+        size = self._page_size
         while True:
-            async with self._db.transaction() as conn:
-                lanes: set[int] = set()
-                page: list[str] = []
-                if others:
-                    page = await self._users.subscriber_page(
-                        conn, event["topic"], after, self._page_size
+            pages: list[list[str]] = []
+            if others:
+                async with self._db.transaction() as conn:
+                    ids = await self._users.subscriber_page(
+                        conn, event["topic"], after, size * at_once
                     )
-                    lanes = await self._plan_page(conn, event, ntype, others, page, now)
-                full = len(page) == self._page_size
-                more = full and time.monotonic() < deadline
-                if full and not more:
-                    marks = {BROADCAST: True}
-                    continued = next_page(event, page[-1], job.lane, now, **marks)
-                    await self._queue.enqueue(conn, [continued])
-                    lanes.add(job.lane)
-                elif not full:
-                    await self._events.mark_planned(conn, [event_id])
-                if not more:
+                pages = [ids[start : start + size] for start in range(0, len(ids), size)]
+            lanes: set[int] = set()
+            for due in await _all(self._planned_page(event, ntype, others, p, now) for p in pages):
+                lanes |= due
+            full = len(pages) == at_once and len(pages[-1]) == size
+            more = full and time.monotonic() < deadline
+            if not more:
+                async with self._db.transaction() as conn:
+                    if full:
+                        marks = {BROADCAST: True}
+                        continued = next_page(event, pages[-1][-1], job.lane, now, **marks)
+                        await self._queue.enqueue(conn, [continued])
+                        lanes.add(job.lane)
+                    else:
+                        await self._events.mark_planned(conn, [event_id])
                     await self._queue.complete(conn, [job])
             self._queue.wake(lanes)
             if not more:
                 return True
-            after, now = page[-1], self._clock.now()
+            after, now = pages[-1][-1], self._clock.now()
+
+    async def _planned_page(
+        self,
+        event: Mapping[str, Any],
+        ntype: catalog.NotificationType,
+        channels: Sequence[str],
+        page: Sequence[str],
+        now: dt.datetime,
+    ) -> set[int]:
+        """``_plan_page`` in a transaction of its own."""
+        async with self._db.transaction() as conn:
+            return await self._plan_page(conn, event, ntype, channels, page, now)
 
     async def _broadcast(
         self, conn: AsyncConnection, event: Mapping[str, Any], now: dt.datetime
@@ -381,3 +404,16 @@ class FanoutOnRead:
         if ntype is None:
             raise PlanningError(f"type {event['type']!r} is not in the catalog any more")
         return ntype
+
+
+async def _all(steps: Iterable[Awaitable[set[int]]]) -> list[set[int]]:
+    """Run ``steps`` at once; the first failure is raised as it is, once the others
+    were cancelled (and have ended)."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
