@@ -295,11 +295,7 @@ class InboxService:
                 archived=archived,
             )
             shared = await self._shared(conn, user_id)
-            if shared is not None:
-                rows += await shared.page(
-                    before=before, limit=limit + 1, unread_only=unread_only, archived=archived
-                )
-                rows = sorted(rows, key=_stream_order, reverse=True)[: limit + 1]
+            rows = await _with_broadcasts(rows, shared, before, limit, unread_only, archived)
             if with_counts:
                 # No broadcast in their inbox (found for the page): none to count either.
                 alone = () if shared is not None else (user_id,)
@@ -329,11 +325,8 @@ class InboxService:
             )
             rows, (unread, unseen, total) = found.rows, found.counts
             shared = await self._shared(conn, user_id) if found.broadcasts else None
+            rows = await _with_broadcasts(rows, shared, before, limit, unread_only, archived)
             if shared is not None and self.broadcasts is not None:
-                rows += await shared.page(
-                    before=before, limit=limit + 1, unread_only=unread_only, archived=archived
-                )
-                rows = sorted(rows, key=_stream_order, reverse=True)[: limit + 1]
                 more = await self.broadcasts.counts(conn, user_id)
                 unread, unseen, total = unread + more[0], unseen + more[1], total + more[2]
         return _page(rows, limit, schemas.Counts(unread=unread, unseen=unseen, total=total))
@@ -490,6 +483,24 @@ def _merge_params(row: Mapping[str, Any]) -> dict[str, Any]:
         "merge_user": row["user_id"],
         **{column: row[column] for column in _MERGED_COLUMNS},
     }
+
+
+async def _with_broadcasts(
+    rows: list[Mapping[str, Any]],
+    shared: SharedItems | None,
+    before: tuple[dt.datetime, str] | None,
+    limit: int,
+    unread_only: bool,
+    archived: bool,
+) -> list[Mapping[str, Any]]:
+    """A page's own ``rows`` (``limit`` + 1 of them at most) with the broadcasts of the
+    same page merged in, newest first; as they are when the user has none."""
+    if shared is None:
+        return rows
+    rows = rows + await shared.page(
+        before=before, limit=limit + 1, unread_only=unread_only, archived=archived
+    )
+    return sorted(rows, key=_stream_order, reverse=True)[: limit + 1]
 
 
 def _page(
