@@ -143,14 +143,16 @@ class Database:
             await self.read_engine.dispose()
 
 
-def among(conn: AsyncConnection, column: Any, values: Sequence[Any]) -> sa.ColumnElement[bool]:
+def among(
+    conn: AsyncConnection, column: sa.ColumnElement[Any], values: Sequence[Any]
+) -> sa.ColumnElement[bool]:
     """``column IN values``. On PostgreSQL, ``column = ANY(:array)``: one parameter
     however many values, so the statement is compiled once and not rendered again with
     a placeholder per value on every run (about 2.5 ms saved per 1,000 values)."""
     if conn.dialect.name == "postgresql":
         array = postgresql.ARRAY(column.type)
-        return column == sa.any_(sa.bindparam(None, list(values), type_=array))  # type: ignore[no-any-return]
-    return column.in_(list(values))  # type: ignore[no-any-return]
+        return column == sa.any_(sa.bindparam(None, list(values), type_=array))
+    return column.in_(list(values))
 
 
 @dataclasses.dataclass(frozen=True)
