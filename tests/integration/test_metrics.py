@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -17,6 +18,7 @@ from tests.integration.test_jetstream_pipeline import _delete_streams
 from tests.integration.test_queue import NATS_URL
 from tests.smtp_sink import SmtpSink
 from tidings.app import Runtime, add_health_routes, build_runtime, create_app
+from tidings.kit import tables
 from tidings.kit.queue import NewJob
 from tidings.kit.settings import Settings
 
@@ -89,7 +91,16 @@ async def test_queue_depth_age_and_timers_are_read_at_scrape_time(
                     NewJob("due-1", "plan", {"events": []}, 1, now - dt.timedelta(minutes=2)),
                     NewJob("due-2", "plan", {"events": []}, 1, now - dt.timedelta(minutes=1)),
                     NewJob("timer-1", "email", {"delivery": "d"}, 2, now + dt.timedelta(hours=1)),
+                    # A topic's next page: due since its event was accepted an hour ago,
+                    # but queued just now, so it has waited for nothing yet.
+                    NewJob("page-2", "fanout", {"event": "e"}, 2, now - dt.timedelta(hours=1)),
                 ],
+            )
+            # The plan jobs were queued when they came due: they have waited since.
+            await conn.execute(
+                sa.update(tables.jobs)
+                .where(tables.jobs.c.kind == "plan")
+                .values(created_at=tables.jobs.c.run_at)
             )
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=application), base_url="http://t.test"
@@ -99,13 +110,16 @@ async def test_queue_depth_age_and_timers_are_read_at_scrape_time(
             age = value(found, "tidings_queue_oldest_age_seconds", stage="plan", lane="1")
             assert age is not None
             assert age >= 120
+            page_age = value(found, "tidings_queue_oldest_age_seconds", stage="fanout", lane="2")
+            assert page_age is not None
+            assert page_age < 60
             assert value(found, "tidings_timers_pending", stage="email", lane="2") == 1
             next_due = value(found, "tidings_timers_next_due_seconds", stage="email", lane="2")
             assert next_due is not None
             assert 0 < next_due <= 3600
             assert value(found, "tidings_queue_depth", stage="email", lane="2") is None
 
-            assert await runtime.worker.run_once() == 2
+            assert await runtime.worker.run_once([1]) == 2
             found = await scrape(client)
             # Run and gone: the lane reports zero rather than vanishing.
             assert value(found, "tidings_queue_depth", stage="plan", lane="1") == 0

@@ -14,8 +14,9 @@ import sqlalchemy as sa
 
 from tidings.delivery.plan_rows import next_page
 from tidings.kit import queue as queue_module
+from tidings.kit import tables
 from tidings.kit.clock import FrozenClock
-from tidings.kit.db import Database
+from tidings.kit.db import Database, among
 from tidings.kit.queue import NewJob, SqlQueue
 
 LEASE = dt.timedelta(seconds=30)
@@ -109,3 +110,24 @@ async def test_a_topics_next_page_is_claimed_before_the_emails_its_page_queued(
     # A clock behind the event's own: due now, not later.
     behind = START - dt.timedelta(minutes=5)
     assert next_page(event, "u-0099", 2, behind).run_at == behind
+    # A delay of nothing from then: a clock that ran ahead would be brought back.
+    continued = next_page(event, "u-0099", 2, START)
+    assert continued.delayed_from == continued.run_at
+
+
+async def test_a_look_up_by_many_ids_matches_whole_values_only(db: Database) -> None:
+    """``among`` binds one array on PostgreSQL: a value longer than the column is not
+    cut to the column's length (and so does not match a stored prefix of it)."""
+    stored = "u" * 255
+    now = START
+    async with db.transaction() as conn:
+        await conn.execute(
+            sa.insert(tables.users).values(id=stored, created_at=now, updated_at=now)
+        )
+    async with db.reader() as conn:
+        c = tables.users.c
+        found = await conn.execute(sa.select(c.id).where(among(conn, c.id, [stored + "x"])))
+        assert found.all() == []
+        found = await conn.execute(sa.select(c.id).where(among(conn, c.id, [stored, "u-2"])))
+        assert found.scalars().all() == [stored]
+        assert (await conn.execute(sa.select(c.id).where(among(conn, c.id, [])))).all() == []

@@ -86,12 +86,15 @@ def next_page(
     just queued (its emails) instead of waiting until they are sent, and the whole topic
     is planned at the planner's pace.
     """
+    due = min(event["created_at"], now)
     return NewJob(
         id=f"{FANOUT_JOB}:{event['id']}:{after}",
         kind=FANOUT_JOB,
         payload={"event": event["id"], "after": after, **marks},
         lane=lane,
-        run_at=min(event["created_at"], now),
+        run_at=due,
+        # A delay of nothing from then: a schedule a clock ahead set is brought back.
+        delayed_from=due,
     )
 
 

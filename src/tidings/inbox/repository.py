@@ -184,7 +184,11 @@ def _counted_page_query(unread_only: bool, archived: bool, has_before: bool) -> 
         sa.select(inbox_items).where(c.user_id == user_id), before, unread_only, archived
     )
     page = items.order_by(c.created_at.desc(), c.id.desc()).limit(limit).lateral("items")
-    return sa.select(counted, shared, page).select_from(counted.outerjoin(page, sa.true()))
+    return (
+        sa.select(counted, shared, page)
+        .select_from(counted.outerjoin(page, sa.true()))
+        .order_by(page.c.created_at.desc(), page.c.id.desc())
+    )
 
 
 def _page_query(

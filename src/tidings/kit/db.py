@@ -150,7 +150,9 @@ def among(
     however many values, so the statement is compiled once and not rendered again with
     a placeholder per value on every run (about 2.5 ms saved per 1,000 values)."""
     if conn.dialect.name == "postgresql":
-        array = postgresql.ARRAY(column.type)
+        # Without the column's length: a cast to varchar(n)[] would cut longer values.
+        element = sa.String() if isinstance(column.type, sa.String) else column.type
+        array = postgresql.ARRAY(element)
         return column == sa.any_(sa.bindparam(None, list(values), type_=array))
     return column.in_(list(values))
 

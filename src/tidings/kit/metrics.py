@@ -167,12 +167,18 @@ class Metrics:
     async def observe_queue(self, db: Database, now: dt.datetime) -> None:
         """Read the ``jobs`` table's depth, oldest due job and timers, per stage and lane."""
         due = (jobs.c.run_at <= now).label("due")
+        # A due job waits from when it came due, or from when it was queued if it was due
+        # already then (a topic's next page is due since its event was accepted).
+        waiting_since = sa.case(
+            (jobs.c.created_at > jobs.c.run_at, jobs.c.created_at), else_=jobs.c.run_at
+        )
         query = sa.select(
             jobs.c.kind,
             jobs.c.lane,
             due,
             sa.func.count().label("n"),
             sa.func.min(jobs.c.run_at).label("first"),
+            sa.func.min(waiting_since).label("waiting"),
         ).group_by(jobs.c.kind, jobs.c.lane, sa.literal_column("due"))
         async with db.reader() as conn:
             rows = (await conn.execute(query)).all()
@@ -182,8 +188,9 @@ class Metrics:
             labels = (row.kind, str(row.lane))
             first = _aware(row.first)
             if row.due:
+                waiting = _aware(row.waiting)
                 self.queue_depth.labels(*labels).set(row.n)
-                self.queue_age.labels(*labels).set(max(0.0, (now - first).total_seconds()))
+                self.queue_age.labels(*labels).set(max(0.0, (now - waiting).total_seconds()))
             else:
                 self.timers.labels(*labels).set(row.n)
                 self.timers_next.labels(*labels).set(max(0.0, (first - now).total_seconds()))
