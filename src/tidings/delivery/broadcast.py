@@ -180,8 +180,8 @@ class FanoutOnRead:
             if not more:
                 async with self._db.transaction() as conn:
                     if full:
-                        marks = {BROADCAST: True}
-                        continued = next_page(event, pages[-1][-1], job.lane, now, **marks)
+                        last = pages[-1][-1]
+                        continued = next_page(event, last, job.lane, now, **{BROADCAST: True})
                         await self._queue.enqueue(conn, [continued])
                         lanes.add(job.lane)
                     else:

@@ -144,9 +144,8 @@ async def counted_page(
     at, item_id = before if before is not None else (None, None)
     params = {"user_id": user_id, "limit": limit, "before_at": at, "before_id": item_id}
     rows = (await conn.execute(query, params)).all()
-    names = _ITEM_COLUMNS
     return CountedPage(
-        rows=[dict(zip(names, row[4:], strict=True)) for row in rows if row[4] is not None],
+        rows=[dict(zip(_ITEM_COLUMNS, row[4:], strict=True)) for row in rows if row[4] is not None],
         counts=(int(rows[0][0]), int(rows[0][1]), int(rows[0][2])),
         broadcasts=bool(rows[0][3]),
     )
@@ -154,25 +153,31 @@ async def counted_page(
 
 _ITEM_COLUMNS = tuple(column.name for column in inbox_items.c)
 
+_COUNTS = (
+    sa.func.count().filter(inbox_items.c.read_at.is_(None)),
+    sa.func.count().filter(inbox_items.c.seen_at.is_(None)),
+    sa.func.count(),
+)
+"""(unread, unseen, total) of the items a query selects."""
+
+_BROADCAST_SINCE = sa.exists().where(
+    broadcasts.c.topic == subscriptions.c.topic,
+    broadcasts.c.created_at > subscriptions.c.created_at,
+)
+"""The subscription (of the enclosing query) has a broadcast stored after it was made."""
+
 
 @functools.lru_cache(maxsize=8)
 def _counted_page_query(unread_only: bool, archived: bool, has_before: bool) -> sa.Select[Any]:
     """The statement of ``counted_page``, built once per shape (building it is most of
     its cost): columns 0-2 the counts, 3 whether broadcasts are there, then an item's
     columns (null when the page is empty)."""
-    c, b, s = inbox_items.c, broadcasts.c, subscriptions.c
+    c = inbox_items.c
     user_id = sa.bindparam("user_id", type_=sa.String())
     counted = (
-        sa.select(
-            sa.func.count().filter(c.read_at.is_(None)),
-            sa.func.count().filter(c.seen_at.is_(None)),
-            sa.func.count(),
-        )
-        .where(c.user_id == user_id, c.archived_at.is_(None))
-        .subquery("counted")
+        sa.select(*_COUNTS).where(c.user_id == user_id, c.archived_at.is_(None)).subquery("counted")
     )
-    stored_since = sa.exists().where(b.topic == s.topic, b.created_at > s.created_at)
-    shared = sa.exists().where(s.user_id == user_id, stored_since)
+    shared = sa.exists().where(subscriptions.c.user_id == user_id, _BROADCAST_SINCE)
     before = None
     if has_before:
         before = (
@@ -262,12 +267,7 @@ async def counts(conn: AsyncConnection, user_ids: Sequence[str]) -> dict[str, tu
     """user → (unread, unseen, total) over items that are not archived."""
     c = inbox_items.c
     query = (
-        sa.select(
-            c.user_id,
-            sa.func.count().filter(c.read_at.is_(None)),
-            sa.func.count().filter(c.seen_at.is_(None)),
-            sa.func.count(),
-        )
+        sa.select(c.user_id, *_COUNTS)
         .where(c.user_id.in_(list(user_ids)), c.archived_at.is_(None))
         .group_by(c.user_id)
     )
@@ -361,9 +361,8 @@ async def with_broadcasts(conn: AsyncConnection, user_ids: Sequence[str]) -> set
     subscribe to has one stored after they subscribed. One query for them all."""
     if not user_ids:
         return set()
-    b, s = broadcasts.c, subscriptions.c
-    stored_since = sa.exists().where(b.topic == s.topic, b.created_at > s.created_at)
-    query = sa.select(s.user_id).where(s.user_id.in_(list(user_ids)), stored_since).distinct()
+    s = subscriptions.c
+    query = sa.select(s.user_id).where(s.user_id.in_(list(user_ids)), _BROADCAST_SINCE).distinct()
     return {row[0] for row in await conn.execute(query)}
 
 
