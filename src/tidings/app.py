@@ -55,12 +55,12 @@ from tidings.inbox.service import InboxService
 from tidings.ingest.broker import BrokerIngest, IngestTopology
 from tidings.kit import http, loops, metrics, migrate, outage, tracing
 from tidings.kit.clock import Clock, SystemClock
-from tidings.kit.counters import Counters, RedisCounters, build_counters
+from tidings.kit.counters import Counters, build_counters
 from tidings.kit.db import Database
 from tidings.kit.jetstream import JetStreamQueue, Topology
 from tidings.kit.live import LiveHub, build_live_hub
-from tidings.kit.partitions import PartitionLeases
-from tidings.kit.queue import SqlQueue
+from tidings.kit.queue import Queue
+from tidings.kit.queue_sql import SqlQueue
 from tidings.kit.settings import Settings
 from tidings.operations import endpoints as operations_endpoints
 from tidings.operations.dead_letters import DeadLetters
@@ -99,7 +99,7 @@ class Runtime:
     clock: Clock
     db: Database
     catalog: catalog.Catalog
-    queue: SqlQueue | JetStreamQueue
+    queue: Queue
     counters: Counters
     live: LiveHub
     auth: AuthService
@@ -141,29 +141,11 @@ class Runtime:
         await self.live.start()
         if self.ingest is not None:
             await self.ingest.start()
-        if isinstance(self.queue, JetStreamQueue):
-            await self.queue.open()
-            # A process that works also fires due timers: the scheduler is then a spare,
-            # not a single point of failure (each due row still goes out once).
-            if relay_poll is None and consume:
-                relay_poll = self.settings.scheduler_poll_seconds
-            self.queue.start_relay(relay_poll)
-            if consume:
-                await self.queue.start_consuming(
-                    self.settings.stages,
-                    self.settings.lanes,
-                    PartitionLeases(
-                        self.settings.resolved_database_url,
-                        self.settings.stages,
-                        self.settings.lanes,
-                        self.settings.nats_partitions,
-                        member=self.worker.worker_id.rsplit(":", 1)[-1],
-                    ),
-                )
-        elif consume and self.db.dialect == "sqlite":
-            # The embedded default has one consumer: this process. Leases left by a
-            # previous run belong to no one alive.
-            await self.queue.release_all()
+        await self.queue.start(
+            consume=consume,
+            member=self.worker.worker_id.rsplit(":", 1)[-1],
+            relay_poll=relay_poll,
+        )
         if consume:
             self.worker.start()
             self.retention.start()
@@ -180,14 +162,8 @@ class Runtime:
             checks["database"] = f"{type(exc).__name__}: {exc}"[:200]
         if checks["database"] == "ok" and self.db.is_postgres:
             checks["schema"] = await self._schema()
-        if isinstance(self.queue, JetStreamQueue):
-            checks["nats"] = "ok" if self.queue.connected else "not connected"
-        if isinstance(self.counters, RedisCounters):
-            try:
-                await self.counters.ping()
-                checks["redis"] = "ok"
-            except Exception as exc:
-                checks["redis"] = f"{type(exc).__name__}: {exc}"[:200]
+        checks.update(self.queue.checks())
+        checks.update(await self.counters.checks())
         if self.ingest is not None:
             checks["ingest"] = "ok" if self.ingest.connected else "not connected"
         for name, companion in self.companions.items():
@@ -217,8 +193,7 @@ class Runtime:
             await self.ingest.close()
         await self.retention.stop()
         await self.worker.stop()
-        if isinstance(self.queue, JetStreamQueue):
-            await self.queue.close()
+        await self.queue.close()
         await self.provider.close()
         await channel_runtime.close(self.channels)
         await self.counters.close()
@@ -266,12 +241,9 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         inbox,
         audience,
         page_size=settings.topic_page_size,
-        fanout_to_plan_jobs=isinstance(queue, JetStreamQueue),
         counters=counters,
         channels=available,
     )
-    if isinstance(queue, JetStreamQueue):
-        queue.add_splitter(PLAN_JOB, pipeline.partition)
     digester = Digester(db, clock, types, queue, inbox, audience, channels=available)
     composer = EmailComposer(
         sender=Sender(settings.email_from, settings.email_from_name, settings.sender_domain),
@@ -403,7 +375,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     return runtime
 
 
-def build_queue(settings: Settings, db: Database, clock: Clock) -> SqlQueue | JetStreamQueue:
+def build_queue(settings: Settings, db: Database, clock: Clock) -> Queue:
     """The queue the settings choose: the database's own, or JetStream with the database
     as its outbox and timer store.
 
@@ -428,6 +400,9 @@ def build_queue(settings: Settings, db: Database, clock: Clock) -> SqlQueue | Je
         ),
         max_attempts=settings.job_max_attempts,
         name=f"tidings {socket.gethostname()}:{os.getpid()}",
+        stages=settings.stages,
+        lanes=settings.lanes,
+        timer_poll_seconds=settings.scheduler_poll_seconds,
     )
 
 
@@ -528,8 +503,8 @@ async def observe_queues(runtime: Runtime) -> None:
     An engine that does not answer leaves its gauges as they were; the scrape goes on."""
     try:
         await runtime.metrics.observe_queue(runtime.db, runtime.clock.now())
-        if isinstance(runtime.queue, JetStreamQueue) and runtime.queue.connected:
-            runtime.metrics.observe_streams(await runtime.queue.pending())
+        if streams := await runtime.queue.pending():
+            runtime.metrics.observe_streams(streams)
     except Exception:
         log.warning("reading queue depths for /metrics failed", exc_info=True)
 

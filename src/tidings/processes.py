@@ -30,7 +30,6 @@ from tidings import __version__, supervisor
 from tidings.app import Runtime, add_health_routes, build_runtime
 from tidings.catalog.reload import CatalogReloader
 from tidings.kit import bounds, loops
-from tidings.kit.jetstream import JetStreamQueue
 from tidings.kit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -261,7 +260,7 @@ async def run_scheduler(settings: Settings) -> None:
         ValueError: the queue is the database's own, whose workers fire timers themselves.
     """
     runtime = build_runtime(settings)
-    if not isinstance(runtime.queue, JetStreamQueue):
+    if not runtime.queue.relayed:
         await runtime.close()
         raise ValueError(
             "the database queue's workers fire timers themselves; "

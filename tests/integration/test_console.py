@@ -18,7 +18,8 @@ from tests.conftest import eventually
 from tidings.app import Runtime
 from tidings.console import sessions
 from tidings.kit import tables
-from tidings.kit.queue import Job, dead_letter_row
+from tidings.kit.queue import Job
+from tidings.kit.queue_sql import dead_letter_row
 from tidings.kit.settings import Settings
 
 PAGES = [

@@ -24,7 +24,8 @@ from tidings.app import Runtime, build_runtime, create_app
 from tidings.cli import app as cli
 from tidings.kit import migrate, tables
 from tidings.kit.db import Database
-from tidings.kit.queue import Job, NewJob, dead_letter_row
+from tidings.kit.queue import Job, NewJob
+from tidings.kit.queue_sql import dead_letter_row
 from tidings.kit.settings import Settings
 
 COUNTED = (

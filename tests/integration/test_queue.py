@@ -21,7 +21,9 @@ from tidings.kit.clock import FrozenClock
 from tidings.kit.db import Database
 from tidings.kit.jetstream import JetStreamQueue, Topology
 from tidings.kit.partitions import PartitionLeases
-from tidings.kit.queue import InMemoryQueue, Job, NewJob, SqlQueue
+from tidings.kit.queue import Job, NewJob
+from tidings.kit.queue_memory import InMemoryQueue
+from tidings.kit.queue_sql import SqlQueue
 
 LEASE = dt.timedelta(seconds=30)
 NATS_URL = os.environ.get("TIDINGS_TEST_NATS_URL", "nats://127.0.0.1:4222")

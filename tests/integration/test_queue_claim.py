@@ -13,11 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from tidings.delivery.plan_rows import next_page
-from tidings.kit import queue as queue_module
+from tidings.kit import queue_sql as queue_module
 from tidings.kit import tables
 from tidings.kit.clock import FrozenClock
 from tidings.kit.db import Database, among
-from tidings.kit.queue import NewJob, SqlQueue
+from tidings.kit.queue import NewJob
+from tidings.kit.queue_sql import SqlQueue
 
 LEASE = dt.timedelta(seconds=30)
 START = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)

@@ -34,11 +34,11 @@ from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
 from tidings.events.service import PLAN_JOB, EventsService
 from tidings.inbox.service import InboxService
-from tidings.kit import ids, jetstream
+from tidings.kit import ids
 from tidings.kit.clock import Clock
 from tidings.kit.counters import Counters, NewHit, NewMark, SqlCounters, undo_on_error
 from tidings.kit.db import Database
-from tidings.kit.queue import Job, NewJob, Queue
+from tidings.kit.queue import Job, NewJob, Queue, partition_of
 from tidings.planning import planner
 from tidings.planning.planner import Action
 from tidings.planning.rules import staleness
@@ -67,12 +67,11 @@ class Pipeline:
         audience: AudienceLoader,
         *,
         page_size: int,
-        fanout_to_plan_jobs: bool = False,
         counters: Counters | None = None,
         channels: Collection[str] = AVAILABLE_CHANNELS,
     ) -> None:
-        """With ``fanout_to_plan_jobs`` a topic's pages become planning jobs (on a
-        partitioned queue); otherwise each page is planned where it is read. Dedup marks
+        """On a partitioned queue a topic's pages become planning jobs, split by recipient
+        partition (``partition``); otherwise each page is planned where it is read. Dedup marks
         and throttle hits live in ``counters``, the database's own by default.
         ``channels`` are those this deployment delivers: the built-in ones and the
         plugin channels it runs."""
@@ -85,7 +84,7 @@ class Pipeline:
         self._inbox = inbox
         self._audience = audience
         self._page_size = page_size
-        self._fanout_to_plan_jobs = fanout_to_plan_jobs
+        queue.add_splitter(PLAN_JOB, self.partition)
         self._counters = counters or SqlCounters(db)
         self._channels = frozenset(channels)
 
@@ -136,7 +135,7 @@ class Pipeline:
                 raise PlanningError(f"event not found: {event_id}")
             event = found[0]
             page = await self._users.subscriber_page(conn, event["topic"], after, self._page_size)
-            if self._fanout_to_plan_jobs:
+            if self._queue.partitioned:
                 # Hand the page to the planners, one share per recipient partition, so a
                 # topic's subscribers are planned in parallel and in order per person.
                 items: list[Mapping[str, Any]] = []
@@ -190,7 +189,7 @@ class Pipeline:
         shares: dict[int, dict[str, list[str]]] = {}
         for event_id in payload["events"]:
             for user in recipients.get(event_id, ()):
-                share = shares.setdefault(jetstream.partition_of(user, partitions), {})
+                share = shares.setdefault(partition_of(user, partitions), {})
                 share.setdefault(event_id, []).append(user)
         return {
             partition: {"events": list(share), "recipients": share}

@@ -110,6 +110,11 @@ class Counters(Protocol):
         roll back with the transaction."""
         ...
 
+    async def checks(self) -> dict[str, str]:
+        """Readiness of the engine the counters add to the database, "ok" or why not
+        (none when they live in the database)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -229,6 +234,9 @@ class SqlCounters:
 
     async def forget(self, marks: Sequence[NewMark], hits: Sequence[NewHit]) -> None:
         """Nothing to do: the failed transaction rolled the writes back."""
+
+    async def checks(self) -> dict[str, str]:
+        return {}
 
     async def close(self) -> None:
         """Nothing to close: the database belongs to the caller."""
@@ -366,6 +374,13 @@ class RedisCounters:
         """Raise unless Redis answers."""
         await self._redis.ping()
 
+    async def checks(self) -> dict[str, str]:
+        try:
+            await self.ping()
+        except Exception as exc:
+            return {"redis": f"{type(exc).__name__}: {exc}"[:200]}
+        return {"redis": "ok"}
+
     async def close(self) -> None:
         await self._redis.aclose()
 
@@ -433,6 +448,9 @@ class InMemoryCounters:
         for hit in hits:
             if hit.owner is not None:
                 self.hits.get(hit.scope, {}).pop(_member(hit), None)
+
+    async def checks(self) -> dict[str, str]:
+        return {}
 
     async def close(self) -> None:
         """Nothing to close."""

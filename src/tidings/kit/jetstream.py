@@ -27,8 +27,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
-import zlib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import nats
@@ -45,7 +44,8 @@ from tidings.kit import metrics
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.partitions import PartitionLeases
-from tidings.kit.queue import Job, NewJob, SqlQueue, WakeUps, bound_schedules, dead_letter_row
+from tidings.kit.queue import Job, NewJob, Splitter, WakeUps, partition_of
+from tidings.kit.queue_sql import SqlQueue, bound_schedules, dead_letter_row
 from tidings.kit.tables import dead_letters, jobs
 
 log = logging.getLogger(__name__)
@@ -77,15 +77,6 @@ _PROBE_SECONDS = 2.0
 """How long a relay waits for JetStream's answer to each of those publishes."""
 _PULL_SECONDS = 5.0
 """How long a pull waits for the server's answer before giving up on it."""
-
-
-Splitter = Callable[[Mapping[str, Any], int], dict[int, dict[str, Any]]]
-"""Cuts a job's payload into one payload per partition, given the partition count."""
-
-
-def partition_of(key: str, partitions: int) -> int:
-    """The partition of a recipient (or of any other key): stable across processes."""
-    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
 
 
 def by_user(payload: Mapping[str, Any], partitions: int, *, fallback: str) -> int:
@@ -204,8 +195,17 @@ class JetStreamQueue:
         splitters: Mapping[str, Splitter] | None = None,
         max_attempts: int,
         name: str = "tidings",
+        stages: Collection[str] = (),
+        lanes: Collection[int] = LANES,
+        timer_poll_seconds: float | None = None,
     ) -> None:
+        """A worker consumes ``stages`` and ``lanes``; a process that consumes also
+        fires due timers every ``timer_poll_seconds`` (the scheduler is then a spare,
+        not a single point of failure: each due row still goes out once)."""
         self._db = db
+        self._stages = tuple(stages)
+        self._lanes = tuple(lanes)
+        self._timer_poll = timer_poll_seconds
         self._clock = clock
         self._servers = list(servers)
         self._name = name
@@ -231,6 +231,37 @@ class JetStreamQueue:
     def add_splitter(self, kind: str, split: Splitter) -> None:
         """Route ``kind``'s jobs with ``split`` rather than by ``payload["user"]``."""
         self._splitters[kind] = split
+
+    @property
+    def partitioned(self) -> bool:
+        return True
+
+    @property
+    def relayed(self) -> bool:
+        return True
+
+    async def start(self, *, consume: bool, member: str, relay_poll: float | None = None) -> None:
+        """Connect and relay; with ``consume``, also pull this process's share of the
+        partitions (and fire due timers, unless ``relay_poll`` says how often already)."""
+        await self.open()
+        if relay_poll is None and consume:
+            relay_poll = self._timer_poll
+        self.start_relay(relay_poll)
+        if consume:
+            await self.start_consuming(
+                self._stages,
+                self._lanes,
+                PartitionLeases(
+                    self._db.url,
+                    self._stages,
+                    self._lanes,
+                    self.topology.partitions,
+                    member=member,
+                ),
+            )
+
+    def checks(self) -> dict[str, str]:
+        return {"nats": "ok" if self.connected else "not connected"}
 
     # -- writing -------------------------------------------------------------------
 
@@ -675,8 +706,10 @@ class JetStreamQueue:
 
     async def pending(self) -> dict[tuple[str, int], int]:
         """Messages waiting in the stage streams, per (stage, lane): one stream info call
-        per stage, its subjects counted by the server."""
+        per stage, its subjects counted by the server (none while not connected)."""
         found: dict[tuple[str, int], int] = {}
+        if not self.connected:
+            return found
         for stage in self.topology.stage_names:
             info = await self._js.stream_info(
                 self.topology.stream(stage), subjects_filter=f"{self.topology.prefix}.{stage}.>"

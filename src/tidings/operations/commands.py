@@ -16,7 +16,7 @@ from rich.table import Table
 from tidings.kit import errors, migrate
 from tidings.kit.clock import SystemClock
 from tidings.kit.db import Database
-from tidings.kit.queue import SqlQueue
+from tidings.kit.queue_sql import SqlQueue
 from tidings.kit.settings import Settings, describe
 from tidings.operations import doctor as checks
 from tidings.operations.dead_letters import DeadLetters

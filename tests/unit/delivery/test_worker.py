@@ -16,7 +16,8 @@ from tidings.delivery.worker import BatchAbandoned, RetryPolicy, Task, Worker
 from tidings.kit import job_context
 from tidings.kit.clock import FrozenClock
 from tidings.kit.db import Database
-from tidings.kit.queue import InMemoryQueue, Job, NewJob
+from tidings.kit.queue import Job, NewJob
+from tidings.kit.queue_memory import InMemoryQueue
 
 GUARD_SECONDS = 30.0
 MakeWorker = Callable[..., Worker]

@@ -19,7 +19,8 @@ from tests.conftest import eventually
 from tidings.delivery.worker import RetryPolicy, Task, Worker
 from tidings.kit.clock import FrozenClock
 from tidings.kit.db import Database
-from tidings.kit.queue import InMemoryQueue, Job, NewJob
+from tidings.kit.queue import Job, NewJob
+from tidings.kit.queue_memory import InMemoryQueue
 
 GUARD_SECONDS = 30.0
 MakeWorker = Callable[..., Worker]
