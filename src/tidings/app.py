@@ -23,6 +23,7 @@ from tidings.catalog.reload import CatalogReloader
 from tidings.channels import runtime as channel_runtime
 from tidings.channels.interface import Channel
 from tidings.console import endpoints as console_endpoints
+from tidings.delivery import changes as delivery_changes
 from tidings.delivery import feedback_endpoints
 from tidings.delivery.audience import AudienceLoader
 from tidings.delivery.channel_sender import ChannelSender
@@ -221,7 +222,8 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     )
     available = AVAILABLE_CHANNELS | frozenset(plugins)
     outbox = webhook_outbox.Outbox(queue, cache_seconds=settings.webhooks_cache_seconds)
-    webhook_outbox.attach(db, outbox)
+    delivery_changes.listen(db, delivery_changes.Counted(measured))
+    delivery_changes.listen(db, outbox)
     users = UsersService(db, clock)
     events = EventsService(db, clock, types, queue, users)
     preferences = PreferencesService(db, clock, types, channel_runtime.switchable(types))

@@ -22,6 +22,7 @@ from tests.conftest import eventually
 from tests.integration.test_client import free_port, serving
 from tests.smtp_sink import write_certificates
 from tidings.app import Runtime
+from tidings.delivery import changes
 from tidings.kit import errors
 from tidings.kit.settings import Settings
 from tidings.webhooks import addresses, outbox, sender
@@ -371,8 +372,9 @@ async def test_a_key_sees_and_changes_only_its_own_endpoints(
 
 async def test_internal_addresses_are_refused_unless_allowed(runtime: Runtime) -> None:
     key, _plaintext = await runtime.auth.create_key("strict", ["*"])
-    running = outbox.of(runtime.db)
-    assert running is not None
+    running = next(
+        heard for heard in changes.listeners(runtime.db) if isinstance(heard, outbox.Outbox)
+    )
     strict = WebhooksService(
         runtime.db,
         runtime.clock,

@@ -10,8 +10,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings.delivery.changes import Changed, Entered, tell
 from tidings.delivery.states import ALLOWED, STATE_ORDER, DeliveryState, first_transitions
-from tidings.kit import ids, job_context, metrics
+from tidings.kit import ids, job_context
 from tidings.kit.db import Database, among
 from tidings.kit.tables import (
     UTCDateTime,
@@ -20,7 +21,6 @@ from tidings.kit.tables import (
     every_delivery,
     inbox_items,
 )
-from tidings.webhooks import outbox as webhook_outbox
 
 
 async def record(
@@ -39,15 +39,17 @@ async def record(
     """
     await db.insert_rows_ignore(conn, deliveries, delivery_rows)
     made = [*delivery_rows, *items]
-    metrics.of(db).deliveries_recorded(made)
     stage, attempt = origin()
 
-    def heard() -> list[dict[str, Any]]:
+    def transitions() -> list[dict[str, Any]]:
         steps = first_transitions(made, stage=stage, attempt=attempt)
         about = {row["id"]: row for row in made}
         return [{**step, "delivery": about[step["delivery_id"]]} for step in steps]
 
-    await webhook_outbox.changed(db, conn, heard)
+    entered = [
+        Entered(row["channel"], _state_value(row["state"]), row.get("reason")) for row in made
+    ]
+    await tell(db, conn, Changed(entered, transitions))
 
 
 async def log_first_states(
@@ -186,13 +188,14 @@ async def advance(
     else:
         channels = [await _update_one(conn, change, now) for change in changes]
     moved: list[str] = []
+    entered: list[Entered] = []
     written: list[dict[str, Any]] = []
     logged: list[dict[str, Any]] = []
     for change, channel in zip(changes, channels, strict=True):
         if channel is None:
             continue
         moved.append(change.delivery_id)
-        metrics.of(db).delivery_state(channel, change.target, change.reason)
+        entered.append(Entered(channel, change.target.value, change.reason))
         stage, attempt = origin(change.stage)
         transition = {
             "id": ids.derived_id(
@@ -207,7 +210,7 @@ async def advance(
         written.append(transition)
         logged.append({**transition, "stage": stage, "attempt": attempt})
     await db.insert_rows_ignore(conn, delivery_transitions, logged)
-    await webhook_outbox.changed(db, conn, lambda: written)
+    await tell(db, conn, Changed(entered, lambda: written))
     return moved
 
 
@@ -323,3 +326,8 @@ async def planned_recipients(
             )
             found.update(pair for pair in ((r.event_id, r.user_id) for r in rows) if pair in wanted)
     return found
+
+
+def _state_value(state: Any) -> str:
+    """A state as stored: rows carry ``DeliveryState`` members or their values."""
+    return str(getattr(state, "value", state))

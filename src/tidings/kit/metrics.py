@@ -130,11 +130,6 @@ class Metrics:
 
     # -- deliveries ------------------------------------------------------------------
 
-    def deliveries_recorded(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Count new deliveries' first states (rows as ``repository.record`` writes them)."""
-        for row in rows:
-            self.delivery_state(row["channel"], row["state"], row.get("reason"))
-
     def delivery_state(self, channel: str, state: Any, reason: str | None) -> None:
         """Count one delivery entering ``state``."""
         self.deliveries.labels(channel, str(getattr(state, "value", state)), reason or "").inc()

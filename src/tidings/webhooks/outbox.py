@@ -1,14 +1,15 @@
 """Turns delivery state changes into webhook messages, in the transaction that made them.
 
-The delivery repository hands every transition it writes to ``changed``. When no
-endpoint is registered that costs a look at an in-memory list; otherwise the matching
-endpoints get one ``webhook_messages`` row each and a ``webhook`` job, both committed
-with the state change or not at all (the outbox rule).
+The outbox listens to delivery state changes (``delivery.changes``, wired in
+``app.py``): it hears every transition the delivery repository writes, in the
+transaction that writes it. When no endpoint is registered that costs a look at an
+in-memory list; otherwise the matching endpoints get one ``webhook_messages`` row each
+and a ``webhook`` job, both committed with the state change or not at all (the outbox
+rule).
 
 The list of enabled endpoints is kept per process and read again every few seconds, or
 at once after this process changed an endpoint: another process's change is heard
-within ``cache_seconds``. Code that has the ``Database`` but not the ``Runtime`` finds
-the outbox with ``of(db)``; the composition root ties them with ``attach``.
+within ``cache_seconds``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.auth import keys
+from tidings.delivery.changes import Changed
 from tidings.kit import ids
 from tidings.kit.db import Database
 from tidings.kit.queue import NewJob, Queue
@@ -133,6 +134,10 @@ class Outbox:
         self._loaded_at = now
         return self._listeners
 
+    async def heard(self, db: Database, conn: AsyncConnection, changed: Changed) -> None:
+        """Deliveries changed state (a ``delivery.changes`` listener)."""
+        await self.changed(db, conn, changed.transitions)
+
     async def changed(
         self,
         db: Database,
@@ -213,24 +218,3 @@ class Outbox:
         await self._queue.enqueue(
             conn, [message_job(r["id"], "first") for r in rows if r["id"] in written]
         )
-
-
-_attached: weakref.WeakKeyDictionary[Database, Outbox] = weakref.WeakKeyDictionary()
-
-
-def attach(db: Database, outbox: Outbox) -> None:
-    """Make ``outbox`` the one that hears of state changes written through ``db``."""
-    _attached[db] = outbox
-
-
-def of(db: Database) -> Outbox | None:
-    """The outbox attached to ``db``, if any: none means no webhooks in this process."""
-    return _attached.get(db)
-
-
-async def changed(db: Database, conn: AsyncConnection, transitions: Transitions) -> None:
-    """Hand transitions just written through ``db`` to its outbox, if it has one. They
-    may come as a function that makes them, called only when some endpoint listens."""
-    outbox = _attached.get(db)
-    if outbox is not None:
-        await outbox.changed(db, conn, transitions)
