@@ -31,14 +31,16 @@ install: $(DEV)
 run: $(RUNTIME)
 	$(BIN)/tidings serve
 
-## Install what is needed and run the whole test suite, then lint and type-check. The
-## tests mostly wait on servers, so they run on several workers (a database each test).
+## Install what is needed and run the whole test suite, then lint, type-check and check
+## the layering (the import contracts in pyproject.toml). The tests mostly wait on
+## servers, so they run on several workers (a database each test).
 TEST_WORKERS ?= 4
 test: $(DEV)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 
 ## Measure the standard workloads (W1-W6, single event) and this machine's ceilings in one
 ## run and print one table (PostgreSQL, fresh database; about ten minutes on two cores).
@@ -55,6 +57,7 @@ fuzz: $(DEV)
 lint: $(DEV)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(DEV)
 	$(BIN)/mypy src

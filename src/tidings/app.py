@@ -59,7 +59,8 @@ from tidings.kit.clock import Clock, SystemClock
 from tidings.kit.counters import Counters, build_counters
 from tidings.kit.db import Database
 from tidings.kit.jetstream import JetStreamQueue, Topology
-from tidings.kit.live import LiveHub, build_live_hub
+from tidings.kit.live import LiveHub, LocalHub, NatsHub, RedisHub
+from tidings.kit.live_postgres import PostgresHub
 from tidings.kit.queue import Queue
 from tidings.kit.queue_sql import SqlQueue
 from tidings.kit.settings import Settings
@@ -406,6 +407,22 @@ def build_queue(settings: Settings, db: Database, clock: Clock) -> Queue:
         lanes=settings.lanes,
         timer_poll_seconds=settings.scheduler_poll_seconds,
     )
+
+
+def build_live_hub(settings: Settings) -> LiveHub:
+    """The hub ``settings.live_backend`` names; call ``start()`` before use."""
+    per_user = settings.max_streams_per_user
+    if settings.live_backend == "nats":
+        return NatsHub(settings.nats_servers, settings.nats_prefix, max_per_user=per_user)
+    if settings.live_backend == "redis":
+        return RedisHub(settings.redis_url, settings.redis_prefix, max_per_user=per_user)
+    if settings.live_backend == "postgres":
+        if settings.is_embedded:
+            raise ValueError(
+                "TIDINGS_LIVE_BACKEND=postgres needs PostgreSQL: set TIDINGS_DATABASE_URL"
+            )
+        return PostgresHub(settings.resolved_database_url, max_per_user=per_user)
+    return LocalHub(max_per_user=per_user)
 
 
 def build_rate_limits(settings: Settings) -> Limiter:

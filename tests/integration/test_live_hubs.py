@@ -25,11 +25,12 @@ from redis import asyncio as aioredis
 
 from tests.conftest import eventually, fresh_database, service_missing
 from tests.nats_cluster import NatsCluster, _free_ports
+from tidings.app import build_live_hub
 from tidings.inbox.service import InboxService
 from tidings.kit import live
 from tidings.kit.clock import SystemClock
 from tidings.kit.db import Database
-from tidings.kit.live import RECOUNT, LocalHub, NatsHub, RedisHub, build_live_hub
+from tidings.kit.live import RECOUNT, LocalHub, NatsHub, RedisHub
 from tidings.kit.settings import Settings
 
 NATS_URL = os.environ.get("TIDINGS_TEST_NATS_URL", "nats://127.0.0.1:4222")

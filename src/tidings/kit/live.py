@@ -41,7 +41,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 if TYPE_CHECKING:
-    from tidings.kit.settings import Settings
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -169,24 +169,6 @@ class LocalHub:
     @property
     def spans_processes(self) -> bool:
         return False
-
-
-def build_live_hub(settings: Settings) -> LiveHub:
-    """The hub ``settings.live_backend`` names; call ``start()`` before use."""
-    per_user = settings.max_streams_per_user
-    if settings.live_backend == "nats":
-        return NatsHub(settings.nats_servers, settings.nats_prefix, max_per_user=per_user)
-    if settings.live_backend == "redis":
-        return RedisHub(settings.redis_url, settings.redis_prefix, max_per_user=per_user)
-    if settings.live_backend == "postgres":
-        from tidings.kit.live_postgres import PostgresHub
-
-        if settings.is_embedded:
-            raise ValueError(
-                "TIDINGS_LIVE_BACKEND=postgres needs PostgreSQL: set TIDINGS_DATABASE_URL"
-            )
-        return PostgresHub(settings.resolved_database_url, max_per_user=per_user)
-    return LocalHub(max_per_user=per_user)
 
 
 def user_token(user_id: str) -> str:
