@@ -10,8 +10,9 @@ its CPU never shares the client's event loop), for C in ``--connections`` (1 and
                ``comment.created`` templates, one-click unsubscribe token, MIME build,
                DKIM sign) then ``SmtpProvider.send`` with ``pool_size`` C, streaming:
                2 x C tasks each composing one message and sending it (uvloop);
-* ``batch``    the same work in the shape ``EmailSender.send`` gives it in ``tidings
-               serve``: compose a whole batch of 500, then ``gather`` their sends;
+* ``batch``    the same work in the shape the sender (``delivery/sender.py``) gives it
+               in ``tidings serve``: compose a whole batch of 500, then ``gather``
+               their sends;
 * ``offload``  a candidate fix, not in src/: the same compose in one worker process
                (25 messages a call, up to 4 chunks ahead) while this loop only sends
                through ``SmtpProvider``; its client CPU includes the worker's;
@@ -380,7 +381,7 @@ async def run_tidings(
 async def run_batch_shape(
     host: str, port: int, pool: int, n: int, work: Workload, tag: str
 ) -> tuple[int, float]:
-    """(b') ``EmailSender.send``'s shape: compose a batch of 500, then gather its sends."""
+    """(b') the sender's shape (``delivery/sender.py``): a batch of 500 composed, then sent."""
     from tidings.email.providers.smtp import SmtpProvider, SmtpSettings
 
     provider = SmtpProvider(SmtpSettings(host=host, port=port, security="none", pool_size=pool))

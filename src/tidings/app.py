@@ -22,14 +22,15 @@ from tidings.catalog import endpoints as catalog_endpoints
 from tidings.catalog.reload import CatalogReloader
 from tidings.channels import runtime as channel_runtime
 from tidings.channels.interface import Channel
+from tidings.channels.sending import Carrier
 from tidings.console import endpoints as console_endpoints
 from tidings.delivery import changes as delivery_changes
-from tidings.delivery import feedback_endpoints
+from tidings.delivery import feedback_endpoints, middleware
 from tidings.delivery.audience import AudienceLoader
-from tidings.delivery.channel_sender import ChannelSender
+from tidings.delivery.carriers.email import EmailCarrier
+from tidings.delivery.carriers.plugins import PluginCarrier
 from tidings.delivery.digester import Digester
 from tidings.delivery.digests import DIGEST_JOB
-from tidings.delivery.email_sender import EmailSender
 from tidings.delivery.feedback import FeedbackConfig, FeedbackRecorder
 from tidings.delivery.pipeline import (
     AVAILABLE_CHANNELS,
@@ -38,8 +39,10 @@ from tidings.delivery.pipeline import (
     IN_APP_JOB,
     Pipeline,
 )
+from tidings.delivery.retries import RetryPolicy
+from tidings.delivery.sender import Sender as DeliverySender
 from tidings.delivery.service import DeliveryService
-from tidings.delivery.worker import RetryPolicy, Task, Worker
+from tidings.delivery.worker import Task, Worker
 from tidings.email import endpoints as email_endpoints
 from tidings.email.composer import EmailComposer, Sender
 from tidings.email.dkim import DkimSigner
@@ -270,18 +273,19 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         # A message not acknowledged within ack_wait goes to another worker: that is
         # the lease that counts there.
         lease = min(lease, dt.timedelta(seconds=settings.nats_ack_wait_seconds))
-    sender = EmailSender(
+    carriers: dict[str, Carrier] = {
+        "email": EmailCarrier(types, suppressions, composer, provider),
+        **{name: PluginCarrier(plugin, types) for name, plugin in plugins.items()},
+    }
+    sender = DeliverySender(
         db,
         clock,
-        types,
         queue,
         events,
         users,
-        suppressions,
-        composer,
-        provider,
         retry,
-        inbox,
+        carriers,
+        middleware.standard(types, clock, inbox, users, measured),
         lease=lease,
     )
     worker = Worker(
@@ -294,9 +298,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             EMAIL_JOB: Task(sender.send),
             IN_APP_JOB: Task(pipeline.deliver_in_app),
             DIGEST_JOB: Task(digester.fire),
-            CHANNEL_JOB: Task(
-                ChannelSender(db, clock, types, queue, events, users, plugins, retry).send
-            ),
+            CHANNEL_JOB: Task(sender.send),
             webhook_outbox.WEBHOOK_JOB: Task(
                 WebhookSender(
                     db,

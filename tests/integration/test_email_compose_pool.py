@@ -23,17 +23,20 @@ from tests.integration.test_email_pipeline import (
 )
 from tests.smtp_sink import SmtpSink
 from tidings.app import Runtime
-from tidings.delivery.email_sender import POOL_FROM, EmailSender
+from tidings.delivery.carriers.email import POOL_FROM, EmailCarrier
+from tidings.delivery.sender import Sender
 from tidings.kit.settings import Settings
 
 RECIPIENTS = POOL_FROM + 8
 
 
-def email_sender(runtime: Runtime) -> EmailSender:
-    """The worker's handler of email jobs."""
+def email_sender(runtime: Runtime) -> EmailCarrier:
+    """The carrier of email deliveries, in the worker's handler of email jobs."""
     sender = runtime.worker._tasks["email"].handle.__self__  # type: ignore[attr-defined]
-    assert isinstance(sender, EmailSender)
-    return sender
+    assert isinstance(sender, Sender)
+    carrier = sender.carrier("email")
+    assert isinstance(carrier, EmailCarrier)
+    return carrier
 
 
 @pytest.fixture

@@ -22,10 +22,11 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 from tidings import catalog
+from tidings.delivery.retries import RetryPolicy, retry_or_bury
 from tidings.kit import ids, job_context, logs, tracing
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
-from tidings.kit.queue import Job, NewJob, Queue, backoff
+from tidings.kit.queue import Job, NewJob, Queue
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,6 @@ class BatchAbandoned(Exception):
     its jobs (completed, retried or given back): the worker must not run the others
     again one by one. What the handler did not settle comes back when its lease runs
     out."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int
-    base_seconds: float
-    cap_seconds: float
 
 
 class Worker:
@@ -363,15 +357,7 @@ class Worker:
             await self._queue.settle([job])
             self._queue.wake({new.lane for new in smaller})
             return
-        if job.attempts >= self._retry.max_attempts:
-            log.error("job %s dead-lettered after %d attempts: %s", job.id, job.attempts, error)
-            await self._queue.bury(job, error)
-            return
-        delay = backoff(job.attempts, base=self._retry.base_seconds, cap=self._retry.cap_seconds)
-        log.warning(
-            "job %s failed (attempt %d), retrying in %.1fs: %s", job.id, job.attempts, delay, error
-        )
-        await self._queue.retry(job, error, self._clock.now() + dt.timedelta(seconds=delay))
+        await retry_or_bury(self._queue, job, error, self._retry, self._clock.now())
 
 
 class _Sizing:

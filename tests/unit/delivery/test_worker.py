@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tidings.delivery.worker import BatchAbandoned, RetryPolicy, Task, Worker
+from tidings.delivery.retries import RetryPolicy
+from tidings.delivery.worker import BatchAbandoned, Task, Worker
 from tidings.kit import job_context
 from tidings.kit.clock import FrozenClock
 from tidings.kit.db import Database
