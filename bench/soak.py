@@ -69,7 +69,7 @@ from tests.e2e.procs import (  # noqa: E402
 )
 from tests.nats_cluster import NatsCluster  # noqa: E402
 
-from tidings.delivery.sender import COMMIT_EVERY  # noqa: E402
+from tidings.delivery.send_flow import COMMIT_EVERY  # noqa: E402
 
 PG_BIN = Path(os.environ.get("TIDINGS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -28,7 +28,6 @@ import datetime as dt
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -45,6 +44,7 @@ from tidings.channels.sending import (
 from tidings.delivery import digests, repository
 from tidings.delivery.repository import StateChange
 from tidings.delivery.retries import RetryPolicy
+from tidings.delivery.send_flow import COMMIT_EVERY, Flow, Window
 from tidings.delivery.states import DeliveryState
 from tidings.delivery.worker import BatchAbandoned
 from tidings.events.service import EventsService, recipient_profile
@@ -56,17 +56,6 @@ from tidings.planning import planner
 from tidings.users.service import UsersService
 
 log = logging.getLogger(__name__)
-
-COMMIT_EVERY = 32
-"""The most deliveries a batch has handed over (or is handing over) without their
-outcome committed: a worker that dies mid-batch sends again at most this many. Outcomes
-are committed half this many at a time, while the other half are on their way: enough to
-keep a pool of SMTP connections busy, and few commits (each costs about what a dozen
-state changes do)."""
-
-CHUNK = 16
-"""Deliveries composed at a time: the first are on their way while the next are being
-composed."""
 
 
 class Middleware:
@@ -94,34 +83,6 @@ class Middleware:
 
     def handed(self, item: Outgoing, carrier: str, result: Result, batch: Batch) -> None:
         """One hand-over's result, before it is recorded (to count it, say)."""
-
-
-@dataclass
-class _Window:
-    """The outcomes decided but not committed yet."""
-
-    changes: list[StateChange] = field(default_factory=list)
-    finished: list[Job] = field(default_factory=list)
-    retries: list[tuple[Job, str]] = field(default_factory=list)
-    buried: list[tuple[Job, str]] = field(default_factory=list)
-
-    def suppress(self, item: Outgoing, reason: str, detail: str | None = None) -> None:
-        self.changes.append(
-            StateChange(item.delivery["id"], DeliveryState.SUPPRESSED, reason, detail)
-        )
-        self.finished.append(item.job)
-
-    def fail(self, item: Outgoing, refused: Refused) -> None:
-        self.changes.append(
-            StateChange(
-                item.delivery["id"],
-                DeliveryState.FAILED,
-                refused.reason,
-                refused.detail,
-                fields=dict(refused.fields),
-            )
-        )
-        self.finished.append(item.job)
 
 
 class Sender:
@@ -160,7 +121,7 @@ class Sender:
 
     async def send(self, jobs: Sequence[Job]) -> None:
         """Send one batch of send jobs."""
-        window = _Window()
+        window = Window()
         batch = await self._read(jobs, window)
         by_carrier: dict[str, list[Outgoing]] = {}
         for item in batch.items:
@@ -177,7 +138,7 @@ class Sender:
         for channel, items in by_carrier.items():
             await self._hand_over_all(self._carriers[channel], batch, items, window)
 
-    async def _read(self, jobs: Sequence[Job], window: _Window) -> Batch:
+    async def _read(self, jobs: Sequence[Job], window: Window) -> Batch:
         """The batch's deliveries still to send, with everything screening needs; the
         jobs of deliveries gone or already past sending are finished."""
         now = self._clock.now()
@@ -229,7 +190,7 @@ class Sender:
         return reason
 
     async def _hand_over_all(
-        self, carrier: Carrier, batch: Batch, items: Sequence[Outgoing], window: _Window
+        self, carrier: Carrier, batch: Batch, items: Sequence[Outgoing], window: Window
     ) -> None:
         """Compose ``items`` and hand them over, several at once, recording outcomes as
         they come, with the changes already decided (``window``).
@@ -239,75 +200,34 @@ class Sender:
         takes a place in the window when it is handed over and gives it back once its
         outcome is committed.
         """
+        flow = Flow(carrier, batch, len(items), deque(items))
+        flow.dropped = await self._drop(flow, window)
         loop = asyncio.get_running_loop()
         deadline = self._hand_over_until(loop.time())
-        waiting: deque[Outgoing] = deque(items)
-        todo: deque[tuple[Outgoing, Any]] = deque()
-        composing: deque[tuple[asyncio.Future[list[Any]], list[Outgoing]]] = deque()
-        ahead = max(1, carrier.compose_ahead(len(items)))
-        in_flight = max(1, carrier.in_flight())
-        dropped = await self._drop(batch, window, waiting)
-        flying: dict[asyncio.Future[Result], Outgoing] = {}
         unrecorded = 0
         try:
             while True:
-                while waiting and len(composing) < ahead:
-                    chunk = [waiting.popleft() for _ in range(min(CHUNK, len(waiting)))]
-                    composed: asyncio.Future[list[Any]] = asyncio.ensure_future(
-                        carrier.compose(chunk, batch.read_at, batch_size=len(items))
-                    )
-                    composing.append((composed, chunk))
-                while composing and composing[0][0].done():
-                    composed, chunk = composing.popleft()
-                    for item, ready in zip(chunk, composed.result(), strict=True):
-                        if isinstance(ready, Refused):
-                            window.fail(item, ready)
-                        elif item.job.id in dropped:
-                            window.finished.append(item.job)
-                        else:
-                            todo.append((item, ready))
-                while todo and len(flying) < in_flight and len(flying) + unrecorded < COMMIT_EVERY:
+                flow.compose_more()
+                flow.take_composed(window)
+                while flow.todo and flow.room(unrecorded):
                     if loop.time() > deadline:
-                        await self._give_back(
-                            [item.job for item, _ in todo]
-                            + [item.job for _, chunk in composing for item in chunk]
-                            + [item.job for item in waiting]
-                        )
-                        todo.clear()
-                        waiting.clear()
-                        for composed, _ in composing:
-                            composed.cancel()
-                        composing.clear()
+                        await self._give_back(flow.abandon())
                         break
-                    item, ready = todo.popleft()
-                    flying[asyncio.ensure_future(self._one(carrier, item, ready))] = item
-                if not flying and not composing:
-                    if todo or waiting:
+                    item, ready = flow.todo.popleft()
+                    flow.flying[asyncio.ensure_future(self._one(carrier, item, ready))] = item
+                if not flow.flying and not flow.composing:
+                    if flow.todo or flow.waiting:
                         continue
                     break
-                watched: set[asyncio.Future[Any]] = set(flying)
-                if composing:
-                    watched.add(composing[0][0])
-                done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-                for future in done:
-                    sent = flying.pop(future, None)
-                    if sent is None:
-                        continue  # a chunk is composed: taken in order above
-                    result = future.result()
+                for sent, result in await flow.next_outcomes():
                     for middleware in self._middleware:
                         middleware.handed(sent, carrier.name, result, batch)
                     self._record(sent, result, window)
                     unrecorded += 1
-                if unrecorded >= COMMIT_EVERY // 2 or (unrecorded and not flying):
+                if unrecorded >= COMMIT_EVERY // 2 or (unrecorded and not flow.flying):
                     await self._commit(window)
                     unrecorded = 0
-                    dropped = await self._drop(
-                        batch,
-                        window,
-                        waiting,
-                        todo,
-                        [item for _, chunk in composing for item in chunk],
-                    )
+                    flow.dropped = await self._drop(flow, window)
             await self._commit(window)
         except Exception as exc:
             # Some jobs are settled already (completed, retried, given back): running
@@ -318,13 +238,7 @@ class Sender:
             # A failed commit (the database went away) stops the batch: what is on its
             # way is abandoned (recorded by no one, so sent again when the job runs
             # again, at most COMMIT_EVERY of them); the rest is not sent.
-            for future in flying:
-                future.cancel()
-            for composed, _ in composing:
-                composed.cancel()
-            await asyncio.gather(
-                *flying, *(composed for composed, _ in composing), return_exceptions=True
-            )
+            await flow.cancel()
 
     async def _one(self, carrier: Carrier, item: Outgoing, ready: Any) -> Result:
         """Hand one item over through every middleware's ``around``, outermost first."""
@@ -337,34 +251,18 @@ class Sender:
             wrapped = _wrap(middleware, item, carrier.name, wrapped)
         return await wrapped()
 
-    async def _drop(
-        self,
-        batch: Batch,
-        window: _Window,
-        waiting: deque[Outgoing],
-        todo: deque[tuple[Outgoing, Any]] | None = None,
-        composing: Sequence[Outgoing] = (),
-    ) -> set[str]:
-        """Ask the middleware which items not handed over yet must not go any more; take
-        them out of ``waiting`` and ``todo`` and finish their jobs. Returns their job
-        ids, for the items being composed meanwhile (finished once composed)."""
-        unsent = [*waiting, *(item for item, _ in todo or ()), *composing]
+    async def _drop(self, flow: Flow, window: Window) -> set[str]:
+        """Ask the middleware which items not handed over yet must not go any more;
+        take them out and finish their jobs. Returns their job ids, for the items being
+        composed meanwhile (finished once composed)."""
+        unsent = flow.unsent()
         if not unsent:
             return set()
         dropped: set[str] = set()
         for middleware in self._middleware:
-            dropped |= await middleware.drop(self._db, batch, unsent)
-        if not dropped:
-            return dropped
-        kept = [item for item in waiting if item.job.id not in dropped]
-        window.finished.extend(item.job for item in waiting if item.job.id in dropped)
-        waiting.clear()
-        waiting.extend(kept)
-        if todo:
-            kept_ready = [(item, ready) for item, ready in todo if item.job.id not in dropped]
-            window.finished.extend(item.job for item, _ in todo if item.job.id in dropped)
-            todo.clear()
-            todo.extend(kept_ready)
+            dropped |= await middleware.drop(self._db, flow.batch, unsent)
+        if dropped:
+            window.finished.extend(flow.take_out(dropped))
         return dropped
 
     def _hand_over_until(self, now: float) -> float:
@@ -381,7 +279,7 @@ class Sender:
         for job in jobs:
             await self._queue.release(job)
 
-    def _record(self, item: Outgoing, result: Result, window: _Window) -> None:
+    def _record(self, item: Outgoing, result: Result, window: Window) -> None:
         """The state change one hand-over makes, and what becomes of its job."""
         delivery_id = item.delivery["id"]
         if isinstance(result, Sent):
@@ -415,7 +313,7 @@ class Sender:
             )
             window.retries.append((item.job, f"{result.by}: {result.detail}"))
 
-    async def _commit(self, window: _Window) -> None:
+    async def _commit(self, window: Window) -> None:
         """Record the outcomes so far, then hand back the jobs to retry and bury those
         given up on, and empty the window: what is committed is never sent again, even
         if the worker dies a moment later."""
