@@ -331,3 +331,47 @@ async def planned_recipients(
 def _state_value(state: Any) -> str:
     """A state as stored: rows carry ``DeliveryState`` members or their values."""
     return str(getattr(state, "value", state))
+
+
+async def one_with_transitions(conn: AsyncConnection, delivery_id: str) -> dict[str, Any] | None:
+    """One delivery (a row of ``every_delivery``) with its type and every transition."""
+    every = every_delivery()
+    row = (await conn.execute(sa.select(every).where(every.c.id == delivery_id))).first()
+    if row is None:
+        return None
+    found = with_notification(row._mapping)
+    steps = await transitions_of(conn, [found])
+    return {**found, "transitions": steps[delivery_id]}
+
+
+async def user_page(
+    conn: AsyncConnection,
+    user_id: str,
+    *,
+    channel: str | None,
+    state: str | None,
+    type_key: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    before: tuple[dt.datetime, str] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` of the user's deliveries, newest first, before the keyset
+    ``before`` (created_at, id), each with its transitions."""
+    every = every_delivery()
+    d = every.c
+    query = sa.select(every).where(d.user_id == user_id)
+    for column, value in ((d.channel, channel), (d.state, state), (d.type, type_key)):
+        if value is not None:
+            query = query.where(column == value)
+    if since is not None:
+        query = query.where(d.created_at >= since)
+    if until is not None:
+        query = query.where(d.created_at < until)
+    if before is not None:
+        at, last_id = before
+        query = query.where(sa.or_(d.created_at < at, sa.and_(d.created_at == at, d.id < last_id)))
+    query = query.order_by(d.created_at.desc(), d.id.desc()).limit(limit)
+    rows = [with_notification(r._mapping) for r in await conn.execute(query)]
+    steps = await transitions_of(conn, rows)
+    return [{**row, "transitions": steps[row["id"]]} for row in rows]

@@ -15,8 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.delivery import repository as deliveries_repository
-from tidings.delivery.repository import StateChange
+from tidings.delivery.service import DeliveryService, StateChange
 from tidings.delivery.states import DeliveryState
 from tidings.kit import cursors, errors
 from tidings.kit.clock import Clock
@@ -38,6 +37,7 @@ class DeadLetters:
         self._db = db
         self._clock = clock
         self._queue = queue
+        self._deliveries = DeliveryService(db)
 
     async def page(
         self, kind: str | None, cursor: str | None, limit: int
@@ -141,8 +141,7 @@ class DeadLetters:
         # A delivery job gave up with its delivery failed; it is scheduled again so the
         # replayed job sends it. One that moved on since (sent, bounced) stays as it is,
         # and the job then finds nothing to do.
-        await deliveries_repository.advance(
-            self._db,
+        await self._deliveries.advance(
             conn,
             [
                 StateChange(
