@@ -13,10 +13,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tidings.catalog.email_body import compile_body
-from tidings.catalog.email_templates import DEFAULT, EmailPart, EmailVariant
+from tidings.catalog.email_templates import DEFAULT, EmailPart, EmailVariant, RenderedEmail
 from tidings.catalog.rules import DigestRule
 from tidings.catalog.templates import compile_template, render
-from tidings.email.message import RenderedEmail
 
 WRITTEN_IN = "en"
 _FIELD = "rules.digest"

@@ -16,7 +16,17 @@ from jinja2 import Template
 from tidings.catalog import locales
 from tidings.catalog.html_text import tidy
 from tidings.catalog.templates import RenderError, render
-from tidings.email.message import RenderedEmail
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """A rendered template: what a person reads."""
+
+    subject: str
+    html: str
+    text: str
+    locale: str
+
 
 SUBJECT_MAX = 998
 DEFAULT = "default"

@@ -12,12 +12,11 @@ from jinja2 import Template
 from tidings.catalog import payload
 from tidings.catalog.channel_section import ChannelSection
 from tidings.catalog.digest_email import render_digest_email
-from tidings.catalog.email_templates import EmailTemplates
+from tidings.catalog.email_templates import EmailTemplates, RenderedEmail
 from tidings.catalog.payload import PayloadError
 from tidings.catalog.priority import Priority
 from tidings.catalog.rules import CollapseRule, DigestRule, Rules, key_templates, storable_key
 from tidings.catalog.templates import TITLE_MAX, InAppContent, InAppTemplates, RenderError, render
-from tidings.email.message import RenderedEmail
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tidings.catalog.email_templates import RenderedEmail
 
-@dataclass(frozen=True)
-class RenderedEmail:
-    """A rendered template: what a person reads."""
-
-    subject: str
-    html: str
-    text: str
-    locale: str
+__all__ = ["OutgoingEmail", "RenderedEmail"]
 
 
 @dataclass(frozen=True)
