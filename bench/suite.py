@@ -327,6 +327,16 @@ class StoreQuery:
     def backend_pids(self) -> list[int]:
         return [self._pg.get_server_pid()] if self._pg is not None else []
 
+    async def numbers(self, sql: str, *params: Any) -> list[float] | None:
+        """The first column of a query's rows, on PostgreSQL (None elsewhere, or when
+        the schema cannot answer)."""
+        if self._pg is None:
+            return None
+        try:
+            return [float(row[0]) for row in await self._pg.fetch(sql, *params)]
+        except Exception:
+            return None
+
     async def count(self, sql: str, *params: Any) -> int | None:
         try:
             if self._pg is not None:
@@ -958,6 +968,10 @@ def critical_event(key: str) -> dict[str, Any]:
 class W3Result:
     latencies_ms: list[float]
     lost: int
+    answered_ms: list[float]
+    """Each critical POST's answer, from its sending."""
+    row_ms: list[float] | None
+    """Each critical event's accept → inbox row (the server's stamps; PostgreSQL only)."""
     backlog_rate: float
     backlog_seconds: float
     server_each: list[float]
@@ -1012,6 +1026,7 @@ async def w3_measure(d: Deployment, args: argparse.Namespace) -> W3Result:
         t0 = time.perf_counter()
         backlog = asyncio.create_task(post_batches(pool, d.key, bodies, 4))
         sent: list[tuple[float, str]] = []
+        answered: list[float] = []
         backlog_end: float | None = None
         next_critical = t0 + 1.0
         i = 0
@@ -1024,6 +1039,7 @@ async def w3_measure(d: Deployment, args: argparse.Namespace) -> W3Result:
                 status, payload = await publisher.request("POST", "/v1/events", body, headers)
                 if status != 202:
                     raise RuntimeError(f"critical event answered {status}: {payload[:300]!r}")
+                answered.append((time.perf_counter() - t_sent) * 1000)
                 sent.append((t_sent, orjson.loads(payload)["event_id"]))
                 next_critical += 1.0
             if backlog.done() and backlog.exception():
@@ -1043,6 +1059,16 @@ async def w3_measure(d: Deployment, args: argparse.Namespace) -> W3Result:
         deadline = time.monotonic() + 10
         while any(eid not in received for _, eid in during) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        store = StoreQuery(d)
+        await store.open()
+        try:
+            row_ms = await store.numbers(
+                "SELECT extract(epoch FROM i.created_at - e.created_at) * 1000 FROM inbox_items i"
+                " JOIN events e ON e.id = i.event_id WHERE e.id = ANY($1::text[])",
+                [eid for _, eid in during],
+            )
+        finally:
+            await store.close()
     finally:
         await counter.close()
         await publisher.close()
@@ -1054,6 +1080,8 @@ async def w3_measure(d: Deployment, args: argparse.Namespace) -> W3Result:
     return W3Result(
         latencies_ms=latencies,
         lost=len(during) - len(latencies),
+        answered_ms=answered[: len(during)],
+        row_ms=row_ms,
         backlog_rate=args.w3_events / wall,
         backlog_seconds=wall,
         server_each=[v / meter.wall for v in meter.processes.get("server", [])],
@@ -1072,12 +1100,19 @@ def run_w3(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Row]:
     p50 = percentile_with_losses(r.latencies_ms, r.lost, 50)
     p99 = percentile_with_losses(r.latencies_ms, r.lost, 99)
     lost = f", {r.lost} never on the stream" if r.lost else ""
+    parts = f"; POST answered p50 {fmt_ms(percentile(r.answered_ms, 50))} / p99 " + fmt_ms(
+        percentile(r.answered_ms, 99)
+    )
+    if r.row_ms:
+        parts += f", accept → inbox row p50 {fmt_ms(percentile(r.row_ms, 50))} / p99 " + fmt_ms(
+            percentile(r.row_ms, 99)
+        )
     return [
         Row(
             "W3 lanes",
             figure=f"critical events publish → stream item p50 {fmt_ms(p50)} ms, p99 "
             f"{fmt_ms(p99)} ms ({n} of them, 1/s, during a {args.w3_events:,}-event W1 backlog "
-            f"planned at {r.backlog_rate:,.0f}/s{lost})",
+            f"planned at {r.backlog_rate:,.0f}/s{lost}{parts})",
             reference="aim 100 ms",
             aim=AIMS["W3"],
             aim_value=p99,
