@@ -20,6 +20,7 @@ from tidings import catalog
 from tidings.auth import keys
 from tidings.auth.service import AuthService
 from tidings.catalog import evolution
+from tidings.channels.registry import PluginError
 from tidings.kit import errors, logs, loops, migrate
 from tidings.kit import settings as settings_module
 from tidings.kit.clock import SystemClock
@@ -578,4 +579,9 @@ def _ensure_schema(settings: Settings) -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except PluginError as exc:
+        # Found by whichever command first looks at the channels: one line, not a trace.
+        err.print(f"[red]error:[/red] {exc}; fix the plugin or uninstall it", highlight=False)
+        raise SystemExit(1) from None

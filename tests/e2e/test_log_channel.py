@@ -16,7 +16,7 @@ import httpx
 import yaml
 
 from tests.conftest import CANONICAL_EVENT, CATALOG, ROOT
-from tests.e2e.procs import Processes, create_key, free_port, tidings_env
+from tests.e2e.procs import Processes, create_key, free_port, run_cli, tidings_env
 
 PAGE = ROOT / "docs" / "channels.md"
 
@@ -79,3 +79,20 @@ async def test_the_documented_log_channel_runs_as_a_plugin(
 
     assert [(d["user_id"], d["state"]) for d in logged] == [("u-bob", "delivered")]
     assert "log channel: u-bob gets 'Ann commented on Roadmap'" in server.process.output()
+
+
+def test_a_plugin_that_does_not_load_stops_every_command_with_one_line(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    info = site / "broken-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[tidings.channels]\nbroken = no_such_module:Thing\n")
+    env = tidings_env(tmp_path / "data", port=free_port())
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+    for args in (["serve"], ["catalog", "check"]):
+        done = run_cli(args, env, check=False)
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, (args, done.stderr)
+        assert "channel plugin 'no_such_module:Thing' does not load" in lines[0]
+        assert "Traceback" not in done.stderr
