@@ -59,7 +59,9 @@ from tidings.inbox.service import InboxService
 from tidings.ingest.broker import BrokerIngest, IngestTopology
 from tidings.kit import http, loops, metrics, migrate, outage, tracing
 from tidings.kit.clock import Clock, SystemClock
-from tidings.kit.counters import Counters, build_counters
+from tidings.kit.counters import Counters
+from tidings.kit.counters_redis import RedisCounters
+from tidings.kit.counters_sql import SqlCounters
 from tidings.kit.db import Database
 from tidings.kit.jetstream import JetStreamQueue, Topology
 from tidings.kit.live import LiveHub, LocalHub, NatsHub, RedisHub
@@ -426,6 +428,13 @@ def build_live_hub(settings: Settings) -> LiveHub:
             )
         return PostgresHub(settings.resolved_database_url, max_per_user=per_user)
     return LocalHub(max_per_user=per_user)
+
+
+def build_counters(settings: Settings, db: Database) -> Counters:
+    """The counters the settings choose: the database's own, or Redis."""
+    if settings.counters_backend == "redis":
+        return RedisCounters(settings.redis_url, settings.redis_prefix)
+    return SqlCounters(db)
 
 
 def build_rate_limits(settings: Settings) -> Limiter:

@@ -21,17 +21,10 @@ import redis.exceptions
 from redis import asyncio as aioredis
 
 from tests.conftest import fresh_database, service_missing
-from tidings.kit.counters import (
-    Counters,
-    Hit,
-    InMemoryCounters,
-    Mark,
-    NewHit,
-    NewMark,
-    RedisCounters,
-    SqlCounters,
-    undo_on_error,
-)
+from tidings.kit.counters import Counters, Hit, Mark, NewHit, NewMark, undo_on_error
+from tidings.kit.counters_memory import InMemoryCounters
+from tidings.kit.counters_redis import RedisCounters
+from tidings.kit.counters_sql import SqlCounters
 from tidings.kit.db import Database
 
 REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -24,7 +24,7 @@ from tests.conftest import fresh_database, service_missing
 from tests.integration.noise_rig import EMAIL, IN_APP, SCHEMA, Rig, rig, write_catalog
 from tidings.kit import ids, tables
 from tidings.kit.clock import FrozenClock
-from tidings.kit.counters import RedisCounters
+from tidings.kit.counters_redis import RedisCounters
 from tidings.kit.settings import Settings
 
 REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -36,7 +36,8 @@ from tidings.events.service import PLAN_JOB, EventsService
 from tidings.inbox.service import InboxService
 from tidings.kit import ids
 from tidings.kit.clock import Clock
-from tidings.kit.counters import Counters, NewHit, NewMark, SqlCounters, undo_on_error
+from tidings.kit.counters import Counters, NewHit, NewMark, undo_on_error
+from tidings.kit.counters_sql import SqlCounters
 from tidings.kit.db import Database
 from tidings.kit.queue import Job, NewJob, Queue, partition_of
 from tidings.planning import planner

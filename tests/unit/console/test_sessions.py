@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tidings.console import sessions
-from tidings.kit.counters import InMemoryCounters
+from tidings.kit.counters_memory import InMemoryCounters
 from tidings.kit.db import Database
 
 SECRET = "s" * 48
