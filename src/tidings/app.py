@@ -64,8 +64,10 @@ from tidings.kit.counters_redis import RedisCounters
 from tidings.kit.counters_sql import SqlCounters
 from tidings.kit.db import Database
 from tidings.kit.jetstream import JetStreamQueue, Topology
-from tidings.kit.live import LiveHub, LocalHub, NatsHub, RedisHub
+from tidings.kit.live import LiveHub, LocalHub
+from tidings.kit.live_nats import NatsHub
 from tidings.kit.live_postgres import PostgresHub
+from tidings.kit.live_redis import RedisHub
 from tidings.kit.queue import Queue
 from tidings.kit.queue_sql import SqlQueue
 from tidings.kit.settings import Settings

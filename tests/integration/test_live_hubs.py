@@ -30,7 +30,9 @@ from tidings.inbox.service import InboxService
 from tidings.kit import live
 from tidings.kit.clock import SystemClock
 from tidings.kit.db import Database
-from tidings.kit.live import RECOUNT, LocalHub, NatsHub, RedisHub
+from tidings.kit.live import RECOUNT, LocalHub
+from tidings.kit.live_nats import NatsHub
+from tidings.kit.live_redis import RedisHub
 from tidings.kit.settings import Settings
 
 NATS_URL = os.environ.get("TIDINGS_TEST_NATS_URL", "nats://127.0.0.1:4222")

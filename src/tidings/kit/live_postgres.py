@@ -25,7 +25,8 @@ import asyncpg
 import orjson
 import sqlalchemy as sa
 
-from tidings.kit.live import RESYNC, _BrokerHub
+from tidings.kit.live import RESYNC
+from tidings.kit.live_broker import BrokerHub
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def asyncpg_dsn(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-class PostgresHub(_BrokerHub):
+class PostgresHub(BrokerHub):
     """Live push over PostgreSQL notifications on the channel ``tidings_live``."""
 
     broker = "PostgreSQL"
