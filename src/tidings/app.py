@@ -16,8 +16,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi_offline import FastAPIOffline
 
 from tidings import __version__, catalog
-from tidings.auth.rate_limit import Limiter, RateLimits, SharedRateLimits
 from tidings.auth.service import AuthService
+from tidings.backends import (
+    build_counters,
+    build_live_hub,
+    build_queue,
+    build_rate_limits,
+)
 from tidings.catalog import endpoints as catalog_endpoints
 from tidings.catalog.reload import CatalogReloader
 from tidings.channels import runtime as channel_runtime
@@ -60,16 +65,9 @@ from tidings.ingest.broker import BrokerIngest, IngestTopology
 from tidings.kit import http, loops, metrics, migrate, outage, tracing
 from tidings.kit.clock import Clock, SystemClock
 from tidings.kit.counters import Counters
-from tidings.kit.counters_redis import RedisCounters
-from tidings.kit.counters_sql import SqlCounters
 from tidings.kit.db import Database
-from tidings.kit.jetstream import JetStreamQueue, Topology
-from tidings.kit.live import LiveHub, LocalHub
-from tidings.kit.live_nats import NatsHub
-from tidings.kit.live_postgres import PostgresHub
-from tidings.kit.live_redis import RedisHub
+from tidings.kit.live import LiveHub
 from tidings.kit.queue import Queue
-from tidings.kit.queue_sql import SqlQueue
 from tidings.kit.settings import Settings
 from tidings.operations import endpoints as operations_endpoints
 from tidings.operations.dead_letters import DeadLetters
@@ -87,17 +85,6 @@ from tidings.webhooks.sender import SendPolicy, WebhookSender
 from tidings.webhooks.service import WebhooksService
 
 log = logging.getLogger(__name__)
-
-JOB_STAGES = {
-    PLAN_JOB: "plan",
-    FANOUT_JOB: "plan",
-    EMAIL_JOB: "deliver",
-    IN_APP_JOB: "deliver",
-    DIGEST_JOB: "deliver",
-    CHANNEL_JOB: "deliver",
-    webhook_outbox.WEBHOOK_JOB: "deliver",
-}
-"""Which stage (JetStream stream, ``tidings worker --stage``) runs each kind of job."""
 
 
 @dataclass
@@ -213,6 +200,9 @@ class Runtime:
 def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     """Wire one process's objects from its settings.
 
+    Long on purpose: it is the one place that reads, top to bottom, as the wiring of a
+    process (every service, listener, carrier and task), each line a constructor call.
+
     Raises:
         catalog.CatalogInvalid: the catalog folder has errors.
     """
@@ -255,28 +245,14 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         channels=available,
     )
     digester = Digester(db, clock, types, queue, inbox, audience, channels=available)
-    composer = EmailComposer(
-        sender=Sender(settings.email_from, settings.email_from_name, settings.sender_domain),
-        signer=DkimSigner(
-            domain=settings.sender_domain,
-            selector=settings.dkim_selector,
-            private_key_pem=settings.dkim_key_pem,
-        ),
-        unsubscribe_secret=settings.signing_secret,
-        base_url=settings.base_url,
-        unsubscribe_mailto=settings.unsubscribe_mailto or f"unsubscribe@{settings.sender_domain}",
-    )
+    composer = build_composer(settings)
     provider = build_provider(settings, db=db, clock=clock)
     retry = RetryPolicy(
         max_attempts=settings.job_max_attempts,
         base_seconds=settings.job_backoff_base_seconds,
         cap_seconds=settings.job_backoff_max_seconds,
     )
-    lease = dt.timedelta(seconds=settings.worker_lease_seconds)
-    if settings.queue_backend == "jetstream":
-        # A message not acknowledged within ack_wait goes to another worker: that is
-        # the lease that counts there.
-        lease = min(lease, dt.timedelta(seconds=settings.nats_ack_wait_seconds))
+    lease = job_lease(settings)
     carriers: dict[str, Carrier] = {
         "email": EmailCarrier(types, suppressions, composer, provider),
         **{name: PluginCarrier(plugin, types) for name, plugin in plugins.items()},
@@ -304,18 +280,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             DIGEST_JOB: Task(digester.fire),
             CHANNEL_JOB: Task(sender.send),
             webhook_outbox.WEBHOOK_JOB: Task(
-                WebhookSender(
-                    db,
-                    clock,
-                    queue,
-                    outbox,
-                    SendPolicy(
-                        retry_seconds=tuple(settings.webhooks_retry_seconds),
-                        disable_after=settings.webhooks_disable_after,
-                        timeout_seconds=settings.webhooks_timeout_seconds,
-                        allow_private=settings.webhooks_allow_private,
-                    ),
-                ).send
+                WebhookSender(db, clock, queue, outbox, webhook_policy(settings)).send
             ),
         },
         batch_size=settings.worker_batch_size,
@@ -385,70 +350,38 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     return runtime
 
 
-def build_queue(settings: Settings, db: Database, clock: Clock) -> Queue:
-    """The queue the settings choose: the database's own, or JetStream with the database
-    as its outbox and timer store.
-
-    Raises:
-        ValueError: JetStream was chosen on the embedded SQLite default.
-    """
-    if settings.queue_backend == "database":
-        return SqlQueue(db, clock)
-    if not db.is_postgres:
-        raise ValueError("the JetStream queue needs PostgreSQL: set TIDINGS_DATABASE_URL")
-    return JetStreamQueue(
-        db,
-        clock,
-        settings.nats_servers,
-        Topology(
-            prefix=settings.nats_prefix,
-            stages=JOB_STAGES,
-            partitions=settings.nats_partitions,
-            replicas=settings.nats_replicas,
-            ack_wait=dt.timedelta(seconds=settings.nats_ack_wait_seconds),
-            max_deliver=settings.job_max_attempts + 2,
+def build_composer(settings: Settings) -> EmailComposer:
+    """Email's composer: the sender, DKIM and the unsubscribe links the settings give."""
+    return EmailComposer(
+        sender=Sender(settings.email_from, settings.email_from_name, settings.sender_domain),
+        signer=DkimSigner(
+            domain=settings.sender_domain,
+            selector=settings.dkim_selector,
+            private_key_pem=settings.dkim_key_pem,
         ),
-        max_attempts=settings.job_max_attempts,
-        name=f"tidings {socket.gethostname()}:{os.getpid()}",
-        stages=settings.stages,
-        lanes=settings.lanes,
-        timer_poll_seconds=settings.scheduler_poll_seconds,
+        unsubscribe_secret=settings.signing_secret,
+        base_url=settings.base_url,
+        unsubscribe_mailto=settings.unsubscribe_mailto or f"unsubscribe@{settings.sender_domain}",
     )
 
 
-def build_live_hub(settings: Settings) -> LiveHub:
-    """The hub ``settings.live_backend`` names; call ``start()`` before use."""
-    per_user = settings.max_streams_per_user
-    if settings.live_backend == "nats":
-        return NatsHub(settings.nats_servers, settings.nats_prefix, max_per_user=per_user)
-    if settings.live_backend == "redis":
-        return RedisHub(settings.redis_url, settings.redis_prefix, max_per_user=per_user)
-    if settings.live_backend == "postgres":
-        if settings.is_embedded:
-            raise ValueError(
-                "TIDINGS_LIVE_BACKEND=postgres needs PostgreSQL: set TIDINGS_DATABASE_URL"
-            )
-        return PostgresHub(settings.resolved_database_url, max_per_user=per_user)
-    return LocalHub(max_per_user=per_user)
+def job_lease(settings: Settings) -> dt.timedelta:
+    """How long a worker holds a job it claimed."""
+    lease = dt.timedelta(seconds=settings.worker_lease_seconds)
+    if settings.queue_backend == "jetstream":
+        # A message not acknowledged within ack_wait goes to another worker: that is
+        # the lease that counts there.
+        lease = min(lease, dt.timedelta(seconds=settings.nats_ack_wait_seconds))
+    return lease
 
 
-def build_counters(settings: Settings, db: Database) -> Counters:
-    """The counters the settings choose: the database's own, or Redis."""
-    if settings.counters_backend == "redis":
-        return RedisCounters(settings.redis_url, settings.redis_prefix)
-    return SqlCounters(db)
-
-
-def build_rate_limits(settings: Settings) -> Limiter:
-    """The request rate limits the settings ask for: per process, or shared in Redis."""
-    if settings.rate_limit_backend == "redis":
-        return SharedRateLimits(
-            settings.redis_url,
-            settings.redis_prefix,
-            settings.rate_limit_per_second,
-            settings.rate_limit_burst,
-        )
-    return RateLimits(settings.rate_limit_per_second, settings.rate_limit_burst)
+def webhook_policy(settings: Settings) -> SendPolicy:
+    return SendPolicy(
+        retry_seconds=tuple(settings.webhooks_retry_seconds),
+        disable_after=settings.webhooks_disable_after,
+        timeout_seconds=settings.webhooks_timeout_seconds,
+        allow_private=settings.webhooks_allow_private,
+    )
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:

@@ -25,7 +25,7 @@ from redis import asyncio as aioredis
 
 from tests.conftest import eventually, fresh_database, service_missing
 from tests.nats_cluster import NatsCluster, _free_ports
-from tidings.app import build_live_hub
+from tidings.backends import build_live_hub
 from tidings.inbox.service import InboxService
 from tidings.kit import live
 from tidings.kit.clock import SystemClock

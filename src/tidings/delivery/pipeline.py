@@ -446,49 +446,9 @@ class Pipeline:
             # Into an item of its own: the item is the delivery.
             is_item=delivered_in_app and in_app_item == delivery_id,
         )
-        lane = ntype.priority.lane
-        # A type's delay and the unseen wait count from now; quiet hours end at a time.
-        delayed_from = now if plan.reason in _DELAYS else None
-        if plan.channel == planner.EMAIL and plan.action in (Action.DELIVER, Action.HOLD):
-            payload: dict[str, Any] = {"delivery": delivery_id, "user": recipient.id}
-            if plan.unless_seen and in_app_item is not None:
-                payload["unless_seen"] = in_app_item
-            rows.jobs.append(
-                NewJob(
-                    id=f"{EMAIL_JOB}:{delivery_id}",
-                    kind=EMAIL_JOB,
-                    payload=payload,
-                    lane=lane,
-                    run_at=plan.not_before,
-                    delayed_from=delayed_from,
-                )
-            )
-        elif plan.channel != planner.IN_APP and plan.action in (Action.DELIVER, Action.HOLD):
-            rows.jobs.append(
-                NewJob(
-                    id=f"{CHANNEL_JOB}:{delivery_id}",
-                    kind=CHANNEL_JOB,
-                    payload={
-                        "delivery": delivery_id,
-                        "user": recipient.id,
-                        "channel": plan.channel,
-                    },
-                    lane=lane,
-                    run_at=plan.not_before,
-                    delayed_from=delayed_from,
-                )
-            )
-        elif plan.channel == planner.IN_APP and plan.action is Action.HOLD:
-            rows.jobs.append(
-                NewJob(
-                    id=f"{IN_APP_JOB}:{delivery_id}",
-                    kind=IN_APP_JOB,
-                    payload={"delivery": delivery_id, "silent": plan.silent, "user": recipient.id},
-                    lane=lane,
-                    run_at=plan.not_before,
-                    delayed_from=delayed_from,
-                )
-            )
+        job = _send_job(plan, delivery_id, recipient.id, in_app_item, ntype.priority.lane, now)
+        if job is not None:
+            rows.jobs.append(job)
 
     async def _record(
         self, conn: AsyncConnection, rows: Rows, books: batch_books.BatchBooks, now: dt.datetime
@@ -508,6 +468,44 @@ class Pipeline:
                 conn, hits, forget_before=now - batch_books.throttle_horizon(self._catalog)
             )
         return marks, hits
+
+
+def _send_job(
+    plan: planner.ChannelPlan,
+    delivery_id: str,
+    user_id: str,
+    in_app_item: str | None,
+    lane: int,
+    now: dt.datetime,
+) -> NewJob | None:
+    """The job that carries a delivery the plan sends now or later: email's, a plugin
+    channel's, or a held in-app item's; None when there is nothing to carry (in-app
+    delivered now, suppressed, or folded into a digest)."""
+    if plan.action not in (Action.DELIVER, Action.HOLD):
+        return None
+    # A type's delay and the unseen wait count from now; quiet hours end at a time.
+    delayed_from = now if plan.reason in _DELAYS else None
+    payload: dict[str, Any] = {"delivery": delivery_id, "user": user_id}
+    if plan.channel == planner.EMAIL:
+        kind = EMAIL_JOB
+        if plan.unless_seen and in_app_item is not None:
+            payload["unless_seen"] = in_app_item
+    elif plan.channel != planner.IN_APP:
+        kind = CHANNEL_JOB
+        payload["channel"] = plan.channel
+    elif plan.action is Action.HOLD:
+        kind = IN_APP_JOB
+        payload["silent"] = plan.silent
+    else:
+        return None
+    return NewJob(
+        id=f"{kind}:{delivery_id}",
+        kind=kind,
+        payload=payload,
+        lane=lane,
+        run_at=plan.not_before,
+        delayed_from=delayed_from,
+    )
 
 
 def _record_erased(

@@ -7,7 +7,7 @@ keeps them in Redis, shared by every worker, where a write is not rolled back wi
 transaction. So every mark and hit carries its owner, the notification that set it: a
 batch planned again after a failure drops its own leftovers when it loads, and
 ``forget`` removes them as soon as the failure is seen. ``counters_memory.InMemoryCounters``
-is the twin for tests. ``app.build_counters`` chooses.
+is the twin for tests. ``backends.build_counters`` chooses.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Jobs sit in priority lanes (0 is critical, 3 low); a consumer may claim from som
 only, so each lane can be served by its own loop and a backlog in one never waits behind
 another. A job whose worker dies runs again once its lease expires.
 
-Each backend is a module of its own, chosen by ``app.build_queue`` and otherwise known
+Each backend is a module of its own, chosen by ``backends.build_queue`` and otherwise known
 only by this protocol: ``queue_sql.SqlQueue`` (jobs in Tidings' own database),
 ``jetstream.JetStreamQueue`` (NATS JetStream, partitioned by recipient, with the
 database as outbox and timer store), and ``queue_memory.InMemoryQueue``, the twin for

@@ -208,7 +208,10 @@ class WebhookSender:
         message: Mapping[str, Any],
         attempt: Attempt,
     ) -> None:
-        """Log the attempt and decide what comes next, in one transaction."""
+        """Log the attempt and decide what comes next, in one transaction.
+
+        Long on purpose: the attempt's log, the message's state, the next try and the
+        endpoint's disabling are written together, and read best together."""
         now = self._clock.now()
         number = int(message["attempts"]) + 1
         final = attempt.ok or number >= self._policy.max_attempts

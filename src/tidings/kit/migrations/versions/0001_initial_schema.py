@@ -18,6 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    """The first schema, table by table: a migration is its DDL, in order."""
 
     op.create_table(
         "api_keys",

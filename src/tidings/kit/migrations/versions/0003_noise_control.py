@@ -22,6 +22,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    """The noise-control tables, in order: a migration is its DDL."""
     op.create_table(
         "dedup_marks",
         sa.Column("key", sa.String(length=64), nullable=False),
