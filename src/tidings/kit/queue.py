@@ -216,3 +216,48 @@ class WakeUps:
                 await asyncio.wait_for(future, seconds)
         finally:
             del self._waiters[future]
+
+
+class LocalQueue:
+    """What a queue whose consumers all live in this process shares: not partitioned, no
+    relay, no engine besides the database, and consumers woken in-process."""
+
+    def __init__(self) -> None:
+        self._wakeups = WakeUps()
+
+    @property
+    def partitioned(self) -> bool:
+        return False
+
+    @property
+    def relayed(self) -> bool:
+        return False
+
+    def add_splitter(self, kind: str, split: Splitter) -> None:
+        """Nothing: the queue is not partitioned."""
+
+    async def close(self) -> None:
+        """Nothing to stop: workers claim through the queue's own calls."""
+
+    def checks(self) -> dict[str, str]:
+        return {}
+
+    async def pending(self) -> dict[tuple[str, int], int]:
+        return {}
+
+    def wake(self, lanes: Collection[int] | None = None) -> None:
+        """Tell the consumers waiting on ``lanes`` (all of them by default) that jobs
+        were committed there."""
+        self._wakeups.call(lanes)
+
+    def wakeups(self, lanes: Collection[int] | None = None) -> int:
+        """How many wake-ups concerned ``lanes`` so far; see ``wait``."""
+        return self._wakeups.count(lanes)
+
+    async def wait(
+        self, seconds: float, lanes: Collection[int] | None = None, *, since: int | None = None
+    ) -> None:
+        """Sleep until woken for ``lanes`` or ``seconds`` pass; with ``since`` (a
+        ``wakeups`` count taken before looking for work), not at all if a wake-up came
+        in between."""
+        await self._wakeups.wait(seconds, lanes, since=since)

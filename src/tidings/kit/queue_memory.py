@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.kit.clock import Clock
-from tidings.kit.queue import SCHEDULE_SLACK, Job, NewJob, Splitter, WakeUps, scheduled_at
+from tidings.kit.queue import SCHEDULE_SLACK, Job, LocalQueue, NewJob, scheduled_at
 
 
-class InMemoryQueue:
+class InMemoryQueue(LocalQueue):
     """The queue's twin for unit tests: same contract, no database, no durability.
 
     ``enqueue`` and ``complete`` ignore the connection, so they are not transactional.
@@ -20,32 +20,12 @@ class InMemoryQueue:
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._wakeups = WakeUps()
+        super().__init__()
         self.jobs: dict[str, dict[str, Any]] = {}
         self.dead: dict[str, tuple[Job, str]] = {}
 
-    @property
-    def partitioned(self) -> bool:
-        return False
-
-    @property
-    def relayed(self) -> bool:
-        return False
-
-    def add_splitter(self, kind: str, split: Splitter) -> None:
-        pass
-
     async def start(self, *, consume: bool, member: str, relay_poll: float | None = None) -> None:
         pass
-
-    async def close(self) -> None:
-        pass
-
-    def checks(self) -> dict[str, str]:
-        return {}
-
-    async def pending(self) -> dict[tuple[str, int], int]:
-        return {}
 
     async def enqueue(self, conn: AsyncConnection | None, new_jobs: Sequence[NewJob]) -> None:
         now = self._clock.now()
@@ -127,14 +107,3 @@ class InMemoryQueue:
 
     async def depth(self) -> int:
         return len(self.jobs)
-
-    def wake(self, lanes: Collection[int] | None = None) -> None:
-        self._wakeups.call(lanes)
-
-    def wakeups(self, lanes: Collection[int] | None = None) -> int:
-        return self._wakeups.count(lanes)
-
-    async def wait(
-        self, seconds: float, lanes: Collection[int] | None = None, *, since: int | None = None
-    ) -> None:
-        await self._wakeups.wait(seconds, lanes, since=since)

@@ -19,14 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.kit import metrics, tracing
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
-from tidings.kit.queue import (
-    SCHEDULE_SLACK,
-    Job,
-    NewJob,
-    Splitter,
-    WakeUps,
-    scheduled_at,
-)
+from tidings.kit.queue import SCHEDULE_SLACK, Job, LocalQueue, NewJob, scheduled_at
 from tidings.kit.tables import UTCDateTime, dead_letters, jobs
 
 _BOUND_BATCH = 1000
@@ -74,7 +67,7 @@ async def bound_schedules(db: Database, conn: AsyncConnection, now: dt.datetime)
     return len(rows)
 
 
-class SqlQueue:
+class SqlQueue(LocalQueue):
     """The queue kept in Tidings' own database.
 
     A claim is one statement: on PostgreSQL it runs on its own (autocommit), a round
@@ -86,7 +79,7 @@ class SqlQueue:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
-        self._wakeups = WakeUps()
+        super().__init__()
         self._bounded_at = -math.inf
         """When (event loop time) schedules were last bounded."""
         self._latest: dt.datetime | None = None
@@ -94,31 +87,11 @@ class SqlQueue:
         self._claims: dict[tuple[int, ...] | None, sa.Update] = {}
         """The claim statement of each set of lanes, built once."""
 
-    @property
-    def partitioned(self) -> bool:
-        return False
-
-    @property
-    def relayed(self) -> bool:
-        return False
-
-    def add_splitter(self, kind: str, split: Splitter) -> None:
-        """Nothing: the database's queue is not partitioned."""
-
     async def start(self, *, consume: bool, member: str, relay_poll: float | None = None) -> None:
         """On the embedded default (SQLite), a consuming process drops every lease: it is
         the only consumer, and leases left by a previous run belong to no one alive."""
         if consume and self._db.dialect == "sqlite":
             await self.release_all()
-
-    async def close(self) -> None:
-        """Nothing to stop: workers claim with the database's own connections."""
-
-    def checks(self) -> dict[str, str]:
-        return {}
-
-    async def pending(self) -> dict[tuple[str, int], int]:
-        return {}
 
     async def enqueue(self, conn: AsyncConnection, new_jobs: Sequence[NewJob]) -> None:
         """Add jobs inside the caller's transaction: they exist exactly when it commits."""
@@ -259,23 +232,6 @@ class SqlQueue:
             return int(
                 (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar_one()
             )
-
-    def wake(self, lanes: Collection[int] | None = None) -> None:
-        """Tell the consumers waiting on ``lanes`` (all of them by default) that jobs
-        were committed there."""
-        self._wakeups.call(lanes)
-
-    def wakeups(self, lanes: Collection[int] | None = None) -> int:
-        """How many wake-ups concerned ``lanes`` so far; see ``wait``."""
-        return self._wakeups.count(lanes)
-
-    async def wait(
-        self, seconds: float, lanes: Collection[int] | None = None, *, since: int | None = None
-    ) -> None:
-        """Sleep until woken for ``lanes`` or ``seconds`` pass; with ``since`` (a
-        ``wakeups`` count taken before looking for work), not at all if a wake-up came
-        in between."""
-        await self._wakeups.wait(seconds, lanes, since=since)
 
 
 def dead_letter_row(job: Job, error: str, now: dt.datetime) -> dict[str, Any]:
