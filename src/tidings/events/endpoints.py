@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -13,7 +13,6 @@ from pydantic import BaseModel, ValidationError
 
 from tidings.auth.dependencies import Producer, producer_key
 from tidings.auth.keys import ApiKey
-from tidings.delivery.service import DeliveryService
 from tidings.events import group_commit, schemas
 from tidings.events.group_commit import GroupCommitter
 from tidings.events.service import EventsService, Outcome, Prepared
@@ -83,8 +82,17 @@ async def group_committer(request: Request) -> GroupCommitter:
     return committer
 
 
-async def delivery_service(request: Request) -> DeliveryService:
-    service: DeliveryService = request.app.state.delivery
+class EventDeliveries(Protocol):
+    """What an event's view needs of the deliveries (the delivery service, wired by the
+    composition root): a page of the event's deliveries and the next page's cursor."""
+
+    async def for_event(
+        self, event_id: str, cursor: str | None, limit: int
+    ) -> tuple[list[Mapping[str, Any]], str | None]: ...
+
+
+async def delivery_service(request: Request) -> EventDeliveries:
+    service: EventDeliveries = request.app.state.delivery
     return service
 
 
@@ -198,7 +206,7 @@ async def get_event(
     event_id: str,
     key: Producer,
     events: Events,
-    delivery: Annotated[DeliveryService, Depends(delivery_service)],
+    delivery: Annotated[EventDeliveries, Depends(delivery_service)],
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> schemas.EventView:

@@ -16,9 +16,8 @@ from pydantic import (
 )
 
 from tidings.kit import errors, json_input
-from tidings.users.schemas import Name, ProfileFields, TopicKey, UserId
+from tidings.users.schemas import Name, ProfileFields, Tenant, TopicKey, UserId
 
-Tenant = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9:._\-]{0,199}$")]
 AvatarUrl = Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")]
 
 

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from tidings.auth.dependencies import EndUser, PreferencesReader, PreferencesWriter
-from tidings.events.schemas import Tenant
 from tidings.preferences import schemas
 from tidings.preferences.service import PreferencesService
+from tidings.users.schemas import Tenant
 
 router = APIRouter(prefix="/v1", tags=["preferences"])
 

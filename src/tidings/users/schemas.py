@@ -12,6 +12,8 @@ from tidings.kit.timezones import Timezone
 # PostgreSQL cannot store NUL in text: it is refused at the edge, on every engine alike.
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00]+$")]
 Name = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")]
+Tenant = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9:._\-]{0,199}$")]
+"""A tenant's id: the team or workspace an event, a key or a preference belongs to."""
 TopicKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9:._\-]{0,254}$")]
 Email = Annotated[
     str,
