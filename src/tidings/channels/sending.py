@@ -4,8 +4,8 @@ answers.
 The sender (``delivery/sender.py``) reads a batch of deliveries, screens them, and asks
 each delivery's ``Carrier`` to compose and hand it over; the carrier answers with one of
 ``Sent``, ``Refused``, ``Later`` or ``Unaddressed``, which the sender records. Every
-channel has a carrier: email's (``email/carrier.py``), and the plugins' (one carrier
-runs every ``Channel`` plugin, ``channels/plugin_carrier.py``).
+channel that sends has a carrier: email's (``delivery/carriers/email.py``), and one
+``PluginCarrier`` around each ``Channel`` plugin (``delivery/carriers/plugins.py``).
 """
 
 from __future__ import annotations

@@ -86,8 +86,8 @@ class Middleware:
 
 
 class Sender:
-    """The handler of every send job: ``carriers`` by the channel name in a job's
-    payload (``email`` jobs name none: they are the email carrier's)."""
+    """The handler of every send job (``email``, ``channel``): each delivery goes to the
+    carrier of its channel (``carriers``, by channel name)."""
 
     def __init__(
         self,
