@@ -21,7 +21,7 @@ from tidings.kit.clock import FrozenClock
 from tidings.kit.db import Database
 from tidings.kit.jetstream import JetStreamQueue, Topology
 from tidings.kit.partitions import PartitionLeases
-from tidings.kit.queue import Job, NewJob
+from tidings.kit.queue import Job, NewJob, partition_of
 from tidings.kit.queue_memory import InMemoryQueue
 from tidings.kit.queue_sql import SqlQueue
 
@@ -364,3 +364,27 @@ async def test_a_delay_asked_while_the_clock_ran_ahead_counts_from_now(
     clock.at = ahead + LEASE
     [timer] = await queue.claim("w", 10, LEASE, lanes=[3])
     assert timer.id == "timer"
+
+
+async def test_each_queue_says_what_it_adds_to_the_database(queue: Queue) -> None:
+    """The seam's own questions, answered by every backend: whether it partitions and
+    relays, which engines it adds (readiness) and what waits in them (the gauges)."""
+    checks = queue.checks()
+    pending = await queue.pending()
+    if isinstance(queue, JetStreamQueue):
+        assert (queue.partitioned, queue.relayed) == (True, True)
+        assert checks == {"nats": "ok"}
+        assert set(pending) == {("plan", lane) for lane in (0, 1, 2, 3)}
+    else:
+        assert (queue.partitioned, queue.relayed) == (False, False)
+        assert checks == {}
+        assert pending == {}
+
+
+def test_a_key_keeps_its_partition() -> None:
+    """Partitions are a hash every process and every release computes alike (CRC-32, not
+    Python's salted ``hash``): the pinned values would change only with the routing of
+    every queued job, which a release must not do silently."""
+    assert [partition_of(k, 8) for k in ("u-ann", "u-bob", "u-carol", "u-dave")] == [0, 3, 4, 0]
+    assert {partition_of(f"u-{n}", 8) for n in range(200)} == set(range(8))
+    assert partition_of("\udcff lone surrogate", 4) in range(4)
