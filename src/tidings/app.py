@@ -46,7 +46,7 @@ from tidings.delivery.pipeline import (
 )
 from tidings.delivery.retries import RetryPolicy
 from tidings.delivery.sender import Sender as DeliverySender
-from tidings.delivery.service import DeliveryService
+from tidings.delivery.service import DeliveryService, StopErased
 from tidings.delivery.worker import Task, Worker
 from tidings.email import endpoints as email_endpoints
 from tidings.email.composer import EmailComposer, Sender
@@ -76,13 +76,14 @@ from tidings.operations.timeline import Timelines
 from tidings.preferences import endpoints as preferences_endpoints
 from tidings.preferences.service import PreferencesService
 from tidings.users import endpoints as users_endpoints
+from tidings.users import erasure as user_erasure
 from tidings.users.service import UsersService
 from tidings.web import cors as web_cors
 from tidings.web import pages as web_pages
 from tidings.webhooks import endpoints as webhooks_endpoints
 from tidings.webhooks import outbox as webhook_outbox
 from tidings.webhooks.sender import SendPolicy, WebhookSender
-from tidings.webhooks.service import WebhooksService
+from tidings.webhooks.service import ForgetErased, WebhooksService
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,8 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     outbox = webhook_outbox.Outbox(queue, cache_seconds=settings.webhooks_cache_seconds)
     delivery_changes.listen(db, delivery_changes.Counted(measured))
     delivery_changes.listen(db, outbox)
+    user_erasure.listen(db, ForgetErased())
+    user_erasure.listen(db, StopErased(db))
     users = UsersService(db, clock)
     events = EventsService(db, clock, types, queue, users)
     preferences = PreferencesService(db, clock, types, channel_runtime.switchable(types))

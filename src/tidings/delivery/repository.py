@@ -375,3 +375,56 @@ async def user_page(
     rows = [with_notification(r._mapping) for r in await conn.execute(query)]
     steps = await transitions_of(conn, rows)
     return [{**row, "transitions": steps[row["id"]]} for row in rows]
+
+
+_STILL_TO_SEND = ("planned", "scheduled")
+_ERASED_REASON = "erased"
+
+
+async def stop_for_erasure(
+    db: Database, conn: AsyncConnection, user_id: str, now: dt.datetime
+) -> None:
+    """Suppress the user's planned and scheduled deliveries (reason ``erased``), so a
+    delay, a digest or a retry that fires later finds nothing to send."""
+    d = deliveries.c
+    found = await conn.execute(
+        sa.select(
+            d.id,
+            d.state,
+            d.reason,
+            d.detail,
+            d.created_at,
+            sa.exists().where(delivery_transitions.c.delivery_id == d.id).label("changed"),
+        ).where(d.user_id == user_id, d.state.in_(_STILL_TO_SEND))
+    )
+    rows = [dict(row._mapping) for row in found]
+    if not rows:
+        return
+    pending = [row["id"] for row in rows]
+    # Those that never changed log where they started before this change (see
+    # ``log_first_states``).
+    first = first_transitions([row for row in rows if not row["changed"]], stage="plan")
+    if first:
+        # A planning that raced this erasure may have logged them already.
+        await conn.execute(db.insert_ignore(delivery_transitions), first)
+    for start in range(0, len(pending), 500):
+        chunk = pending[start : start + 500]
+        await conn.execute(
+            deliveries.update()
+            .where(deliveries.c.id.in_(chunk), deliveries.c.state.in_(_STILL_TO_SEND))
+            .values(state="suppressed", reason=_ERASED_REASON, detail=None, updated_at=now)
+        )
+    await conn.execute(
+        db.insert_ignore(delivery_transitions),
+        [
+            {
+                "id": ids.derived_id(delivery_id, "suppressed", _ERASED_REASON),
+                "delivery_id": delivery_id,
+                "state": "suppressed",
+                "reason": _ERASED_REASON,
+                "at": now,
+                "stage": "erase",
+            }
+            for delivery_id in pending
+        ],
+    )

@@ -14,6 +14,7 @@ from tidings.delivery import repository
 from tidings.delivery.repository import StateChange
 from tidings.kit import cursors
 from tidings.kit.db import Database
+from tidings.users.erasure import Erasing
 
 __all__ = ["DeliveryFilter", "DeliveryService", "StateChange"]
 
@@ -75,3 +76,15 @@ class DeliveryService:
     ) -> list[str]:
         """Apply state changes in the caller's transaction (see ``repository.advance``)."""
         return await repository.advance(self._db, conn, changes, now)
+
+
+class StopErased:
+    """The erasure listener of deliveries: a user's planned and scheduled deliveries are
+    suppressed (reason ``erased``), so a delay, a digest or a retry that fires later
+    finds nothing to send."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def erasing(self, conn: AsyncConnection, erasing: Erasing) -> None:
+        await repository.stop_for_erasure(self._db, conn, erasing.user_id, erasing.at)

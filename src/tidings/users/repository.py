@@ -10,15 +10,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.delivery.states import first_transitions
-from tidings.kit import ids
 from tidings.kit.db import Database, among
 from tidings.kit.tables import (
     broadcast_states,
     channel_addresses,
     dedup_marks,
     deliveries,
-    delivery_transitions,
     digest_entries,
     digests,
     erasures,
@@ -148,15 +145,11 @@ async def erased_since(conn: AsyncConnection, since: dt.datetime) -> dict[str, d
     return {row.pseudonym: row.erased_before for row in rows}
 
 
-_PENDING = ("planned", "scheduled")
-"""Delivery states with work still to do (the delivery state machine's own names)."""
-_ERASED = "erased"
-
-
 async def erase_user(conn: AsyncConnection, user_id: str, pseudonym: str, now: dt.datetime) -> bool:
     """Delete a user's profile, inbox, subscriptions, preferences, channel addresses
-    (push subscriptions), pending digests, rule state and caught mail; stop their
-    pending deliveries; pseudonymise what must stay. Returns whether anything was found."""
+    (push subscriptions), pending digests, rule state and caught mail; pseudonymise what
+    must stay (their pending deliveries were stopped by the delivery package's erasure
+    listener). Returns whether anything was found."""
     profile = await get_profile(conn, user_id)
     existed = profile is not None
     await conn.execute(users.delete().where(users.c.id == user_id))
@@ -192,7 +185,6 @@ async def erase_user(conn: AsyncConnection, user_id: str, pseudonym: str, now: d
     if profile is not None and profile.get("email"):
         caught = sa.or_(caught, mailbox.c.recipient == profile["email"])
     await conn.execute(mailbox.delete().where(caught))
-    await _stop_pending(conn, user_id, now)
     event_ids = sorted(
         reached
         | {
@@ -207,53 +199,6 @@ async def erase_user(conn: AsyncConnection, user_id: str, pseudonym: str, now: d
     )
     await forget_in_events(conn, {event_id: {user_id: pseudonym} for event_id in event_ids})
     return existed or bool(event_ids)
-
-
-async def _stop_pending(conn: AsyncConnection, user_id: str, now: dt.datetime) -> None:
-    """Suppress the user's planned and scheduled deliveries (reason ``erased``), so a
-    delay, a digest or a retry that fires later finds nothing to send."""
-    d = deliveries.c
-    found = await conn.execute(
-        sa.select(
-            d.id,
-            d.state,
-            d.reason,
-            d.detail,
-            d.created_at,
-            sa.exists().where(delivery_transitions.c.delivery_id == d.id).label("changed"),
-        ).where(d.user_id == user_id, d.state.in_(_PENDING))
-    )
-    rows = [dict(row._mapping) for row in found]
-    if not rows:
-        return
-    pending = [row["id"] for row in rows]
-    # Those that never changed log where they started before this change (see
-    # ``delivery.repository.log_first_states``).
-    first = first_transitions([row for row in rows if not row["changed"]], stage="plan")
-    if first:
-        # A planning that raced this erasure may have logged them already.
-        await conn.execute(_insert_ignore(conn, delivery_transitions), first)
-    for start in range(0, len(pending), 500):
-        chunk = pending[start : start + 500]
-        await conn.execute(
-            deliveries.update()
-            .where(deliveries.c.id.in_(chunk), deliveries.c.state.in_(_PENDING))
-            .values(state="suppressed", reason=_ERASED, detail=None, updated_at=now)
-        )
-    await conn.execute(
-        _insert_ignore(conn, delivery_transitions),
-        [
-            {
-                "id": ids.derived_id(delivery_id, "suppressed", _ERASED),
-                "delivery_id": delivery_id,
-                "state": "suppressed",
-                "reason": _ERASED,
-                "at": now,
-                "stage": "erase",
-            }
-            for delivery_id in pending
-        ],
-    )
 
 
 async def forget_in_events(conn: AsyncConnection, renamed: Mapping[str, Mapping[str, str]]) -> None:

@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.kit import cursors, errors, ids
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
-from tidings.users import repository, schemas
-from tidings.webhooks import service as webhooks
+from tidings.users import erasure, repository, schemas
 
 
 @dataclass(frozen=True)
@@ -76,8 +75,9 @@ class UsersService:
             # stamped by a clock ahead of this one.
             latest = await repository.latest_event_time(conn)
             before = now if latest is None else max(now, latest)
-            # Webhook messages find the user's deliveries by id: before they are renamed.
-            await webhooks.forget_user(conn, user_id, pseudonym)
+            # The packages that keep something of theirs hear first (webhook messages
+            # find the user's deliveries by id: before they are renamed).
+            await erasure.tell(self._db, conn, erasure.Erasing(user_id, pseudonym, now))
             found = await repository.erase_user(conn, user_id, pseudonym, now)
             await repository.record_erasure(self._db, conn, pseudonym, before, now)
         if not found:

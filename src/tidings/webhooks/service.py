@@ -18,6 +18,7 @@ from tidings.kit import errors, ids
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.queue import Queue
+from tidings.users.erasure import Erasing
 from tidings.webhooks import addresses, outbox, repository
 
 TEST_TYPE = "webhook.test"
@@ -29,11 +30,15 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-async def forget_user(conn: AsyncConnection, user_id: str, pseudonym: str) -> None:
-    """Name an erased user by their pseudonym in the webhook messages about them, those
-    waiting to be sent and those in the log alike, in the erasure's transaction: what
-    is sent after the erasure, or read from the log, no longer carries their id."""
-    await repository.rename_user(conn, user_id, pseudonym)
+class ForgetErased:
+    """The erasure listener of webhooks: an erased user is named by their pseudonym in
+    the webhook messages about them, those waiting to be sent and those in the log
+    alike, in the erasure's transaction: what is sent after the erasure, or read from
+    the log, no longer carries their id. It must hear before the deliveries are renamed
+    (messages find the user's deliveries by id)."""
+
+    async def erasing(self, conn: AsyncConnection, erasing: Erasing) -> None:
+        await repository.rename_user(conn, erasing.user_id, erasing.pseudonym)
 
 
 class WebhooksService:
