@@ -36,6 +36,8 @@ from tests.e2e.procs import TIDINGS, free_port, tidings_env
 from tidings import catalog
 
 START_TIMEOUT = 60.0
+PORT_ATTEMPTS = 3
+"""Starts of a page's server when the port picked for it was taken meanwhile."""
 VENV_BIN = Path(sys.executable).parent
 # Where the docs say a reader's server is, and what the examples there become.
 DOC_SERVER = "localhost:8000"
@@ -174,6 +176,17 @@ class Session:
         if self.server is not None:
             return
         self.failed_to_start = "see the first block that needed it"
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            if self._serve():
+                break
+            if "is already in use" not in self.server_log() or attempt == PORT_ATTEMPTS:
+                raise AssertionError(f"tidings serve exited:\n{self.server_log()}")
+            # Another test took the port picked for this page since: pick another.
+            self._move_to(free_port())
+        self.failed_to_start = ""
+
+    def _serve(self) -> bool:
+        """Start ``tidings serve`` and wait until it is ready: False if it exited first."""
         with (self.tmp / "serve.log").open("wb") as log:
             self.server = subprocess.Popen(
                 [TIDINGS, "serve"],
@@ -187,14 +200,19 @@ class Session:
         with httpx.Client(base_url=self.base_url, timeout=2.0) as client:
             while True:
                 if self.server.poll() is not None:
-                    raise AssertionError(f"tidings serve exited:\n{self.server_log()}")
+                    self.server = None
+                    return False
                 with contextlib.suppress(httpx.TransportError):
                     if client.get("/readyz").status_code == 200:
-                        break
+                        return True
                 if time.monotonic() > deadline:
                     raise AssertionError(f"tidings serve not ready:\n{self.server_log()}")
                 time.sleep(0.05)
-        self.failed_to_start = ""
+
+    def _move_to(self, port: int) -> None:
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.env["TIDINGS_PORT"] = str(port)
 
     def operator_key(self) -> str:
         """An ``admin`` key, for the blocks that show a placeholder (``tdg_...``)."""

@@ -6,8 +6,10 @@ each block a subtest, so a page reports every example that drifted from the code
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.docs.blocks import ROOT, collect, documents, unaccounted
@@ -97,3 +99,13 @@ def test_an_unmarked_block_is_reported(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("# A page\n\n```text\nsomething a reader might copy\n```\n", encoding="utf-8")
     assert [block.line for block in unaccounted(collect(page))] == [3]
+
+
+def test_a_page_whose_port_was_taken_meanwhile_starts_on_another(tmp_path: Path) -> None:
+    with Session(tmp_path / "session", []) as session, socket.socket() as taken:
+        picked = session.port
+        taken.bind(("127.0.0.1", picked))
+        taken.listen()
+        session.start()
+        assert session.port != picked
+        assert httpx.get(f"{session.base_url}/readyz", timeout=5).status_code == 200
