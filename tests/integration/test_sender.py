@@ -224,10 +224,12 @@ async def test_later_is_retried_with_backoff_then_failed_and_dead_lettered(
     probe = Probe(lambda item: Later("busy", by="probe-service"))
     jobs = await scheduled(runtime, queue, ["ann"])
 
+    before = runtime.clock.now()
     await sender(runtime, queue, probe, attempts=2).send(jobs)
     assert await states(runtime, jobs) == {"ann": ("scheduled", "retry")}
     entry = queue.jobs[jobs[0].id]
-    assert entry["run_at"] > runtime.clock.now()  # after a backoff
+    # After a backoff: at least half the first step (0.01 s) past the moment it failed.
+    assert entry["run_at"] >= before + dt.timedelta(seconds=0.005)
     assert entry["lease_until"] is None  # handed back to run again
 
     await asyncio.sleep(0.05)  # the backoff (0.01 to 0.02 s) has run out
