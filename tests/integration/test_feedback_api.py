@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from tidings.app import Runtime
 from tidings.delivery import feedback_endpoints
 from tidings.delivery.feedback import FeedbackConfig, FeedbackRecorder
-from tidings.email.feedback import CertificateStore
+from tidings.email.feedback_sns import CertificateStore
 from tidings.email.suppressions import Suppressions
 from tidings.kit import tables
 

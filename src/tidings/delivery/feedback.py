@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from tidings.delivery import repository
 from tidings.delivery.states import DeliveryState
-from tidings.email import feedback
+from tidings.email import feedback, feedback_sns
 from tidings.email.suppressions import SuppressionCause, Suppressions
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
@@ -33,7 +33,7 @@ class FeedbackConfig:
     """What the feedback webhooks verify with."""
 
     generic_secret: str
-    sns_certificates: feedback.CertificateStore
+    sns_certificates: feedback_sns.CertificateStore
     sns_topic_arns: frozenset[str] = frozenset()
 
     @classmethod
@@ -41,7 +41,7 @@ class FeedbackConfig:
         """``webhook_secret``, ``sns_certificates_dir`` and ``sns_topic_arns``."""
         return cls(
             generic_secret=settings.webhook_secret,
-            sns_certificates=feedback.CertificateStore(directory=settings.sns_certificates_dir),
+            sns_certificates=feedback_sns.CertificateStore(directory=settings.sns_certificates_dir),
             sns_topic_arns=frozenset(settings.sns_topic_arns),
         )
 

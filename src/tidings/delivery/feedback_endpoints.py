@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel
 
 from tidings.delivery.feedback import FeedbackConfig, FeedbackRecorder
-from tidings.email import feedback
+from tidings.email import feedback_generic, feedback_sns
 from tidings.kit import errors
 
 log = logging.getLogger(__name__)
@@ -74,12 +74,12 @@ async def email_feedback(
     raw = await request.body()
     now = recorder.clock.now()
     if provider == "generic":
-        items = feedback.parse_generic(raw, tidings_signature, config.generic_secret, now)
+        items = feedback_generic.parse_generic(raw, tidings_signature, config.generic_secret, now)
     else:
-        result = feedback.parse_sns(
+        result = feedback_sns.parse_sns(
             raw, config.sns_certificates, topic_arns=config.sns_topic_arns, now=now
         )
-        if result.kind is feedback.SnsKind.SUBSCRIPTION_CONFIRMATION:
+        if result.kind is feedback_sns.SnsKind.SUBSCRIPTION_CONFIRMATION:
             log.warning(
                 "SNS topic %s asks to confirm this webhook's subscription; Tidings fetches "
                 "nothing itself: open %s to confirm it",
@@ -89,7 +89,7 @@ async def email_feedback(
             return SnsSubscription(
                 status="confirmation_required", subscribe_url=result.subscribe_url
             )
-        if result.kind is feedback.SnsKind.UNSUBSCRIBE_CONFIRMATION:
+        if result.kind is feedback_sns.SnsKind.UNSUBSCRIBE_CONFIRMATION:
             log.warning(
                 "SNS topic %s unsubscribed this webhook: no more SES feedback arrives from it; "
                 "open %s to subscribe again",

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tidings.email import feedback
+from tidings.email import feedback, feedback_generic
 from tidings.email.feedback import Feedback, FeedbackKind
 from tidings.kit import errors
 
@@ -28,7 +28,7 @@ def signed(body: Any, *, secret: str = SECRET, at: dt.datetime = NOW) -> tuple[b
 
 def parse(body: Any) -> list[Feedback]:
     raw, header = signed(body)
-    return feedback.parse_generic(raw, header, SECRET, NOW)
+    return feedback_generic.parse_generic(raw, header, SECRET, NOW)
 
 
 HARD = {
@@ -91,7 +91,7 @@ def test_offsets_are_converted_to_utc() -> None:
 
 def test_sign_generic_produces_what_the_verifier_accepts() -> None:
     raw = orjson.dumps(HARD)
-    assert feedback.sign_generic(raw, SECRET, NOW) == signed(HARD)[1]
+    assert feedback_generic.sign_generic(raw, SECRET, NOW) == signed(HARD)[1]
 
 
 # --- signatures ----------------------------------------------------------------------
@@ -117,7 +117,7 @@ T = int(NOW.timestamp())
     ],
 )
 def test_valid_signatures_are_accepted(header: str, now: dt.datetime) -> None:
-    assert len(feedback.parse_generic(RAW, header, SECRET, now)) == 1
+    assert len(feedback_generic.parse_generic(RAW, header, SECRET, now)) == 1
 
 
 @pytest.mark.parametrize(
@@ -144,19 +144,19 @@ def test_bad_signatures_are_unauthenticated(
     raw: bytes, header: str | None, now: dt.datetime
 ) -> None:
     with pytest.raises(errors.Unauthenticated) as caught:
-        feedback.parse_generic(raw, header, SECRET, now)
+        feedback_generic.parse_generic(raw, header, SECRET, now)
     assert caught.value.field == "tidings-signature"
 
 
 def test_no_secret_accepts_nothing() -> None:
     raw, header = signed(HARD, secret="")
     with pytest.raises(errors.Unauthenticated):
-        feedback.parse_generic(raw, header, "", NOW)
+        feedback_generic.parse_generic(raw, header, "", NOW)
 
 
 def test_the_signature_is_checked_before_the_body() -> None:
     with pytest.raises(errors.Unauthenticated):
-        feedback.parse_generic(b"not json", "t=1,v1=00", SECRET, NOW)
+        feedback_generic.parse_generic(b"not json", "t=1,v1=00", SECRET, NOW)
 
 
 # --- shape ---------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_a_body_that_is_not_json_is_invalid() -> None:
     raw = b"{nope"
     header = f"t={T},v1={digest(raw, T)}"
     with pytest.raises(errors.Invalid) as caught:
-        feedback.parse_generic(raw, header, SECRET, NOW)
+        feedback_generic.parse_generic(raw, header, SECRET, NOW)
     assert caught.value.field == "body"
 
 

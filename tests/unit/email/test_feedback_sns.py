@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tidings.email import feedback
-from tidings.email.feedback import CertificateStore, Feedback, FeedbackKind, SnsKind
+from tidings.email import feedback_sns
+from tidings.email.feedback import Feedback, FeedbackKind
+from tidings.email.feedback_sns import CertificateStore, SnsKind
 from tidings.kit import errors
 
 NOW = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -119,8 +120,8 @@ def parse(
     store: CertificateStore | None = None,
     topics: frozenset[str] = frozenset(),
     now: dt.datetime = NOW,
-) -> feedback.SnsResult:
-    return feedback.parse_sns(
+) -> feedback_sns.SnsResult:
+    return feedback_sns.parse_sns(
         orjson.dumps(envelope),
         store or CertificateStore({CERT_URL: PEM}),
         topic_arns=topics,
@@ -372,7 +373,7 @@ def test_certificates_from_anywhere_but_sns_are_refused_even_when_stored(url: st
     ],
 )
 def test_sns_certificate_urls_are_accepted(url: str) -> None:
-    feedback.check_certificate_url(url)
+    feedback_sns.check_certificate_url(url)
 
 
 def test_the_topic_must_be_allowed_when_a_list_is_given() -> None:
@@ -435,7 +436,9 @@ def test_a_directory_store_reads_only_inside_its_folder(tmp_path: Path) -> None:
 )
 def test_what_is_not_an_sns_message_is_invalid(raw: bytes, field: str | None) -> None:
     with pytest.raises(errors.Invalid) as caught:
-        feedback.parse_sns(raw, CertificateStore({CERT_URL: PEM}), topic_arns=frozenset(), now=NOW)
+        feedback_sns.parse_sns(
+            raw, CertificateStore({CERT_URL: PEM}), topic_arns=frozenset(), now=NOW
+        )
     assert caught.value.field == (field or "TopicArn")
 
 
