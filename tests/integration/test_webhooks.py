@@ -25,7 +25,7 @@ from tidings.app import Runtime
 from tidings.delivery import changes
 from tidings.kit import errors
 from tidings.kit.settings import Settings
-from tidings.webhooks import addresses, outbox, sender
+from tidings.webhooks import addresses, outbox, posting, signing
 from tidings.webhooks.service import WebhooksService
 
 
@@ -292,23 +292,23 @@ async def test_an_endpoint_that_keeps_failing_is_disabled_and_reported(
 def test_forged_altered_and_replayed_signatures_fail_verification() -> None:
     secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     now = dt.datetime.now(dt.UTC)
-    body = sender.body_of(
+    body = signing.body_of(
         {"type": "delivery.updated", "timestamp": now.isoformat(), "data": {"state": "sent"}}
     )
-    headers = sender.signed_headers([secret], "msg_1", now, body)
+    headers = signing.signed_headers([secret], "msg_1", now, body)
     verify = standardwebhooks.Webhook(secret).verify
     assert verify(body, headers)["data"] == {"state": "sent"}
 
     altered = body.replace('"sent"', '"delivered"')
     forged = {
         **headers,
-        "webhook-signature": sender.signed_headers(
+        "webhook-signature": signing.signed_headers(
             ["whsec_" + "c2VjcmV0IG9mIHNvbWVvbmUgZWxzZQ=="], "msg_1", now, body
         )["webhook-signature"],
     }
     other_id = {**headers, "webhook-id": "msg_2"}
     old = now - dt.timedelta(minutes=10)
-    replayed = sender.signed_headers([secret], "msg_1", old, body)
+    replayed = signing.signed_headers([secret], "msg_1", old, body)
     for tampered_body, tampered_headers in (
         (altered, headers),
         (body, forged),
@@ -483,9 +483,9 @@ def test_the_previous_secret_signs_only_while_its_grace_lasts() -> None:
         "previous_secret": "whsec_old",
         "previous_secret_until": now + dt.timedelta(seconds=1),
     }
-    assert sender.signing_secrets(endpoint, now) == ["whsec_new", "whsec_old"]
+    assert signing.signing_secrets(endpoint, now) == ["whsec_new", "whsec_old"]
     later = now + dt.timedelta(seconds=1)
-    assert sender.signing_secrets(endpoint, later) == ["whsec_new"]
+    assert signing.signing_secrets(endpoint, later) == ["whsec_new"]
 
 
 @contextlib.asynccontextmanager
@@ -603,8 +603,8 @@ async def test_https_to_the_checked_address_verifies_the_certificate_of_the_name
         await eventually(lambda: asyncio.sleep(0, server.started))
         resolving(monkeypatch, {"hooks.example": ["127.0.0.1"], "other.example": ["127.0.0.1"]})
         trusted = ssl.create_default_context(cafile=str(ca_file))
-        async with sender.Clients(10.0, verify=trusted) as clients:
-            sent = await sender.post(
+        async with posting.Clients(10.0, verify=trusted) as clients:
+            sent = await posting.post(
                 clients,
                 f"https://hooks.example:{port}/hooks",
                 b"{}",
@@ -615,7 +615,7 @@ async def test_https_to_the_checked_address_verifies_the_certificate_of_the_name
             assert app.requests[0][0]["host"] == f"hooks.example:{port}"
 
             # The certificate is checked against the URL's name, not the address.
-            wrong = await sender.post(
+            wrong = await posting.post(
                 clients, f"https://other.example:{port}/hooks", b"{}", {}, allow_private=True
             )
             assert wrong.status is None
