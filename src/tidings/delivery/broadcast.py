@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
 from tidings.catalog import templates
-from tidings.delivery import digests, rule_state
+from tidings.delivery import digests, history_repository, rule_state
 from tidings.delivery import repository as deliveries
 from tidings.delivery.audience import Audience, AudienceLoader
 from tidings.delivery.plan_rows import PlanningError, Rows, event_context, next_page, until
@@ -222,7 +222,7 @@ class FanoutOnRead:
         if not await broadcasts.is_large(conn, event["topic"]):
             return None
         # A first job run again after it started on write (the topic grew meanwhile).
-        if await deliveries.for_event(conn, event["id"], None, 1):
+        if await history_repository.for_event(conn, event["id"], None, 1):
             return None
         try:
             content = ntype.render_in_app({**event_context(event), "recipient": {}})

@@ -1,4 +1,10 @@
-"""All SQL for deliveries and their transitions (a notification is its deliveries)."""
+"""SQL that writes deliveries and their transitions (a notification is its deliveries).
+
+The plan's deliveries are recorded, and their changes of state applied and logged where
+the state machine allows them (a user's still to send are stopped when they are erased);
+the sender, the planner and feedback find here the deliveries they change. Reading
+deliveries with their history, for the API, is ``history_repository``'s.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.delivery.changes import Changed, Entered, tell
-from tidings.delivery.states import ALLOWED, STATE_ORDER, DeliveryState, first_transitions
+from tidings.delivery.states import ALLOWED, DeliveryState, first_transitions
 from tidings.kit import ids, job_context
 from tidings.kit.db import Database, among
-from tidings.kit.tables import (
-    UTCDateTime,
-    deliveries,
-    delivery_transitions,
-    every_delivery,
-    inbox_items,
-)
+from tidings.kit.tables import UTCDateTime, deliveries, delivery_transitions, inbox_items
 
 
 async def record(
@@ -52,6 +52,11 @@ async def record(
     await tell(db, conn, Changed(entered, transitions))
 
 
+def _state_value(state: Any) -> str:
+    """A state as stored: rows carry ``DeliveryState`` members or their values."""
+    return str(getattr(state, "value", state))
+
+
 async def log_first_states(
     db: Database, conn: AsyncConnection, delivery_ids: Sequence[str]
 ) -> None:
@@ -77,70 +82,6 @@ async def log_first_states(
 
 PLANNING_STAGE = "plan"
 """The stage named in a first state logged when the delivery changes: planning made it."""
-
-
-async def for_event(
-    conn: AsyncConnection, event_id: str, after: str | None, limit: int
-) -> list[Mapping[str, Any]]:
-    """A page of an event's deliveries in id order, each with its transitions."""
-    every = every_delivery()
-    query = sa.select(every).where(every.c.event_id == event_id)
-    if after is not None:
-        query = query.where(every.c.id > after)
-    rows = [
-        with_notification(r._mapping)
-        for r in await conn.execute(query.order_by(every.c.id).limit(limit))
-    ]
-    if not rows:
-        return []
-    transitions = await transitions_of(conn, rows)
-    return [{**row, "transitions": transitions[row["id"]]} for row in rows]
-
-
-def with_notification(row: Mapping[str, Any] | sa.RowMapping) -> dict[str, Any]:
-    """A row of ``every_delivery`` with its notification's id, derived for an in-app
-    delivery that is its item."""
-    found = dict(row)
-    if found["notification_id"] is None:
-        found["notification_id"] = ids.derived_id(found["event_id"], found["user_id"])
-    return found
-
-
-async def transitions_of(
-    conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]
-) -> dict[str, list[dict[str, Any]]]:
-    """Each delivery's transitions in the order they happened, with who made them: those
-    logged, or for a delivery that never changed, the first state its row holds."""
-    transitions: dict[str, list[dict[str, Any]]] = {row["id"]: [] for row in rows}
-    t = delivery_transitions.c
-    found = await conn.execute(
-        sa.select(t.delivery_id, t.state, t.reason, t.detail, t.at, t.stage, t.attempt)
-        .where(t.delivery_id.in_(list(transitions)))
-        .order_by(t.at, t.id)
-    )
-    for tr in found:
-        transitions[tr.delivery_id].append(
-            {
-                "state": tr.state,
-                "reason": tr.reason,
-                "detail": tr.detail,
-                "at": tr.at,
-                "stage": tr.stage,
-                "attempt": tr.attempt,
-            }
-        )
-    for row in rows:
-        if not transitions[row["id"]]:
-            transitions[row["id"]] = [
-                {key: step[key] for key in _SHOWN}
-                for step in first_transitions([row], stage=PLANNING_STAGE)
-            ]
-    for steps in transitions.values():
-        steps.sort(key=lambda tr: (tr["at"], STATE_ORDER.get(tr["state"], len(STATE_ORDER))))
-    return transitions
-
-
-_SHOWN = ("state", "reason", "detail", "at", "stage", "attempt")
 
 
 def origin(stage: str | None = None) -> tuple[str, int | None]:
@@ -326,55 +267,6 @@ async def planned_recipients(
             )
             found.update(pair for pair in ((r.event_id, r.user_id) for r in rows) if pair in wanted)
     return found
-
-
-def _state_value(state: Any) -> str:
-    """A state as stored: rows carry ``DeliveryState`` members or their values."""
-    return str(getattr(state, "value", state))
-
-
-async def one_with_transitions(conn: AsyncConnection, delivery_id: str) -> dict[str, Any] | None:
-    """One delivery (a row of ``every_delivery``) with its type and every transition."""
-    every = every_delivery()
-    row = (await conn.execute(sa.select(every).where(every.c.id == delivery_id))).first()
-    if row is None:
-        return None
-    found = with_notification(row._mapping)
-    steps = await transitions_of(conn, [found])
-    return {**found, "transitions": steps[delivery_id]}
-
-
-async def user_page(
-    conn: AsyncConnection,
-    user_id: str,
-    *,
-    channel: str | None,
-    state: str | None,
-    type_key: str | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-    before: tuple[dt.datetime, str] | None,
-    limit: int,
-) -> list[dict[str, Any]]:
-    """Up to ``limit`` of the user's deliveries, newest first, before the keyset
-    ``before`` (created_at, id), each with its transitions."""
-    every = every_delivery()
-    d = every.c
-    query = sa.select(every).where(d.user_id == user_id)
-    for column, value in ((d.channel, channel), (d.state, state), (d.type, type_key)):
-        if value is not None:
-            query = query.where(column == value)
-    if since is not None:
-        query = query.where(d.created_at >= since)
-    if until is not None:
-        query = query.where(d.created_at < until)
-    if before is not None:
-        at, last_id = before
-        query = query.where(sa.or_(d.created_at < at, sa.and_(d.created_at == at, d.id < last_id)))
-    query = query.order_by(d.created_at.desc(), d.id.desc()).limit(limit)
-    rows = [with_notification(r._mapping) for r in await conn.execute(query)]
-    steps = await transitions_of(conn, rows)
-    return [{**row, "transitions": steps[row["id"]]} for row in rows]
 
 
 _STILL_TO_SEND = ("planned", "scheduled")

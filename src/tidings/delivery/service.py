@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.delivery import repository
+from tidings.delivery import history_repository, repository
 from tidings.delivery.repository import StateChange
 from tidings.kit import cursors
 from tidings.kit.db import Database
@@ -39,14 +39,16 @@ class DeliveryService:
     ) -> tuple[list[Mapping[str, Any]], str | None]:
         """A page of the event's deliveries and the cursor of the next page."""
         async with self._db.reader() as conn:
-            rows = await repository.for_event(conn, event_id, cursors.after_id(cursor), limit + 1)
+            rows = await history_repository.for_event(
+                conn, event_id, cursors.after_id(cursor), limit + 1
+            )
         next_cursor = rows[limit - 1]["id"] if len(rows) > limit else None
         return rows[:limit], next_cursor
 
     async def one(self, delivery_id: str) -> dict[str, Any] | None:
         """One delivery with its type and every transition, if it exists."""
         async with self._db.reader() as conn:
-            return await repository.one_with_transitions(conn, delivery_id)
+            return await history_repository.one_with_transitions(conn, delivery_id)
 
     async def of_user(
         self, user_id: str, where: DeliveryFilter, cursor: str | None, limit: int
@@ -54,7 +56,7 @@ class DeliveryService:
         """A page of the user's deliveries, newest first, each with its transitions; and
         the cursor of the next page."""
         async with self._db.reader() as conn:
-            rows = await repository.user_page(
+            rows = await history_repository.user_page(
                 conn,
                 user_id,
                 channel=where.channel,
