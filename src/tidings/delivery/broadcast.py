@@ -21,6 +21,9 @@ a time (a job plans pages back to back for up to ``PAGES_SECONDS``, each committ
 its own), with every rule that applies to them; no in-app row is written
 for any subscriber. An event that is not broadcast is fanned out on write, as before. Once an
 event has a broadcast, every page of it is planned this way (a job run again included).
+
+Which types can be broadcast is ``broadcast_eligibility``'s; how one subscriber's other
+channels are planned, ``broadcast_subscribers``'.
 """
 
 from __future__ import annotations
@@ -34,58 +37,26 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
-from tidings.catalog import templates
 from tidings.delivery import digests, history_repository, rule_state
 from tidings.delivery import repository as deliveries
-from tidings.delivery.audience import Audience, AudienceLoader
-from tidings.delivery.plan_rows import PlanningError, Rows, event_context, next_page, until
-from tidings.delivery.states import DeliveryState
+from tidings.delivery.audience import AudienceLoader
+from tidings.delivery.broadcast_eligibility import refusal
+from tidings.delivery.broadcast_subscribers import plan_subscriber, record_erased
+from tidings.delivery.plan_rows import PlanningError, Rows, event_context, next_page
 from tidings.events.service import EventsService
 from tidings.inbox.broadcasts import broadcast_id
 from tidings.inbox.service import InboxService
-from tidings.kit import ids, metrics
+from tidings.kit import metrics
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
-from tidings.kit.queue import Job, NewJob, Queue
+from tidings.kit.queue import Job, Queue
 from tidings.planning import planner
-from tidings.planning.planner import Action
 from tidings.planning.rules import staleness
-from tidings.planning.rules.digest_schedule import Cadence
 from tidings.users.service import UsersService
 
-EMAIL_JOB = "email"
-CHANNEL_JOB = "channel"
-"""The jobs the senders take, as ``pipeline`` names them (it imports this module)."""
 BROADCAST = "broadcast"
 """Marks the fan-out jobs of a broadcast's later pages: planned here, whatever the
 topic's size or the threshold has become since its first page."""
-
-
-def refusal(ntype: catalog.NotificationType) -> str | None:
-    """Why events of this type cannot be broadcast; None when they can."""
-    if planner.IN_APP not in ntype.channels:
-        return "no in-app channel"
-    rules = ntype.rules
-    for name in ("dedup", "collapse", "throttle", "digest", "delay", "email_if_unseen"):
-        if getattr(rules, name) is not None:
-            return f"a {name} rule"
-    if not _reads_only_the_event(ntype):
-        return "in-app templates that read the recipient"
-    return None
-
-
-def _reads_only_the_event(ntype: catalog.NotificationType) -> bool:
-    """Whether every in-app template renders the same for every recipient of an event.
-
-    The catalog compiles that fact into each template (it renders such a template once
-    per event); it is read here from the compiled templates.
-    """
-    in_app = ntype._in_app
-    if in_app is None:
-        return False
-    found = [in_app.title, in_app.body, in_app.action_url]
-    return all(t is None or t in templates._EVENT_ONLY for t in found)
-
 
 PAGES_SECONDS = 2.0
 """How long one fan-out job of a broadcast plans page after page before it queues the
@@ -93,9 +64,6 @@ rest as a job of its own (and lets the jobs its pages queued, and other lanes, r
 
 PAGES_AT_ONCE = 2
 """Pages of a broadcast planned at once on PostgreSQL, each on its own connection."""
-
-_NO_BOOKS = planner.Books()
-"""The rule state of a broadcast's planning: none (its type has no dedup or throttle)."""
 
 
 class FanoutOnRead:
@@ -269,7 +237,7 @@ class FanoutOnRead:
         erased = await self._users.erasures(conn, users)
         forgotten = [u for u in users if u in erased and erased[u].covers(event["created_at"])]
         for user in forgotten:
-            self._record_erased(event, channels, user, erased[user].pseudonym, rows, now)
+            record_erased(event, channels, user, erased[user].pseudonym, rows, now)
         if forgotten:
             await self._users.forget_in_events(conn, {event_id: forgotten})
         gone = set(forgotten)
@@ -278,126 +246,12 @@ class FanoutOnRead:
         category = self._catalog.category(ntype.category)
         for user in live:
             recipient = audience.recipient(user, event)
-            self._plan_one(event, ntype, category, channels, recipient, audience, rows, now)
+            plan_subscriber(
+                event, ntype, category, channels, self._channels, recipient, audience, rows, now
+            )
         await rows.save(self._db, conn, self._queue, now)
         await digests.add_entries(self._db, conn, rows.digest_entries)
         return {job.lane for job in rows.jobs if job.run_at is None or job.run_at <= now}
-
-    def _plan_one(
-        self,
-        event: Mapping[str, Any],
-        ntype: catalog.NotificationType,
-        category: catalog.Category,
-        channels: Sequence[str],
-        recipient: planner.Recipient,
-        audience: Audience,
-        rows: Rows,
-        now: dt.datetime,
-    ) -> None:
-        """Plan one subscriber's channels but in-app, as the pipeline plans them for a
-        type without per-recipient rules: preferences, address, suppression list, the
-        category's digest cadence and quiet hours."""
-        tenant = event["tenant"]
-        prefs = audience.preferences_of(recipient.id, tenant)
-        critical = ntype.priority is catalog.Priority.CRITICAL
-        situation = planner.Situation(
-            now=now,
-            created_at=event["created_at"],
-            rules=ntype.rules,
-            category=ntype.category,
-            critical=critical,
-            quiet_hours=prefs.quiet_hours.value,
-            digest_cadence=Cadence() if critical else prefs.digest(category).value,
-        )
-        plan = planner.plan_notification(
-            channels,
-            self._channels,
-            recipient,
-            audience.facts(recipient, tenant, category, channels),
-            situation,
-            _NO_BOOKS,
-        )
-        notification_id = ids.derived_id(event["id"], recipient.id)
-        for channel_plan in plan.channels:
-            self._record_channel(event, ntype, recipient, notification_id, channel_plan, rows, now)
-        for digest in plan.digests:
-            entry, timer = digests.entry(event, ntype, recipient, digest, now)
-            rows.digest_entries.append(entry)
-            rows.jobs.append(timer)
-
-    @staticmethod
-    def _record_channel(
-        event: Mapping[str, Any],
-        ntype: catalog.NotificationType,
-        recipient: planner.Recipient,
-        notification_id: str,
-        plan: planner.ChannelPlan,
-        rows: Rows,
-        now: dt.datetime,
-    ) -> None:
-        """The delivery of one channel and, when it is to be sent, its sender's job."""
-        delivery_id = ids.derived_id(event["id"], recipient.id, plan.channel)
-        if plan.action is Action.SUPPRESS:
-            state, detail = DeliveryState.SUPPRESSED, None
-        elif plan.action is Action.DELIVER:
-            state, detail = DeliveryState.SCHEDULED, None
-        else:
-            state, detail = DeliveryState.SCHEDULED, until(plan.not_before)
-        rows.delivery(
-            delivery_id=delivery_id,
-            notification_id=notification_id,
-            event_id=event["id"],
-            user_id=recipient.id,
-            type=event["type"],
-            channel=plan.channel,
-            state=state,
-            reason=plan.reason,
-            detail=detail,
-            now=now,
-        )
-        if plan.action not in (Action.DELIVER, Action.HOLD):
-            return
-        payload: dict[str, Any] = {"delivery": delivery_id, "user": recipient.id}
-        kind = EMAIL_JOB
-        if plan.channel != planner.EMAIL:
-            kind = CHANNEL_JOB
-            payload["channel"] = plan.channel
-        # Without a delay or an unseen wait (no broadcast has them), a hold is quiet
-        # hours: a time of its own.
-        rows.jobs.append(
-            NewJob(
-                id=f"{kind}:{delivery_id}",
-                kind=kind,
-                payload=payload,
-                lane=ntype.priority.lane,
-                run_at=plan.not_before,
-            )
-        )
-
-    @staticmethod
-    def _record_erased(
-        event: Mapping[str, Any],
-        channels: Sequence[str],
-        user: str,
-        pseudonym: str,
-        rows: Rows,
-        now: dt.datetime,
-    ) -> None:
-        """A subscriber erased after the event was accepted: each channel suppressed
-        (``erased``) under their pseudonym, with the ids planning would have used."""
-        for channel in channels:
-            rows.delivery(
-                delivery_id=ids.derived_id(event["id"], user, channel),
-                notification_id=ids.derived_id(event["id"], user),
-                event_id=event["id"],
-                user_id=pseudonym,
-                type=event["type"],
-                channel=channel,
-                state=DeliveryState.SUPPRESSED,
-                reason=planner.SuppressionReason.ERASED,
-                detail=None,
-                now=now,
-            )
 
     def _type(self, event: Mapping[str, Any]) -> catalog.NotificationType:
         ntype = self._catalog.get(event["type"])

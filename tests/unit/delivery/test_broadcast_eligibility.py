@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tidings import catalog
-from tidings.delivery import broadcast, pipeline
+from tidings.delivery import broadcast_eligibility, broadcast_subscribers, pipeline
 
 _SCHEMA = """schema:
   type: object
@@ -37,7 +37,7 @@ _SHARED = '    title: "{{ actor.name }} posted on {{ data.board.name }}"\n    bo
 
 def test_a_type_whose_item_reads_only_the_event_can_be_broadcast(tmp_path: Path) -> None:
     types = _load(tmp_path, _SHARED + '    action_url: "/boards/{{ data.board.id }}"\n', email=True)
-    assert broadcast.refusal(types.types["board.news"]) is None
+    assert broadcast_eligibility.refusal(types.types["board.news"]) is None
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_an_item_that_reads_the_recipient_is_fanned_out_on_write(
     tmp_path: Path, in_app: str, why: str
 ) -> None:
     types = _load(tmp_path, in_app)
-    refusal = broadcast.refusal(types.types["board.news"])
+    refusal = broadcast_eligibility.refusal(types.types["board.news"])
     assert refusal is not None
     assert why in refusal
 
@@ -77,23 +77,26 @@ def test_a_rule_that_decides_per_recipient_keeps_fan_out_on_write(
     tmp_path: Path, rules: str, why: str
 ) -> None:
     types = _load(tmp_path, _SHARED, rules=rules, email=True)
-    assert broadcast.refusal(types.types["board.news"]) == f"a {why} rule"
+    assert broadcast_eligibility.refusal(types.types["board.news"]) == f"a {why} rule"
 
 
 def test_staleness_alone_does_not_keep_fan_out_on_write(tmp_path: Path) -> None:
     types = _load(tmp_path, _SHARED, rules="  max_age: 1h\n")
-    assert broadcast.refusal(types.types["board.news"]) is None
+    assert broadcast_eligibility.refusal(types.types["board.news"]) is None
 
 
 def test_a_type_without_the_in_app_channel_is_not_broadcast(tmp_path: Path) -> None:
     text = f"key: board.mail\ncategory: news\npriority: normal\ndescription: Mail.\n{_SCHEMA}"
     text += "channels:\n  email:\n    subject: News\n    html: <p>Read it.</p>\n"
     (tmp_path / "board.mail.yaml").write_text(text, encoding="utf-8")
-    assert broadcast.refusal(catalog.load(tmp_path).types["board.mail"]) == "no in-app channel"
+    assert (
+        broadcast_eligibility.refusal(catalog.load(tmp_path).types["board.mail"])
+        == "no in-app channel"
+    )
 
 
 def test_the_job_kinds_are_the_pipelines() -> None:
-    assert (broadcast.EMAIL_JOB, broadcast.CHANNEL_JOB) == (
+    assert (broadcast_subscribers.EMAIL_JOB, broadcast_subscribers.CHANNEL_JOB) == (
         pipeline.EMAIL_JOB,
         pipeline.CHANNEL_JOB,
     )
