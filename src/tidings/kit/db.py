@@ -54,7 +54,10 @@ class Database:
                 # statistics are stale is a sequential scan. Plan each execution.
                 connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
             )
-            self.read_engine = self.engine
+            # Reads share the pool but run outside a transaction: SQLAlchemy would open
+            # one (BEGIN) and end it (ROLLBACK), two round trips around every read. Under
+            # READ COMMITTED each statement reads its own snapshot either way.
+            self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def is_postgres(self) -> bool:
@@ -137,10 +140,15 @@ class Database:
             return postgresql.insert(table)
         return sqlite.insert(table)
 
+    @property
+    def engines(self) -> tuple[AsyncEngine, ...]:
+        """The engines with a pool of their own: on PostgreSQL the reads share the
+        writes' pool (``read_engine`` is ``engine`` with other options)."""
+        return (self.engine,) if self.is_postgres else (self.engine, self.read_engine)
+
     async def dispose(self) -> None:
-        await self.engine.dispose()
-        if self.read_engine is not self.engine:
-            await self.read_engine.dispose()
+        for engine in self.engines:
+            await engine.dispose()
 
 
 def among(

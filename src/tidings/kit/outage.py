@@ -162,7 +162,7 @@ class Outages:
     def watch(self, db: Database) -> Outages:
         """Learn from ``db`` that the database answers again: a statement that runs ends
         an outage of connections; a transaction that commits, one of storage."""
-        for engine in {id(e): e for e in (db.engine, db.read_engine)}.values():
+        for engine in db.engines:  # an engine's listeners hear its option engines too
             sync = engine.sync_engine
             event.listen(sync, "after_cursor_execute", self._after_execute)
             event.listen(sync, "commit", _committing)
