@@ -10,6 +10,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings.kit.db import among
 from tidings.kit.tables import events, idempotency_keys
 
 # One statement text per engine whatever the number of keys: an index probe per key
@@ -71,13 +72,13 @@ async def get(conn: AsyncConnection, event_id: str) -> Mapping[str, Any] | None:
 
 
 async def get_many(conn: AsyncConnection, event_ids: Sequence[str]) -> list[Mapping[str, Any]]:
-    rows = await conn.execute(sa.select(events).where(events.c.id.in_(list(event_ids))))
+    rows = await conn.execute(sa.select(events).where(among(conn, events.c.id, event_ids)))
     return [dict(row._mapping) for row in rows]
 
 
 async def mark_planned(conn: AsyncConnection, event_ids: Sequence[str], now: dt.datetime) -> None:
     await conn.execute(
         events.update()
-        .where(events.c.id.in_(list(event_ids)), events.c.planned_at.is_(None))
+        .where(among(conn, events.c.id, event_ids), events.c.planned_at.is_(None))
         .values(planned_at=now)
     )

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.kit import metrics, tracing
 from tidings.kit.clock import Clock
-from tidings.kit.db import Database
+from tidings.kit.db import Database, among
 from tidings.kit.queue import SCHEDULE_SLACK, Job, LocalQueue, NewJob, scheduled_at
 from tidings.kit.tables import UTCDateTime, dead_letters, jobs
 
@@ -168,7 +168,9 @@ class SqlQueue(LocalQueue):
     async def complete(self, conn: AsyncConnection, done: Sequence[Job]) -> None:
         """Remove finished jobs, inside the transaction that recorded their effects."""
         if done:
-            await conn.execute(jobs.delete().where(jobs.c.id.in_([job.id for job in done])))
+            await conn.execute(
+                jobs.delete().where(among(conn, jobs.c.id, [job.id for job in done]))
+            )
 
     async def settle(self, done: Sequence[Job]) -> None:
         """Nothing left to do: ``complete`` deleted the jobs with the handler's commit."""
