@@ -16,7 +16,8 @@ from tidings.kit.counters import Counters
 from tidings.kit.counters_redis import RedisCounters
 from tidings.kit.counters_sql import SqlCounters
 from tidings.kit.db import Database
-from tidings.kit.jetstream import JetStreamQueue, Topology
+from tidings.kit.jetstream import JetStreamQueue
+from tidings.kit.jetstream_streams import Topology
 from tidings.kit.live import LiveHub, LocalHub
 from tidings.kit.live_nats import NatsHub
 from tidings.kit.live_postgres import PostgresHub

@@ -23,8 +23,9 @@ import sqlalchemy as sa
 from tests.conftest import eventually, fresh_database, service_missing
 from tests.integration.test_queue import NATS_URL
 from tidings.app import Runtime, build_runtime, create_app
-from tidings.kit import jetstream, tables
-from tidings.kit.jetstream import JetStreamQueue, ensure_streams
+from tidings.kit import jetstream_messages, jetstream_relay, tables
+from tidings.kit.jetstream import JetStreamQueue
+from tidings.kit.jetstream_streams import ensure_streams
 from tidings.kit.queue import NewJob
 from tidings.kit.settings import Settings
 
@@ -342,12 +343,17 @@ async def test_a_message_whose_headers_take_it_over_the_limit_never_reaches_the_
             headers=None,
         )
 
-    [(_subject, _id, empty)] = queue._messages(row(""))
+    def messages(padding: str) -> list[tuple[str, str, bytes]]:
+        return jetstream_messages.messages(row(padding), queue.topology, queue._splitters)
+
+    [(_subject, _id, empty)] = messages("")
     padding = "x" * (queue._nc.max_payload - 5 - len(empty))
-    [(_subject, _id, body)] = queue._messages(row(padding))
+    [(_subject, _id, body)] = messages(padding)
     assert len(body) == queue._nc.max_payload - 5
     with pytest.raises(nats.errors.MaxPayloadError):
-        queue._outgoing(row(padding))
+        jetstream_messages.outgoing(
+            row(padding), queue.topology, queue._splitters, queue._nc.max_payload
+        )
 
     async with tidings.runtime.db.transaction() as conn:
         await queue.enqueue(conn, [NewJob("plan:edge", "plan", {"events": [], "padding": padding})])
@@ -368,7 +374,7 @@ async def test_a_row_the_stream_refuses_is_found_out_and_dead_lettered(
     """A stream that refuses a message (here: over its own size limit) answers an
     asynchronous publish with an error the client drops; the relay publishes the
     unanswered row again, synchronously, learns the refusal and dead-letters it."""
-    monkeypatch.setattr(jetstream, "_PUBLISH_ACK_SECONDS", 1.0)
+    monkeypatch.setattr(jetstream_relay, "_PUBLISH_ACK_SECONDS", 1.0)
     queue = tidings.queue
     info = await queue._js.stream_info(queue.topology.stream("plan"))
     info.config.max_msg_size = 2_000

@@ -23,7 +23,7 @@ from nats.js import JetStreamContext, api
 
 from tests.conftest import fresh_database
 from tests.nats_cluster import NatsCluster
-from tidings.kit import jetstream
+from tidings.kit import jetstream, jetstream_relay, jetstream_streams
 from tidings.kit.clock import FrozenClock
 from tidings.kit.db import Database
 from tidings.kit.queue import NewJob
@@ -149,12 +149,12 @@ async def test_a_relay_whose_publishes_are_never_answered_gives_its_rows_back(
     open, so the client does not fail over). The relay gives up on the batch after its
     bound, leaving the rows in the outbox with a backoff; once the node answers again
     the next relay publishes them, and the stream keeps one copy of each."""
-    monkeypatch.setattr(jetstream, "_PUBLISH_ACK_SECONDS", 1.0)
+    monkeypatch.setattr(jetstream_relay, "_PUBLISH_ACK_SECONDS", 1.0)
     clock = FrozenClock(dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC))
     with NatsCluster(size=1, base_dir=tmp_path / "nats") as single:
         async with fresh_database("postgres", tmp_path) as url:
             db = Database(url)
-            topology = jetstream.Topology(
+            topology = jetstream_streams.Topology(
                 prefix="stall",
                 stages={"plan": "plan"},
                 partitions=1,

@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tests.conftest import fresh_database, service_missing
 from tidings.kit.clock import FrozenClock
 from tidings.kit.db import Database
-from tidings.kit.jetstream import JetStreamQueue, Topology
+from tidings.kit.jetstream import JetStreamQueue
+from tidings.kit.jetstream_streams import Topology
 from tidings.kit.partitions import PartitionLeases
 from tidings.kit.queue import Job, NewJob, partition_of
 from tidings.kit.queue_memory import InMemoryQueue
