@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from tidings.app import Runtime
 from tidings.inbox import schemas
-from tidings.inbox.service import OpenGroup
+from tidings.inbox.storing import OpenGroup
 from tidings.kit import tables
 
 Headers = Callable[[str], dict[str, str]]

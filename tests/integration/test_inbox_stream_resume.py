@@ -20,7 +20,7 @@ from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 from tests.integration.served import served
 from tidings.app import Runtime
 from tidings.auth import tokens
-from tidings.inbox.service import REPLAY_LIMIT
+from tidings.inbox.stream import REPLAY_LIMIT
 from tidings.kit.settings import Settings
 
 GIVE_UP = 15.0

@@ -72,7 +72,7 @@ async def test_the_last_counts_after_announcements_in_a_row_count_every_item(
         async def counting_done() -> bool:
             got["u-bob"] += drain(bob)
             got["u-cid"] += drain(cid)
-            task = runtime.inbox._counting
+            task = runtime.inbox._announcements._counting
             return task is not None and task.done()
 
         await eventually(counting_done)

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
 from tidings.delivery.plan_rows import event_context
-from tidings.inbox.service import InboxService, OpenGroup, group_actors
+from tidings.inbox.service import InboxService
+from tidings.inbox.storing import OpenGroup, group_actors
 from tidings.kit import ids
 from tidings.planning.planner import Recipient
 

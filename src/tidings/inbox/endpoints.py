@@ -17,14 +17,8 @@ from sse_starlette import EventSourceResponse
 from tidings.auth import tokens
 from tidings.auth.dependencies import EndUser
 from tidings.inbox import schemas
-from tidings.inbox.service import (
-    START,
-    CatchUp,
-    InboxService,
-    Position,
-    encode_position,
-    position_of,
-)
+from tidings.inbox.service import InboxService
+from tidings.inbox.stream import START, CatchUp, Position, encode_position, position_of
 from tidings.kit import errors
 from tidings.kit.live import CLOSED, RECOUNT, RESYNC, LiveHub
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidings.inbox.service import MAX_GROUP_ACTORS, group_actors
+from tidings.inbox.storing import MAX_GROUP_ACTORS, group_actors
 
 ANN = {"id": "u-ann", "name": "Ann"}
 CID = {"id": "u-cid", "name": "Cid"}
