@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.inbox import listing
+from tidings.inbox import listing, schemas
 from tidings.kit import job_context
 from tidings.kit.db import Database
 from tidings.kit.live import RECOUNT, LiveHub
@@ -50,7 +50,7 @@ class Announcements:
             if item["user_id"] in listening and not item.get("silent"):
                 await self._live.publish(
                     item["user_id"],
-                    {"event": "item", "data": listing.as_item(item).model_dump(mode="json")},
+                    {"event": "item", "data": schemas.item_of(item).model_dump(mode="json")},
                 )
         if self._live.spans_processes:
             # Everyone "may" listen: counting for each (a fan-out to a million) would

@@ -100,29 +100,6 @@ class BroadcastPush:
         return row, reached, pushed
 
 
-def as_item(row: Mapping[str, Any]) -> schemas.Item:
-    """A broadcast as the inbox shows it: an item like any other, never grouped."""
-    return schemas.Item(
-        id=row["id"],
-        type=row["type"],
-        category=row["category"],
-        title=row["title"],
-        body=row["body"],
-        action_url=row["action_url"],
-        actor=row["actor"],
-        event_id=row["event_id"],
-        created_at=row["created_at"],
-        read=row.get("read_at") is not None,
-        seen=row.get("seen_at") is not None,
-        archived=row.get("archived_at") is not None,
-        read_at=row.get("read_at"),
-        seen_at=row.get("seen_at"),
-        archived_at=row.get("archived_at"),
-        updated_at=None,
-        group=None,
-    )
-
-
 def _quiet(now: dt.datetime, quiet: quiet_hours.QuietHours, timezone: str | None) -> bool:
     try:
         return quiet_hours.is_quiet(now, quiet, timezone)
@@ -195,7 +172,7 @@ class _Watch:
         row, reached, pushed = await self._reach(str(data.get("id")), list(self._streams))
         if row is None:
             return
-        self._send(pushed, {"event": "item", "data": as_item(row).model_dump(mode="json")})
+        self._send(pushed, {"event": "item", "data": schemas.item_of(row).model_dump(mode="json")})
         # Counts change for everyone it reached, pushed or not.
         self._send(reached, {"event": RECOUNT, "data": {}})
 

@@ -97,7 +97,7 @@ async def item(
             row = next(iter(await broadcasts.items(conn, user_id, [item_id])), None)
     if row is None:
         raise errors.NotFound(f"No inbox item {item_id!r}.", field="item_id")
-    return as_item(row)
+    return schemas.item_of(row)
 
 
 async def counts_of(
@@ -138,29 +138,6 @@ def stream_order(item: Mapping[str, Any]) -> tuple[dt.datetime, str]:
     return (item["created_at"], item["id"])
 
 
-def as_item(row: Mapping[str, Any]) -> schemas.Item:
-    """An inbox row, the user's own or a broadcast, as the API shows it."""
-    return schemas.Item(
-        id=row["id"],
-        type=row["type"],
-        category=row["category"],
-        title=row["title"],
-        body=row["body"],
-        action_url=row["action_url"],
-        actor=row["actor"],
-        event_id=row["event_id"],
-        created_at=row["created_at"],
-        read=row.get("read_at") is not None,
-        seen=row.get("seen_at") is not None,
-        archived=row.get("archived_at") is not None,
-        read_at=row.get("read_at"),
-        seen_at=row.get("seen_at"),
-        archived_at=row.get("archived_at"),
-        updated_at=row.get("updated_at"),
-        group=_group(row),
-    )
-
-
 async def _with_broadcasts(
     rows: list[Mapping[str, Any]],
     shared: SharedItems | None,
@@ -183,16 +160,8 @@ def _page(
     rows: Sequence[Mapping[str, Any]], limit: int, counts: schemas.Counts | None
 ) -> schemas.Page:
     """The page of the first ``limit`` of ``rows`` (one more tells a next page exists)."""
-    items = [as_item(row) for row in rows[:limit]]
+    items = [schemas.item_of(row) for row in rows[:limit]]
     next_cursor = (
         cursors.encode_keyset(items[-1].created_at, items[-1].id) if len(rows) > limit else None
     )
     return schemas.Page(items=items, next_cursor=next_cursor, counts=counts)
-
-
-def _group(row: Mapping[str, Any]) -> schemas.Group | None:
-    if row.get("group_key") is None:
-        return None
-    return schemas.Group(
-        key=row["group_key"], count=row["group_count"], actors=row.get("group_actors") or []
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -74,3 +75,34 @@ class MarkMany(Marks):
 class Marked(BaseModel):
     changed: int
     counts: Counts
+
+
+def item_of(row: Mapping[str, Any]) -> Item:
+    """An inbox row, the user's own or a broadcast, as the API shows it."""
+    return Item(
+        id=row["id"],
+        type=row["type"],
+        category=row["category"],
+        title=row["title"],
+        body=row["body"],
+        action_url=row["action_url"],
+        actor=row["actor"],
+        event_id=row["event_id"],
+        created_at=row["created_at"],
+        read=row.get("read_at") is not None,
+        seen=row.get("seen_at") is not None,
+        archived=row.get("archived_at") is not None,
+        read_at=row.get("read_at"),
+        seen_at=row.get("seen_at"),
+        archived_at=row.get("archived_at"),
+        updated_at=row.get("updated_at"),
+        group=_group_of(row),
+    )
+
+
+def _group_of(row: Mapping[str, Any]) -> Group | None:
+    if row.get("group_key") is None:
+        return None
+    return Group(
+        key=row["group_key"], count=row["group_count"], actors=row.get("group_actors") or []
+    )

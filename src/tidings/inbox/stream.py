@@ -69,7 +69,7 @@ async def catch_up(
                 rows += await shared.after(since, REPLAY_LIMIT + 1)
                 rows = sorted(rows, key=listing.stream_order)[: REPLAY_LIMIT + 1]
             if len(rows) <= REPLAY_LIMIT:
-                items = [listing.as_item(row) for row in rows]
+                items = [schemas.item_of(row) for row in rows]
                 position = position_of(items[-1]) if items else since
                 return CatchUp(items=items, position=position, resync=False)
         newest = await reads.newest(conn, user_id)
