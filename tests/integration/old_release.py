@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from tidings.app import build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.wiring import build_runtime
 from tidings.kit import migrate, tables
 from tidings.kit.clock import FrozenClock
 from tidings.kit.settings import Settings
