@@ -93,7 +93,7 @@ def main() -> None:
 
     import uvicorn
 
-    from tidings.app import create_app
+    from tidings.app.asgi import create_app
     from tidings.kit import migrate
     from tidings.kit.settings import Settings
 

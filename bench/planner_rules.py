@@ -72,7 +72,9 @@ from _common import (
     machine_line,
     summary,
 )
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.events.service import PLAN_JOB
 from tidings.kit import migrate, tables
 from tidings.kit.queue import Job

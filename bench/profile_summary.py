@@ -74,7 +74,7 @@ def _stage(frames: list[str]) -> str:
     http = False
     for frame in frames:
         func, file = _parse_frame(frame)
-        if "tidings/" not in file or file.endswith("cli.py"):
+        if "tidings/" not in file or "tidings/cli/" in file:
             continue
         if file.endswith("kit/http.py"):
             http = True
@@ -133,7 +133,7 @@ def summarize(text: str, *, rate: int = 100, duration: float | None = None, top:
             if lib not in seen_l:
                 seen_l.add(lib)
                 incl_lib[lib] += count
-            if "tidings/" in f_file and not f_file.endswith("cli.py"):
+            if "tidings/" in f_file and "tidings/cli/" not in f_file:
                 key = f"{f_func} ({f_file.split('tidings/', 1)[1]})"
                 if key not in seen_t:
                     seen_t.add(key)

@@ -29,7 +29,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.auth import keys
 from tidings.events.service import FANOUT_JOB
 from tidings.inbox.broadcasts import Broadcasts

@@ -15,7 +15,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.auth import keys
 from tidings.kit import migrate
 from tidings.kit.settings import Settings

@@ -1,5 +1,5 @@
 """Each seam's backend, chosen from the settings: the queue, the counters, live push and
-the request rate limits. Only the composition root (``app.py``) calls these."""
+the request rate limits. Only the composition root (``app/``) calls these."""
 
 from __future__ import annotations
 

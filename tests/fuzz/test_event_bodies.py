@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import CANONICAL_EVENT
-from tidings.app import build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.wiring import build_runtime
 from tidings.kit.settings import Settings
 
 EXAMPLES = int(os.environ.get("TIDINGS_FUZZ_EXAMPLES", "50"))

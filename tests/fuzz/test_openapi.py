@@ -25,7 +25,8 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from tests.conftest import CATALOG, create_pg_database, drop_pg_database, pg_url
-from tidings.app import build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.wiring import build_runtime
 from tidings.auth import tokens
 from tidings.auth.service import AuthService
 from tidings.kit import migrate

@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.auth import keys, tokens
 from tidings.kit import tables
 from tidings.kit.clock import FrozenClock

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from tidings.app import build_runtime, create_app
+# The old release's module paths: this file runs on that release's source tree.
+from tidings.app import build_runtime, create_app  # type: ignore[attr-defined]
 from tidings.kit import migrate, tables
 from tidings.kit.clock import FrozenClock
 from tidings.kit.settings import Settings

@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator, Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from tidings import processes
-from tidings.app import build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.wiring import build_runtime
 from tidings.kit.settings import Settings
+from tidings.processes.http import http_config
 
 START_TIMEOUT = 10.0
 
@@ -35,7 +36,7 @@ async def served(settings: Settings) -> AsyncIterator[tuple[FastAPI, str]]:
     listening.bind(("127.0.0.1", 0))
     listening.listen(2048)
     port = listening.getsockname()[1]
-    config = processes.http_config(application, settings.model_copy(update={"port": port}))
+    config = http_config(application, settings.model_copy(update={"port": port}))
     config.lifespan = "on"
     # A stream a test left open must not hold the teardown for ever.
     config.timeout_graceful_shutdown = 5

@@ -22,7 +22,9 @@ from redis.exceptions import RedisError
 
 from tests.conftest import eventually, service_missing
 from tests.smtp_sink import SmtpSink
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.auth import tokens
 from tidings.kit.settings import Settings
 

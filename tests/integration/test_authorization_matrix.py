@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from tests.conftest import eventually
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.auth import keys, tokens
 
 SCOPED = tuple(f"scope:{capability}" for capability in keys.CAPABILITIES)

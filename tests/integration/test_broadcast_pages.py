@@ -13,7 +13,9 @@ from fastapi import FastAPI
 
 from tests.conftest import eventually
 from tests.integration.test_broadcasts import COMMENT, publish, subscribe, wire
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.delivery import broadcast
 from tidings.kit import tables
 from tidings.kit.settings import Settings

@@ -21,12 +21,14 @@ from fastapi import FastAPI
 from httpx_sse import aconnect_sse
 
 from tests.conftest import eventually, fresh_database
-from tidings import processes
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.inbox.broadcasts import Broadcasts
 from tidings.kit import tables
 from tidings.kit.queue import NewJob
 from tidings.kit.settings import Settings
+from tidings.processes.http import http_config
 
 Headers = Callable[[str], dict[str, str]]
 LARGE = 3
@@ -553,7 +555,7 @@ async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, str]]:
     listening.bind(("127.0.0.1", 0))
     listening.listen(128)
     port = listening.getsockname()[1]
-    config = processes.http_config(application, settings.model_copy(update={"port": port}))
+    config = http_config(application, settings.model_copy(update={"port": port}))
     config.lifespan = "on"
     config.timeout_graceful_shutdown = 5
     server = uvicorn.Server(config)

@@ -19,7 +19,9 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from tests.conftest import CANONICAL_EVENT, eventually, service_missing
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.auth.keys import ApiKey
 from tidings.ingest.broker import IngestTopology
 from tidings.kit.settings import Settings

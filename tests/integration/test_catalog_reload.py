@@ -19,7 +19,7 @@ import structlog
 
 from tests.conftest import CATALOG, eventually
 from tidings import catalog
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.kit import logs
 from tidings.kit.settings import Settings
 

@@ -22,7 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from tests.conftest import eventually
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.client import (
     AsyncTidings,
     Conflict,

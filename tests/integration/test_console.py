@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from tests.conftest import eventually
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.console import sessions
 from tidings.kit import tables
 from tidings.kit.queue import Job

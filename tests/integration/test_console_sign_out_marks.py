@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import sqlalchemy as sa
 
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.console import sessions
 from tidings.kit import tables
 

@@ -20,7 +20,9 @@ from typer.testing import CliRunner
 from tests.conftest import CATALOG, eventually
 from tests.integration.test_jetstream_pipeline import Running, tidings  # noqa: F401
 from tests.smtp_sink import SmtpSink
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.cli import app as cli
 from tidings.kit import migrate, tables
 from tidings.kit.db import Database

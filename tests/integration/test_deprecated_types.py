@@ -14,7 +14,9 @@ from fastapi import FastAPI
 
 from tests.conftest import CATALOG
 from tests.integration.test_client import free_port, serving
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.client import AsyncTidings, DeprecatedType
 from tidings.kit.settings import Settings
 

@@ -22,7 +22,7 @@ from tests.integration.test_email_pipeline import (
     sending_to,
 )
 from tests.smtp_sink import SmtpSink
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.delivery.carriers.email import POOL_FROM, EmailCarrier
 from tidings.delivery.sender import Sender
 from tidings.kit.settings import Settings

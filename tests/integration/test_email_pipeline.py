@@ -20,7 +20,9 @@ from fastapi import FastAPI
 
 from tests.conftest import eventually
 from tests.smtp_sink import SmtpSink
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.kit import tables
 from tidings.kit.settings import Settings
 

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import eventually
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.kit import tables
 
 

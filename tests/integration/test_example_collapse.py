@@ -9,7 +9,7 @@ import httpx
 import sqlalchemy as sa
 
 from tests.conftest import eventually
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.kit import tables
 
 ACTORS = [("u-cid", "Cid"), ("u-dee", "Dee"), ("u-eve", "Eve"), ("u-ann", "Ann")]

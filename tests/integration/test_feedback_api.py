@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.delivery import feedback_endpoints
 from tidings.delivery.feedback import FeedbackConfig, FeedbackRecorder
 from tidings.email.feedback_sns import CertificateStore

@@ -9,7 +9,7 @@ import httpx
 import sqlalchemy as sa
 
 from tests.conftest import eventually
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.kit import tables
 
 Headers = Callable[[str], dict[str, str]]

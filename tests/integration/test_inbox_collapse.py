@@ -11,7 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.inbox import schemas
 from tidings.inbox.storing import OpenGroup
 from tidings.kit import tables

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
 from tests.integration.served import served
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.auth import tokens
 from tidings.inbox.stream import REPLAY_LIMIT
 from tidings.kit.settings import Settings

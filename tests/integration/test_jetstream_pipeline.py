@@ -22,7 +22,9 @@ import sqlalchemy as sa
 
 from tests.conftest import eventually, fresh_database, service_missing
 from tests.integration.test_queue import NATS_URL
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.kit import jetstream_messages, jetstream_relay, tables
 from tidings.kit.jetstream import JetStreamQueue
 from tidings.kit.jetstream_streams import ensure_streams

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.kit import errors
 
 

@@ -13,7 +13,9 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import eventually
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.auth import keys
 from tidings.kit import errors
 from tidings.kit.settings import Settings

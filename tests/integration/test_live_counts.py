@@ -9,7 +9,7 @@ import datetime as dt
 from typing import Any
 
 from tests.conftest import eventually
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.kit import job_context
 
 START = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)

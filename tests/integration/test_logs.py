@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.integration.test_email_pipeline import RESET, deliveries_of, settled
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.kit import logs, tracing
 
 

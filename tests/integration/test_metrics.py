@@ -17,7 +17,10 @@ from tests.integration.test_email_pipeline import RESET, settled
 from tests.integration.test_jetstream_pipeline import _delete_streams
 from tests.integration.test_queue import NATS_URL
 from tests.smtp_sink import SmtpSink
-from tidings.app import Runtime, add_health_routes, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.health import add_health_routes
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.kit import tables
 from tidings.kit.queue import NewJob
 from tidings.kit.settings import Settings

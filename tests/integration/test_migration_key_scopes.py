@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import create_pg_database, drop_pg_database, pg_url
-from tidings.app import build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.wiring import build_runtime
 from tidings.auth import keys
 from tidings.events.schemas import EventIn
 from tidings.kit import migrate, tables

@@ -21,7 +21,8 @@ from alembic import command
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import ROOT, create_pg_database, drop_pg_database, eventually, pg_url
-from tidings.app import build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.wiring import build_runtime
 from tidings.kit import migrate
 from tidings.kit.clock import FrozenClock
 from tidings.kit.settings import Settings

@@ -20,7 +20,9 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import CANONICAL_EVENT, PG_HOST, PG_PORT
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.kit.settings import Settings
 
 

@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 from tests.conftest import CATALOG
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.kit.settings import Settings
 
 Headers = Callable[[str], dict[str, str]]

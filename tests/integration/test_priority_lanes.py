@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import yaml
 
 from tests.conftest import CATALOG, eventually
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.kit import tables
 from tidings.kit.settings import Settings
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tidings.app import build_runtime
+from tidings.app.wiring import build_runtime
 from tidings.kit.settings import Settings
-from tidings.processes import serve_health
+from tidings.processes.health import serve_health
 
 
 def _free_port() -> int:

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import httpx
 
 from tests.conftest import create_pg_database, drop_pg_database, pg_url
-from tidings.app import build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.wiring import build_runtime
 from tidings.kit import migrate
 from tidings.kit.settings import Settings
 

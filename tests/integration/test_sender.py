@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.conftest import eventually
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.channels.sending import Batch, Later, Outgoing, Refused, Result, Sent, Unaddressed
 from tidings.delivery import repository
 from tidings.delivery.retries import RetryPolicy

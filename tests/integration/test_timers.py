@@ -16,7 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import eventually
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.events.service import PLAN_JOB
 from tidings.kit import tables
 from tidings.kit.clock import FrozenClock

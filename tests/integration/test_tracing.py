@@ -19,7 +19,9 @@ from tests.conftest import eventually, fresh_database, service_missing
 from tests.integration.test_email_pipeline import RESET, settled
 from tests.integration.test_jetstream_pipeline import _delete_streams
 from tests.integration.test_queue import NATS_URL
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.kit import tracing
 from tidings.kit.settings import Settings
 

@@ -19,7 +19,9 @@ import sqlalchemy as sa
 from tests.conftest import eventually
 from tests.integration.test_client import free_port, serving
 from tests.integration.test_webhooks import Receiver, key_headers, log_of, register
-from tidings.app import Runtime, build_runtime, create_app
+from tidings.app.asgi import create_app
+from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
 from tidings.kit import tables
 from tidings.kit.settings import Settings
 

@@ -21,7 +21,7 @@ import uvicorn
 from tests.conftest import eventually
 from tests.integration.test_client import free_port, serving
 from tests.smtp_sink import write_certificates
-from tidings.app import Runtime
+from tidings.app.runtime import Runtime
 from tidings.delivery import changes
 from tidings.kit import errors
 from tidings.kit.settings import Settings
@@ -221,7 +221,8 @@ async def test_an_endpoint_that_keeps_failing_is_disabled_and_reported(
     canonical_event: dict[str, Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from tidings.app import build_runtime, create_app
+    from tidings.app.asgi import create_app
+    from tidings.app.wiring import build_runtime
 
     app, url = receiver
     app.default = 500
@@ -493,7 +494,8 @@ async def strict_tidings(
     make_settings: Callable[..., Settings], database_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
     """Tidings as deployed: endpoints may not point inside its own network."""
-    from tidings.app import build_runtime, create_app
+    from tidings.app.asgi import create_app
+    from tidings.app.wiring import build_runtime
 
     settings = make_settings(
         database_url=database_url,
@@ -631,7 +633,8 @@ async def test_a_key_registers_at_most_its_bound_of_endpoints(
 ) -> None:
     """One key cannot multiply every delivery's webhook work without end; the bound is
     per key, so another team's key still registers."""
-    from tidings.app import build_runtime, create_app
+    from tidings.app.asgi import create_app
+    from tidings.app.wiring import build_runtime
 
     _app, url = receiver
     settings = make_settings(

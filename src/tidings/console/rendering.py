@@ -20,7 +20,7 @@ from tidings.console import sessions
 from tidings.kit import clock, errors
 
 if TYPE_CHECKING:
-    from tidings.app import Runtime
+    from tidings.app.runtime import Runtime
 
 LOGIN = "/console/login"
 SECURITY_HEADERS = {

@@ -1,5 +1,5 @@
 """Delivery state changes as events: the repository tells, the listeners wired in
-``app.py`` hear.
+``app/wiring.py`` hear.
 
 The delivery repository writes deliveries and their transitions and no other package's
 tables. Each time it commits deliveries to a state (new ones in their first states, or

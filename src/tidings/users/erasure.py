@@ -1,9 +1,9 @@
 """Erasing a user, told to the packages that keep something of theirs.
 
-``UsersService.erase`` tells the listeners attached to its database (in ``app.py``),
-inside the erasure's transaction and before the user's own rows go: the webhooks rename
-the user in their messages, the deliveries still to send are stopped. A listener writes
-its own package's tables, in ``conn``.
+``UsersService.erase`` tells the listeners attached to its database (in
+``app/wiring.py``), inside the erasure's transaction and before the user's own rows go:
+the webhooks rename the user in their messages, the deliveries still to send are
+stopped. A listener writes its own package's tables, in ``conn``.
 """
 
 from __future__ import annotations

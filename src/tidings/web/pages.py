@@ -16,7 +16,7 @@ from tidings.kit import errors
 from tidings.web.demo import Demo
 
 if TYPE_CHECKING:
-    from tidings.app import Runtime
+    from tidings.app.runtime import Runtime
 
 WIDGET_PATH = "/widget/tidings-inbox.js"
 

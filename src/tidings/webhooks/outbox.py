@@ -1,7 +1,7 @@
 """Turns delivery state changes into webhook messages, in the transaction that made them.
 
 The outbox listens to delivery state changes (``delivery.changes``, wired in
-``app.py``): it hears every transition the delivery repository writes, in the
+``app/wiring.py``): it hears every transition the delivery repository writes, in the
 transaction that writes it. When no endpoint is registered that costs a look at an
 in-memory list; otherwise the matching endpoints get one ``webhook_messages`` row each
 and a ``webhook`` job, both committed with the state change or not at all (the outbox
