@@ -30,21 +30,16 @@ from tidings.channels.interface import Channel
 from tidings.channels.sending import Carrier
 from tidings.console import endpoints as console_endpoints
 from tidings.delivery import changes as delivery_changes
-from tidings.delivery import feedback_endpoints, middleware
+from tidings.delivery import feedback_endpoints, middleware, plan_jobs
 from tidings.delivery.audience import AudienceLoader
 from tidings.delivery.carriers.email import EmailCarrier
 from tidings.delivery.carriers.plugins import PluginCarrier
 from tidings.delivery.digester import Digester
 from tidings.delivery.digests import DIGEST_JOB
 from tidings.delivery.feedback import FeedbackConfig, FeedbackRecorder
-from tidings.delivery.pipeline import (
-    AVAILABLE_CHANNELS,
-    CHANNEL_JOB,
-    EMAIL_JOB,
-    IN_APP_JOB,
-    Pipeline,
-)
+from tidings.delivery.pipeline import Pipeline
 from tidings.delivery.retries import RetryPolicy
+from tidings.delivery.send_jobs import AVAILABLE_CHANNELS, CHANNEL_JOB, EMAIL_JOB, IN_APP_JOB
 from tidings.delivery.sender import Sender as DeliverySender
 from tidings.delivery.service import DeliveryService, StopErased
 from tidings.delivery.worker import Task, Worker
@@ -276,7 +271,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         queue,
         clock,
         {
-            PLAN_JOB: Task(pipeline.plan, split=pipeline.split, weight=pipeline.weight),
+            PLAN_JOB: Task(pipeline.plan, split=plan_jobs.split, weight=plan_jobs.weight),
             FANOUT_JOB: Task(pipeline.fanout),
             EMAIL_JOB: Task(sender.send),
             IN_APP_JOB: Task(pipeline.deliver_in_app),
