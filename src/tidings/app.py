@@ -37,12 +37,13 @@ from tidings.delivery.carriers.plugins import PluginCarrier
 from tidings.delivery.digester import Digester
 from tidings.delivery.digests import DIGEST_JOB
 from tidings.delivery.feedback import FeedbackConfig, FeedbackRecorder
+from tidings.delivery.job_runner import Task
 from tidings.delivery.pipeline import Pipeline
 from tidings.delivery.retries import RetryPolicy
 from tidings.delivery.send_jobs import AVAILABLE_CHANNELS, CHANNEL_JOB, EMAIL_JOB, IN_APP_JOB
 from tidings.delivery.sender import Sender as DeliverySender
 from tidings.delivery.service import DeliveryService, StopErased
-from tidings.delivery.worker import Task, Worker
+from tidings.delivery.worker import Worker
 from tidings.email import endpoints as email_endpoints
 from tidings.email.composer import EmailComposer, Sender
 from tidings.email.dkim import DkimSigner
