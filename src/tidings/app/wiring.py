@@ -15,24 +15,20 @@ from tidings.catalog.reload import CatalogReloader
 from tidings.channels import runtime as channel_runtime
 from tidings.channels.sending import Carrier
 from tidings.delivery import changes as delivery_changes
-from tidings.delivery import middleware
+from tidings.delivery import middleware, plan_jobs
 from tidings.delivery.audience import AudienceLoader
 from tidings.delivery.carriers.email import EmailCarrier
 from tidings.delivery.carriers.plugins import PluginCarrier
 from tidings.delivery.digester import Digester
 from tidings.delivery.digests import DIGEST_JOB
 from tidings.delivery.feedback import FeedbackConfig, FeedbackRecorder
-from tidings.delivery.pipeline import (
-    AVAILABLE_CHANNELS,
-    CHANNEL_JOB,
-    EMAIL_JOB,
-    IN_APP_JOB,
-    Pipeline,
-)
+from tidings.delivery.job_runner import Task
+from tidings.delivery.pipeline import Pipeline
 from tidings.delivery.retries import RetryPolicy
+from tidings.delivery.send_jobs import AVAILABLE_CHANNELS, CHANNEL_JOB, EMAIL_JOB, IN_APP_JOB
 from tidings.delivery.sender import Sender as DeliverySender
 from tidings.delivery.service import DeliveryService, StopErased
-from tidings.delivery.worker import Task, Worker
+from tidings.delivery.worker import Worker
 from tidings.email.composer import EmailComposer, Sender
 from tidings.email.dkim import DkimSigner
 from tidings.email.providers.catcher import MailCatcher
@@ -136,7 +132,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         queue,
         clock,
         {
-            PLAN_JOB: Task(pipeline.plan, split=pipeline.split, weight=pipeline.weight),
+            PLAN_JOB: Task(pipeline.plan, split=plan_jobs.split, weight=plan_jobs.weight),
             FANOUT_JOB: Task(pipeline.fanout),
             EMAIL_JOB: Task(sender.send),
             IN_APP_JOB: Task(pipeline.deliver_in_app),

@@ -12,17 +12,13 @@ from tidings import catalog
 from tidings.delivery import digests
 from tidings.delivery.audience import Audience
 from tidings.delivery.plan_rows import Rows, until
+from tidings.delivery.send_jobs import CHANNEL_JOB, EMAIL_JOB
 from tidings.delivery.states import DeliveryState
 from tidings.kit import ids
 from tidings.kit.queue import NewJob
 from tidings.planning import planner
 from tidings.planning.planner import Action
 from tidings.planning.rules.digest_schedule import Cadence
-
-EMAIL_JOB = "email"
-CHANNEL_JOB = "channel"
-"""The jobs the senders take, as ``pipeline`` names them (it imports ``broadcast``,
-which imports this module)."""
 
 _NO_BOOKS = planner.Books()
 """The rule state of a broadcast's planning: none (its type has no dedup or throttle)."""

@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings import catalog
 from tidings.delivery import digests, rule_state
 from tidings.delivery.audience import Audience, AudienceLoader
-from tidings.delivery.pipeline import AVAILABLE_CHANNELS, CHANNEL_JOB, EMAIL_JOB
 from tidings.delivery.plan_rows import PlanningError, Rows, until
 from tidings.delivery.repository import StateChange
+from tidings.delivery.send_jobs import AVAILABLE_CHANNELS, CHANNEL_JOB, EMAIL_JOB
 from tidings.delivery.states import DeliveryState
 from tidings.inbox.service import InboxService
 from tidings.kit import ids

@@ -8,6 +8,10 @@ twice. Live pushes go out only after the commit.
 What waits — a delay, quiet hours, an email that depends on the in-app item staying
 unseen, a digest window — waits as a job with a future ``run_at``: a timer kept in the
 database, which fires after a restart as it would have before.
+
+How one recipient is planned and recorded is ``recipient_plans``'; the planning job's
+shape (its recipients, its partitions, its pieces, its weight), ``plan_jobs``'; the jobs
+that carry deliveries to their channels, ``send_jobs``'.
 """
 
 from __future__ import annotations
@@ -19,18 +23,20 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
-from tidings.delivery import batch_books, broadcast, digests, repository, rule_state
-from tidings.delivery.audience import Audience, AudienceLoader
-from tidings.delivery.collapse import Collapser, open_collapser
-from tidings.delivery.plan_rows import (
-    COLLAPSED_INTO,
-    PlanningError,
-    Rows,
-    event_context,
-    next_page,
-    until,
+from tidings.delivery import (
+    batch_books,
+    broadcast,
+    digests,
+    plan_jobs,
+    recipient_plans,
+    repository,
+    rule_state,
 )
+from tidings.delivery.audience import AudienceLoader
+from tidings.delivery.collapse import open_collapser
+from tidings.delivery.plan_rows import COLLAPSED_INTO, PlanningError, Rows, next_page
 from tidings.delivery.repository import StateChange
+from tidings.delivery.send_jobs import AVAILABLE_CHANNELS
 from tidings.delivery.states import DeliveryState
 from tidings.events.service import PLAN_JOB, EventsService
 from tidings.inbox.service import InboxService
@@ -39,18 +45,10 @@ from tidings.kit.clock import Clock
 from tidings.kit.counters import Counters, NewHit, NewMark, undo_on_error
 from tidings.kit.counters_sql import SqlCounters
 from tidings.kit.db import Database
-from tidings.kit.queue import Job, NewJob, Queue, partition_of
+from tidings.kit.queue import Job, Queue
 from tidings.planning import planner
-from tidings.planning.planner import Action
 from tidings.planning.rules import staleness
-from tidings.planning.rules.digest_schedule import Cadence
 from tidings.users.service import UsersService
-
-AVAILABLE_CHANNELS = frozenset({planner.IN_APP, planner.EMAIL})
-EMAIL_JOB = "email"
-IN_APP_JOB = "in_app"
-CHANNEL_JOB = "channel"
-"""A delivery on a plugin channel; its payload names the channel."""
 
 
 class Pipeline:
@@ -85,7 +83,7 @@ class Pipeline:
         self._inbox = inbox
         self._audience = audience
         self._page_size = page_size
-        queue.add_splitter(PLAN_JOB, self.partition)
+        queue.add_splitter(PLAN_JOB, plan_jobs.partition)
         self._counters = counters or SqlCounters(db)
         self._channels = frozenset(channels)
 
@@ -100,7 +98,7 @@ class Pipeline:
             work = [
                 (found[event_id], recipients)
                 for job in jobs
-                for event_id, recipients in _planned_for(job.payload, found)
+                for event_id, recipients in plan_jobs.planned_for(job.payload, found)
             ]
             items, lanes = await self._plan_batch(conn, work)
             await self._events.mark_planned(conn, event_ids)
@@ -141,7 +139,9 @@ class Pipeline:
                 # topic's subscribers are planned in parallel and in order per person.
                 items: list[Mapping[str, Any]] = []
                 lanes = {job.lane}
-                await self._queue.enqueue(conn, [_page_plan_job(event_id, after, page, job.lane)])
+                await self._queue.enqueue(
+                    conn, [plan_jobs.page_job(event_id, after, page, job.lane)]
+                )
             else:
                 items, lanes = await self._plan_batch(conn, [(event, page)])
             if len(page) == self._page_size:
@@ -153,54 +153,6 @@ class Pipeline:
             await self._queue.complete(conn, [job])
         self._queue.wake(lanes)
         await self._inbox.announce(items)
-
-    def split(self, job: Job) -> list[NewJob]:
-        """A failing multi-event planning job, as one job per event, so one bad event
-        cannot hold back the others."""
-        if job.kind != PLAN_JOB or len(job.payload["events"]) < 2:
-            return []
-        recipients = job.payload.get("recipients")
-        # One partition's share names its recipients: its pieces must not take the ids of
-        # another partition's pieces of the same job.
-        share = (
-            ""
-            if recipients is None
-            else "/" + min((user for users in recipients.values() for user in users), default="")
-        )
-        return [
-            NewJob(
-                id=f"{job.id}/{event_id}{share}",
-                kind=PLAN_JOB,
-                payload={"events": [event_id]}
-                if recipients is None
-                else {"events": [event_id], "recipients": {event_id: recipients[event_id]}},
-                lane=job.lane,
-            )
-            for event_id in job.payload["events"]
-        ]
-
-    @staticmethod
-    def partition(payload: Mapping[str, Any], partitions: int) -> dict[int, dict[str, Any]]:
-        """A planning job cut into one job per recipient partition: each share lists the
-        events that have recipients there, and those recipients."""
-        recipients: Mapping[str, Sequence[str]] | None = payload.get("recipients")
-        if recipients is None:
-            # Written before planning jobs carried their recipients: read them back.
-            return {0: dict(payload)}
-        shares: dict[int, dict[str, list[str]]] = {}
-        for event_id in payload["events"]:
-            for user in recipients.get(event_id, ()):
-                share = shares.setdefault(partition_of(user, partitions), {})
-                share.setdefault(event_id, []).append(user)
-        return {
-            partition: {"events": list(share), "recipients": share}
-            for partition, share in shares.items()
-        }
-
-    @staticmethod
-    def weight(job: Job) -> int:
-        """How much work a planning job is: its events, so one claim is sized to a batch."""
-        return len(job.payload.get("events", ())) or 1
 
     async def deliver_in_app(self, jobs: Sequence[Job]) -> None:
         """Write held in-app items whose time has come (a type's delay)."""
@@ -309,7 +261,18 @@ class Pipeline:
             for user in users:
                 mine = books.owned_by(ids.derived_id(event["id"], user))
                 recipient = audience.recipient(user, event)
-                self._plan_one(event, ntype, recipient, audience, mine, collapser, rows, now)
+                recipient_plans.record_recipient(
+                    event,
+                    ntype,
+                    self._catalog.category(ntype.category),
+                    self._channels,
+                    recipient,
+                    audience,
+                    mine,
+                    collapser,
+                    rows,
+                    now,
+                )
         marks, hits = await self._record(conn, rows, books, now)
         due = {job.lane for job in rows.jobs if job.run_at is None or job.run_at <= now}
         # Counters outside the database (Redis) do not roll back with this transaction.
@@ -340,115 +303,10 @@ class Pipeline:
                     live.append(user)
                     continue
                 forgotten.setdefault(event["id"], []).append(user)
-                _record_erased(event, ntype, user, erasure.pseudonym, rows, now)
+                recipient_plans.record_erased(event, ntype, user, erasure.pseudonym, rows, now)
             kept.append((event, ntype, live))
         await self._users.forget_in_events(conn, forgotten)
         return kept
-
-    def _plan_one(
-        self,
-        event: Mapping[str, Any],
-        ntype: catalog.NotificationType,
-        recipient: planner.Recipient,
-        audience: Audience,
-        books: batch_books.BatchBooks,
-        collapser: Collapser,
-        rows: Rows,
-        now: dt.datetime,
-    ) -> None:
-        event_id = event["id"]
-        category = self._catalog.category(ntype.category)
-        prefs = audience.preferences_of(recipient.id, event["tenant"])
-        critical = ntype.priority is catalog.Priority.CRITICAL
-        situation = planner.Situation(
-            now=now,
-            created_at=event["created_at"],
-            rules=ntype.rules,
-            category=ntype.category,
-            critical=critical,
-            quiet_hours=prefs.quiet_hours.value,
-            # A critical notification never waits for tomorrow's digest, whatever was chosen
-            # (mandatory categories are always instant already).
-            digest_cadence=Cadence() if critical else prefs.digest(category).value,
-            dedup_key=books.dedup_keys.get((event_id, recipient.id)),
-        )
-        plan = planner.plan_notification(
-            ntype.channels,
-            self._channels,
-            recipient,
-            audience.facts(recipient, event["tenant"], category, ntype.channels),
-            situation,
-            books.books,
-        )
-        notification_id = ids.derived_id(event_id, recipient.id)
-        in_app_item: str | None = None
-        by_channel = {p.channel: p for p in plan.channels}
-        in_app = by_channel.get(planner.IN_APP)
-        if in_app is not None and in_app.action is Action.DELIVER:
-            in_app_item = collapser.place(
-                ntype,
-                event,
-                recipient,
-                ids.derived_id(event_id, recipient.id, planner.IN_APP),
-                now,
-                silent=in_app.silent,
-            )
-        elif in_app is not None and in_app.action is Action.HOLD:
-            in_app_item = ids.derived_id(event_id, recipient.id, planner.IN_APP)
-        for channel_plan in plan.channels:
-            self._record_channel(
-                event, ntype, recipient, notification_id, channel_plan, in_app_item, rows, now
-            )
-        for digest in plan.digests:
-            entry, timer = digests.entry(event, ntype, recipient, digest, now)
-            rows.digest_entries.append(entry)
-            rows.jobs.append(timer)
-
-    def _record_channel(
-        self,
-        event: Mapping[str, Any],
-        ntype: catalog.NotificationType,
-        recipient: planner.Recipient,
-        notification_id: str,
-        plan: planner.ChannelPlan,
-        in_app_item: str | None,
-        rows: Rows,
-        now: dt.datetime,
-    ) -> None:
-        delivery_id = ids.derived_id(event["id"], recipient.id, plan.channel)
-        state, detail = {
-            Action.SUPPRESS: (DeliveryState.SUPPRESSED, None),
-            Action.DIGEST: (DeliveryState.SCHEDULED, until(plan.not_before)),
-            Action.HOLD: (DeliveryState.SCHEDULED, until(plan.not_before)),
-            Action.DELIVER: (
-                DeliveryState.DELIVERED
-                if plan.channel == planner.IN_APP
-                else DeliveryState.SCHEDULED,
-                None,
-            ),
-        }[plan.action]
-        delivered_in_app = plan.channel == planner.IN_APP and plan.action is Action.DELIVER
-        if delivered_in_app and in_app_item != delivery_id:
-            detail = f"{COLLAPSED_INTO}{in_app_item}"
-        if plan.reason == planner.SuppressionReason.DEDUPLICATED:
-            detail = _dedup_detail(event, ntype, recipient)
-        rows.delivery(
-            delivery_id=delivery_id,
-            notification_id=notification_id,
-            event_id=event["id"],
-            user_id=recipient.id,
-            type=event["type"],
-            channel=plan.channel,
-            state=state,
-            reason=plan.reason,
-            detail=detail,
-            now=now,
-            # Into an item of its own: the item is the delivery.
-            is_item=delivered_in_app and in_app_item == delivery_id,
-        )
-        job = _send_job(plan, delivery_id, recipient.id, in_app_item, ntype.priority.lane, now)
-        if job is not None:
-            rows.jobs.append(job)
 
     async def _record(
         self, conn: AsyncConnection, rows: Rows, books: batch_books.BatchBooks, now: dt.datetime
@@ -468,107 +326,3 @@ class Pipeline:
                 conn, hits, forget_before=now - batch_books.throttle_horizon(self._catalog)
             )
         return marks, hits
-
-
-def _send_job(
-    plan: planner.ChannelPlan,
-    delivery_id: str,
-    user_id: str,
-    in_app_item: str | None,
-    lane: int,
-    now: dt.datetime,
-) -> NewJob | None:
-    """The job that carries a delivery the plan sends now or later: email's, a plugin
-    channel's, or a held in-app item's; None when there is nothing to carry (in-app
-    delivered now, suppressed, or folded into a digest)."""
-    if plan.action not in (Action.DELIVER, Action.HOLD):
-        return None
-    # A type's delay and the unseen wait count from now; quiet hours end at a time.
-    delayed_from = now if plan.reason in _DELAYS else None
-    payload: dict[str, Any] = {"delivery": delivery_id, "user": user_id}
-    if plan.channel == planner.EMAIL:
-        kind = EMAIL_JOB
-        if plan.unless_seen and in_app_item is not None:
-            payload["unless_seen"] = in_app_item
-    elif plan.channel != planner.IN_APP:
-        kind = CHANNEL_JOB
-        payload["channel"] = plan.channel
-    elif plan.action is Action.HOLD:
-        kind = IN_APP_JOB
-        payload["silent"] = plan.silent
-    else:
-        return None
-    return NewJob(
-        id=f"{kind}:{delivery_id}",
-        kind=kind,
-        payload=payload,
-        lane=lane,
-        run_at=plan.not_before,
-        delayed_from=delayed_from,
-    )
-
-
-def _record_erased(
-    event: Mapping[str, Any],
-    ntype: catalog.NotificationType,
-    user: str,
-    pseudonym: str,
-    rows: Rows,
-    now: dt.datetime,
-) -> None:
-    """The rows of a notification not made because its recipient was erased: the ids
-    planning would have used (a job run again finds them), the pseudonym as the user."""
-    notification_id = ids.derived_id(event["id"], user)
-    for channel in sorted(ntype.channels):
-        rows.delivery(
-            delivery_id=ids.derived_id(event["id"], user, channel),
-            notification_id=notification_id,
-            event_id=event["id"],
-            user_id=pseudonym,
-            type=event["type"],
-            channel=channel,
-            state=DeliveryState.SUPPRESSED,
-            reason=planner.SuppressionReason.ERASED,
-            detail=None,
-            now=now,
-        )
-
-
-_DELAYS = frozenset({planner.HoldReason.DELAYED, planner.HoldReason.WAITING_UNSEEN})
-
-
-def _planned_for(
-    payload: Mapping[str, Any], found: Mapping[str, Mapping[str, Any]]
-) -> list[tuple[str, list[str]]]:
-    """(event id, recipients) of a planning job: the recipients it names (one partition's
-    share, or a topic's page), or else every recipient the event lists."""
-    named: Mapping[str, Sequence[str]] | None = payload.get("recipients")
-    return [
-        (
-            event_id,
-            list(named[event_id])
-            if named is not None and event_id in named
-            else list(found[event_id]["recipients"] or ()),
-        )
-        for event_id in payload["events"]
-    ]
-
-
-def _dedup_detail(
-    event: Mapping[str, Any], ntype: catalog.NotificationType, recipient: planner.Recipient
-) -> str | None:
-    """What a deduplicated delivery repeated: the rendered dedup key, and its window."""
-    rule = ntype.rules.dedup
-    if rule is None:
-        return None
-    context = {**event_context(event), "recipient": recipient.as_context()}
-    return f"dedup key {ntype.rule_key(rule.key, context)!r} already seen within {rule.window}"
-
-
-def _page_plan_job(event_id: str, after: str | None, page: Sequence[str], lane: int) -> NewJob:
-    return NewJob(
-        id=f"{PLAN_JOB}:{event_id}:{after or ''}",
-        kind=PLAN_JOB,
-        payload={"events": [event_id], "recipients": {event_id: list(page)}},
-        lane=lane,
-    )

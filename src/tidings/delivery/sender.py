@@ -42,11 +42,11 @@ from tidings.channels.sending import (
     Unaddressed,
 )
 from tidings.delivery import digests, repository
+from tidings.delivery.job_runner import BatchAbandoned
 from tidings.delivery.repository import StateChange
 from tidings.delivery.retries import RetryPolicy
 from tidings.delivery.send_flow import COMMIT_EVERY, Flow, Window
 from tidings.delivery.states import DeliveryState
-from tidings.delivery.worker import BatchAbandoned
 from tidings.events.service import EventsService, recipient_profile
 from tidings.kit import job_context
 from tidings.kit.clock import Clock

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tidings import catalog
-from tidings.delivery import broadcast_eligibility, broadcast_subscribers, pipeline
+from tidings.delivery import broadcast_eligibility
 
 _SCHEMA = """schema:
   type: object
@@ -92,11 +92,4 @@ def test_a_type_without_the_in_app_channel_is_not_broadcast(tmp_path: Path) -> N
     assert (
         broadcast_eligibility.refusal(catalog.load(tmp_path).types["board.mail"])
         == "no in-app channel"
-    )
-
-
-def test_the_job_kinds_are_the_pipelines() -> None:
-    assert (broadcast_subscribers.EMAIL_JOB, broadcast_subscribers.CHANNEL_JOB) == (
-        pipeline.EMAIL_JOB,
-        pipeline.CHANNEL_JOB,
     )

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tidings.delivery.job_runner import BatchAbandoned, Task
 from tidings.delivery.retries import RetryPolicy
-from tidings.delivery.worker import BatchAbandoned, Task, Worker
+from tidings.delivery.worker import Worker
 from tidings.kit import job_context
 from tidings.kit.clock import FrozenClock
 from tidings.kit.db import Database

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from tests.conftest import eventually
 
+from tidings.delivery.job_runner import Task
 from tidings.delivery.retries import RetryPolicy
-from tidings.delivery.worker import Task, Worker
+from tidings.delivery.worker import Worker
 from tidings.kit.clock import FrozenClock
 from tidings.kit.db import Database
 from tidings.kit.queue import Job, NewJob
