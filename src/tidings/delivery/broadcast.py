@@ -37,7 +37,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
-from tidings.delivery import digests, history_repository, rule_state
+from tidings.delivery import digest_repository, history_repository
 from tidings.delivery import repository as deliveries
 from tidings.delivery.audience import AudienceLoader
 from tidings.delivery.broadcast_eligibility import refusal
@@ -228,7 +228,7 @@ class FanoutOnRead:
         returns the lanes that got work due now."""
         event_id = event["id"]
         users = list(dict.fromkeys(page))
-        await rule_state.lock_users(self._db, conn, users)
+        await deliveries.lock_users(self._db, conn, users)
         # Under the locks: a run of this page that committed before is seen, and an
         # erasure committed before is too (one that comes after finds these rows).
         done = await deliveries.planned_recipients(conn, [(event_id, user) for user in users])
@@ -250,7 +250,7 @@ class FanoutOnRead:
                 event, ntype, category, channels, self._channels, recipient, audience, rows, now
             )
         await rows.save(self._db, conn, self._queue, now)
-        await digests.add_entries(self._db, conn, rows.digest_entries)
+        await digest_repository.add_entries(self._db, conn, rows.digest_entries)
         return {job.lane for job in rows.jobs if job.run_at is None or job.run_at <= now}
 
     def _type(self, event: Mapping[str, Any]) -> catalog.NotificationType:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import catalog
-from tidings.delivery import digests, rule_state
+from tidings.delivery import digest_repository, digests, repository
 from tidings.delivery.audience import Audience, AudienceLoader
 from tidings.delivery.plan_rows import PlanningError, Rows, until
 from tidings.delivery.repository import StateChange
@@ -47,8 +47,8 @@ class Digester:
         """Send every digest whose timer is among ``jobs``; all in one transaction."""
         now = self._clock.now()
         async with self._db.transaction() as conn:
-            await rule_state.lock_users(self._db, conn, {j.payload["user"] for j in jobs})
-            pending = await digests.due_entries(
+            await repository.lock_users(self._db, conn, {j.payload["user"] for j in jobs})
+            pending = await digest_repository.due_entries(
                 conn, [(j.payload["user"], j.payload["key"]) for j in jobs], now
             )
             audience = await self._audience.load(
@@ -63,7 +63,7 @@ class Digester:
                 if not fresh:
                     continue
                 digest = self._digest(fresh, now)
-                await digests.close(conn, digest, [e["id"] for e in fresh])
+                await digest_repository.close(conn, digest, [e["id"] for e in fresh])
                 self._deliver(digest, fresh, audience, rows, items, now)
             await rows.save(self._db, conn, self._queue, now)
             stored = await self._inbox.store(conn, items)
@@ -91,7 +91,7 @@ class Digester:
         ]
         if not stale:
             return list(entries)
-        await digests.discard(conn, [e["id"] for e in stale])
+        await digest_repository.discard(conn, [e["id"] for e in stale])
         for e in stale:
             for delivery_id in _entry_deliveries(e, e["user_id"]):
                 rows.changes.append(

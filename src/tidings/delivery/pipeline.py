@@ -26,11 +26,10 @@ from tidings import catalog
 from tidings.delivery import (
     batch_books,
     broadcast,
-    digests,
+    digest_repository,
     plan_jobs,
     recipient_plans,
     repository,
-    rule_state,
 )
 from tidings.delivery.audience import AudienceLoader
 from tidings.delivery.collapse import open_collapser
@@ -160,7 +159,7 @@ class Pipeline:
         delivery_ids = [j.payload["delivery"] for j in jobs]
         async with self._db.transaction() as conn:
             owners = {d["user_id"] for d in await repository.get_many(conn, delivery_ids)}
-            await rule_state.lock_users(self._db, conn, owners)
+            await repository.lock_users(self._db, conn, owners)
             # Read again under the locks: a concurrent run of the same job may just have
             # delivered them.
             held = [
@@ -229,7 +228,7 @@ class Pipeline:
         now (timers need no wake-up: they are not due yet)."""
         now = self._clock.now()
         pairs = [(event, self._type(event), list(dict.fromkeys(users))) for event, users in work]
-        await rule_state.lock_users(self._db, conn, {u for _, _, users in pairs for u in users})
+        await repository.lock_users(self._db, conn, {u for _, _, users in pairs for u in users})
         # A job that runs again after its first run committed (its lease ran out while it
         # worked) must not decide again: stateful rules would now decide differently.
         # Checked under the recipients' locks, so a run that waited for another sees it.
@@ -314,7 +313,7 @@ class Pipeline:
         """Write the batch's rows, then its counters, last and while the recipients' locks
         are held, so the next batch for them sees them; returns the counters written."""
         await rows.save(self._db, conn, self._queue, now)
-        await digests.add_entries(self._db, conn, rows.digest_entries)
+        await digest_repository.add_entries(self._db, conn, rows.digest_entries)
         marks = [
             NewMark(key, books.dedup_users[key], owner, first, expires)
             for key, first, expires, owner in books.books.dedup.marked_by()

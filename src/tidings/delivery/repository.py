@@ -9,7 +9,7 @@ deliveries with their history, for the API, is ``history_repository``'s.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -319,4 +319,24 @@ async def stop_for_erasure(
             }
             for delivery_id in pending
         ],
+    )
+
+
+async def lock_users(db: Database, conn: AsyncConnection, user_ids: Collection[str]) -> None:
+    """Serialise planning per recipient until the transaction ends.
+
+    Dedup, throttle, collapse and digests read a recipient's state, decide, and write it
+    back; two PostgreSQL workers planning for one person at once would both read the same
+    state. Locks are taken in one order, so two batches cannot deadlock on them. SQLite
+    has a single writer and needs none.
+    """
+    if not db.is_postgres or not user_ids:
+        return
+    await conn.execute(
+        sa.text(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM ("
+            " SELECT DISTINCT hashtextextended(u, 7411) AS k"
+            " FROM unnest(CAST(:users AS text[])) AS u ORDER BY k) AS keys"
+        ),
+        {"users": sorted(set(user_ids))},
     )

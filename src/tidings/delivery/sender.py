@@ -41,7 +41,7 @@ from tidings.channels.sending import (
     Sent,
     Unaddressed,
 )
-from tidings.delivery import digests, repository
+from tidings.delivery import digest_repository, repository
 from tidings.delivery.job_runner import BatchAbandoned
 from tidings.delivery.repository import StateChange
 from tidings.delivery.retries import RetryPolicy
@@ -154,7 +154,7 @@ class Sender:
                 )
             }
             profiles = await self._users.profiles(conn, {d["user_id"] for d in deliveries.values()})
-            digest_rows = await digests.get(
+            digest_rows = await digest_repository.get(
                 conn, [j.payload["digest"] for j in jobs if j.payload.get("digest")]
             )
             items: list[Outgoing] = []
