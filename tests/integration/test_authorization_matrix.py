@@ -147,6 +147,14 @@ TABLE = [
         body={"events": [EVENT]},
     ),
     scoped("GET", "/v1/events/{event_id}", "/v1/events/{event_id}", 200),
+    # The matrix's event is to a recipient, not broadcast: the key that may read it
+    # learns that (404); the others may not ask.
+    scoped(
+        "GET",
+        "/v1/events/{event_id}/broadcast/{user_id}",
+        "/v1/events/{event_id}/broadcast/u-bob",
+        404,
+    ),
     scoped("GET", "/v1/deliveries/{delivery_id}", "/v1/deliveries/{delivery_id}", 200),
     capability(
         "PUT", "/v1/users/{user_id}", "/v1/users/u-bob", keys.USERS_WRITE, 200, body={"name": "Bob"}

@@ -547,6 +547,60 @@ async def test_the_timeline_says_why_a_subscriber_has_it_or_not(
     assert await broadcasts.explain(direct, "u-1") is None
 
 
+async def test_the_api_says_why_a_subscriber_has_a_broadcast_or_not(
+    client: httpx.AsyncClient, producer: dict[str, str], runtime: Runtime, user_headers: Headers
+) -> None:
+    """``GET /v1/events/{id}/broadcast/{user}``: a broadcast event has no in-app delivery
+    per subscriber, so this is where "why did U not get N" is answered for it."""
+    await subscribe(client, producer, ["u-1", "u-off", "u-3"])
+    await client.put(
+        "/v1/me/preferences", json={"channels": {"in_app": False}}, headers=user_headers("u-off")
+    )
+    event_id = await publish(client, producer, runtime, COMMENT, "k-1")
+    item = (await inbox(client, user_headers("u-1")))[0]
+    marked = await client.patch(
+        f"/v1/me/inbox/{item['id']}", json={"read": True}, headers=user_headers("u-1")
+    )
+    assert marked.status_code == 200, marked.text
+
+    def reach(user: str, headers: dict[str, str] = producer) -> Any:
+        return client.get(f"/v1/events/{event_id}/broadcast/{user}", headers=headers)
+
+    shown = await reach("u-1")
+    assert shown.status_code == 200, shown.text
+    body = shown.json()
+    assert (body["event_id"], body["user_id"], body["shown"], body["reason"]) == (
+        event_id,
+        "u-1",
+        True,
+        "subscribed",
+    )
+    assert body["read_at"] is not None
+    assert body["subscribed_at"] is not None
+    assert body["broadcast_id"] == item["id"]
+    hidden = (await reach("u-off")).json()
+    assert (hidden["shown"], hidden["reason"]) == (False, "opted_out")
+    never = (await reach("u-never")).json()
+    assert (never["shown"], never["reason"], never["subscribed_at"]) == (
+        False,
+        "not_subscribed",
+        None,
+    )
+
+    _key, other_team = await runtime.auth.create_key("billing", ["billing.*"])
+    refused = await reach("u-1", {"Authorization": f"Bearer {other_team}"})
+    assert refused.status_code == 403
+    assert refused.json()["error"]["field"] == "authorization"
+
+    direct = await publish(client, producer, runtime, COMMENT, "k-2", topic="board:small")
+    not_broadcast = await client.get(f"/v1/events/{direct}/broadcast/u-1", headers=producer)
+    assert not_broadcast.status_code == 404
+    assert not_broadcast.json()["error"]["field"] == "event_id"
+    assert (await client.get("/v1/events/nope/broadcast/u-1", headers=producer)).status_code == 404
+    too_long = await client.get(f"/v1/events/{event_id}/broadcast/{'u' * 256}", headers=producer)
+    assert too_long.status_code == 422
+
+
 @contextlib.asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, str]]:
     """The application with broadcasting on, over a real socket (a live stream needs one)."""

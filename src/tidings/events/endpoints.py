@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Annotated, Any, Protocol, TypeVar
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
@@ -94,6 +94,19 @@ class EventDeliveries(Protocol):
 async def delivery_service(request: Request) -> EventDeliveries:
     service: EventDeliveries = request.app.state.delivery
     return service
+
+
+class BroadcastExplainer(Protocol):
+    """What an event's broadcast view needs of the inbox (its broadcasts, wired by the
+    composition root): whether a subscriber has the event's broadcast, and why."""
+
+    async def explain(self, event_id: str, user_id: str) -> dict[str, Any] | None: ...
+
+
+async def broadcast_explainer(request: Request) -> BroadcastExplainer | None:
+    inbox = request.app.state.inbox
+    found: BroadcastExplainer | None = inbox.broadcasts
+    return found
 
 
 Events = Annotated[EventsService, Depends(events_service)]
@@ -232,3 +245,29 @@ async def get_event(
         deliveries=[schemas.DeliveryView.model_validate(d) for d in page],
         next_cursor=next_cursor,
     )
+
+
+@router.get("/events/{event_id}/broadcast/{user_id}", response_model=schemas.BroadcastReach)
+async def get_broadcast_reach(
+    event_id: str,
+    user_id: Annotated[str, Path(min_length=1, max_length=255)],
+    key: Producer,
+    events: Events,
+    broadcasts: Annotated[BroadcastExplainer | None, Depends(broadcast_explainer)],
+) -> schemas.BroadcastReach:
+    """Whether a subscriber has a broadcast event's in-app item, and why not: an event to a
+    large topic is stored once and shown at read, so it has no in-app delivery per
+    subscriber in its deliveries."""
+    row = await events.get(event_id)
+    if not key.may_read(row["type"]):
+        raise errors.Forbidden(
+            f"This key may not read events of type {row['type']!r}.", field="authorization"
+        )
+    found = None if broadcasts is None else await broadcasts.explain(event_id, user_id)
+    if found is None:
+        raise errors.NotFound(
+            f"The event {event_id!r} was not broadcast: its in-app items are per recipient, "
+            "among its deliveries (GET /v1/events/{event_id}).",
+            field="event_id",
+        )
+    return schemas.BroadcastReach(event_id=event_id, user_id=user_id, **found)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -136,3 +136,23 @@ class EventView(BaseModel):
     status: str = Field(description="accepted (waiting to be planned) or planned")
     deliveries: list[DeliveryView]
     next_cursor: str | None = Field(description="pass as ?cursor= for more deliveries")
+
+
+class BroadcastReach(BaseModel):
+    """Whether one subscriber has a broadcast event's in-app item, and why (the answer to
+    "why did U not get N" for an event stored once for its topic: it has no in-app
+    delivery per subscriber)."""
+
+    event_id: str
+    user_id: str
+    broadcast_id: str
+    topic: str
+    stored_at: dt.datetime
+    subscribed_at: dt.datetime | None = Field(
+        description="when the user subscribed to the topic; null if they are not subscribed"
+    )
+    shown: bool = Field(description="whether the item is in the user's inbox now")
+    reason: Literal["subscribed", "not_subscribed", "subscribed_after", "opted_out", "erased"]
+    seen_at: dt.datetime | None
+    read_at: dt.datetime | None
+    archived_at: dt.datetime | None
