@@ -22,9 +22,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from tests.conftest import eventually
+from tidings.app.asgi import create_app
 from tidings.app.runtime import Runtime
+from tidings.app.wiring import build_runtime
+from tidings.auth import keys
 from tidings.client import (
     AsyncTidings,
+    BroadcastReach,
     Conflict,
     Event,
     Forbidden,
@@ -37,6 +41,7 @@ from tidings.client import (
     Unauthenticated,
     Unreachable,
 )
+from tidings.kit.settings import Settings
 from tidings.kit.tables import events
 
 Scope = MutableMapping[str, Any]
@@ -351,3 +356,36 @@ async def test_an_exception_in_the_block_publishes_nothing_and_keeps_what_was_ad
             await failing_work()
         assert [event.recipients for event in batch.pending] == [["u-bob"]]
     assert await stored_events(runtime) == 0
+
+
+async def test_why_a_subscriber_has_a_broadcast_or_not(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    """The SDK's ``broadcast_reach``, on a deployment that broadcasts topics of two."""
+    settings = make_settings(database_url=database_url, fanout_on_read_min=2)
+    runtime = build_runtime(settings)
+    app = create_app(runtime=runtime)
+    async with app.router.lifespan_context(app):
+        _key, secret = await runtime.auth.create_key("sdk", ["*", *keys.CAPABILITIES])
+        async with serving(app, free_port()) as url, AsyncTidings(url, secret) as tidings:
+            await tidings.subscribe("board:b-1", ["u-1", "u-2"])
+            accepted = await tidings.publish("comment.created", topic="board:b-1", data=comment(1))
+
+            async def broadcast() -> bool:
+                try:
+                    await tidings.broadcast_reach(accepted.event_id, "u-1")
+                except NotFound:
+                    return False
+                return True
+
+            await eventually(broadcast)
+            reach = await tidings.broadcast_reach(accepted.event_id, "u-1")
+            assert isinstance(reach, BroadcastReach)
+            assert (reach.user_id, reach.shown, reach.reason) == ("u-1", True, "subscribed")
+            assert reach.read_at is None
+            stranger = await tidings.broadcast_reach(accepted.event_id, "u-9")
+            assert (stranger.shown, stranger.reason) == (False, "not_subscribed")
+            direct = await tidings.publish("comment.created", recipients=["u-1"], data=comment(2))
+            with pytest.raises(NotFound) as refused:
+                await tidings.broadcast_reach(direct.event_id, "u-1")
+            assert refused.value.field == "event_id"

@@ -34,6 +34,7 @@ from tidings.client.errors import (
 )
 from tidings.client.models import (
     Accepted,
+    BroadcastReach,
     Delivery,
     Event,
     EventView,
@@ -49,6 +50,7 @@ __all__ = [
     "AsyncBatcher",
     "AsyncTidings",
     "Batcher",
+    "BroadcastReach",
     "Conflict",
     "Delivery",
     "DeprecatedType",

@@ -60,6 +60,24 @@ class EventView(_Answer):
     next_cursor: str | None = None
 
 
+class BroadcastReach(_Answer):
+    """Whether one subscriber has a broadcast event's in-app item, and why not."""
+
+    event_id: str
+    user_id: str
+    broadcast_id: str
+    topic: str
+    stored_at: dt.datetime
+    subscribed_at: dt.datetime | None = None
+    shown: bool
+    reason: str
+    """``subscribed``, or why not: ``not_subscribed``, ``subscribed_after``,
+    ``opted_out``, ``erased``."""
+    seen_at: dt.datetime | None = None
+    read_at: dt.datetime | None = None
+    archived_at: dt.datetime | None = None
+
+
 class Profile(_Answer):
     id: str
     email: str | None = None

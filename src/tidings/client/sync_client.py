@@ -13,6 +13,7 @@ from tidings.client import _core, errors
 from tidings.client._core import Call, segment
 from tidings.client.models import (
     Accepted,
+    BroadcastReach,
     Delivery,
     Event,
     EventView,
@@ -109,6 +110,12 @@ class Tidings:
         params = {k: v for k, v in (("cursor", cursor), ("limit", limit)) if v is not None}
         path = f"/v1/events/{segment(event_id)}"
         return EventView.model_validate(self._call(Call("GET", path, params=params)))
+
+    def broadcast_reach(self, event_id: str, user_id: str) -> BroadcastReach:
+        """Whether ``user_id`` has the in-app item of a broadcast event (one to a large
+        topic, stored once), and why not; ``NotFound`` when the event was not broadcast."""
+        path = f"/v1/events/{segment(event_id)}/broadcast/{segment(user_id)}"
+        return BroadcastReach.model_validate(self._call(Call("GET", path)))
 
     def delivery(self, delivery_id: str) -> Delivery:
         """One delivery and its timeline."""
