@@ -40,7 +40,9 @@ class Changed:
     entered: Sequence[Entered]
     make_transitions: Callable[[], Sequence[Mapping[str, Any]]]
     """Makes the transitions (``id``, ``delivery_id``, ``state``, ``reason``, ``detail``,
-    ``at``, and ``delivery`` when the delivery's row is at hand): only if asked."""
+    ``at``, and ``delivery``: its ``id``, ``event_id``, ``user_id``, ``channel`` and
+    ``type``), only if asked: a listener needs no other package's table to know what
+    changed."""
 
     def transitions(self) -> Sequence[Mapping[str, Any]]:
         return self.make_transitions()

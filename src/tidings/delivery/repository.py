@@ -125,18 +125,18 @@ async def advance(
         return []
     await log_first_states(db, conn, list(dict.fromkeys(c.delivery_id for c in changes)))
     if db.is_postgres and len({c.delivery_id for c in changes}) == len(changes):
-        channels = await _update_together(conn, changes, now)
+        rows = await _update_together(conn, changes, now)
     else:
-        channels = [await _update_one(conn, change, now) for change in changes]
+        rows = [await _update_one(conn, change, now) for change in changes]
     moved: list[str] = []
     entered: list[Entered] = []
     written: list[dict[str, Any]] = []
     logged: list[dict[str, Any]] = []
-    for change, channel in zip(changes, channels, strict=True):
-        if channel is None:
+    for change, delivery in zip(changes, rows, strict=True):
+        if delivery is None:
             continue
         moved.append(change.delivery_id)
-        entered.append(Entered(channel, change.target.value, change.reason))
+        entered.append(Entered(delivery["channel"], change.target.value, change.reason))
         stage, attempt = origin(change.stage)
         transition = {
             "id": ids.derived_id(
@@ -148,7 +148,7 @@ async def advance(
             "detail": change.detail,
             "at": now,
         }
-        written.append(transition)
+        written.append({**transition, "delivery": delivery})
         logged.append({**transition, "stage": stage, "attempt": attempt})
     await db.insert_rows_ignore(conn, delivery_transitions, logged)
     await tell(db, conn, Changed(entered, lambda: written))
@@ -160,8 +160,15 @@ def _sources(target: DeliveryState) -> list[str]:
     return [state.value for state, nxt in ALLOWED.items() if target in nxt]
 
 
-async def _update_one(conn: AsyncConnection, change: StateChange, now: dt.datetime) -> str | None:
-    """Apply one change; the delivery's channel if it moved."""
+_MOVED = tuple(deliveries.c[name] for name in ("id", "event_id", "user_id", "channel", "type"))
+"""What a change returns of each delivery it moved: what its listeners are told the
+delivery is (``delivery.changes``)."""
+
+
+async def _update_one(
+    conn: AsyncConnection, change: StateChange, now: dt.datetime
+) -> dict[str, Any] | None:
+    """Apply one change; the delivery (``_MOVED``) if it moved."""
     result = await conn.execute(
         deliveries.update()
         .where(
@@ -175,10 +182,10 @@ async def _update_one(conn: AsyncConnection, change: StateChange, now: dt.dateti
             updated_at=now,
             **change.fields,
         )
-        .returning(deliveries.c.channel)
+        .returning(*_MOVED)
     )
     row = result.first()
-    return None if row is None else str(row.channel)
+    return None if row is None else dict(row._mapping)
 
 
 # Fields a change may set that are sent as text arrays in a grouped update.
@@ -187,11 +194,11 @@ _TEXT_FIELDS = frozenset({"message_id", "provider", "provider_message_id"})
 
 async def _update_together(
     conn: AsyncConnection, changes: Sequence[StateChange], now: dt.datetime
-) -> list[str | None]:
+) -> list[dict[str, Any] | None]:
     """Apply changes to distinct deliveries on PostgreSQL, one statement per target
-    state and set of fields; each change's delivery channel if it moved."""
+    state and set of fields; each change's delivery (as ``_update_one``) if it moved."""
     groups: dict[tuple[DeliveryState, tuple[str, ...]], list[int]] = {}
-    found: list[str | None] = [None] * len(changes)
+    found: list[dict[str, Any] | None] = [None] * len(changes)
     for position, change in enumerate(changes):
         names = tuple(sorted(change.fields))
         if not _TEXT_FIELDS.issuperset(names):
@@ -207,7 +214,7 @@ async def _update_together(
             f"UPDATE deliveries AS d SET state = :target, {sets}, updated_at = :now "
             f"FROM unnest({arrays}) AS u({', '.join(columns)}) "
             "WHERE d.id = u.id AND d.state = ANY(CAST(:sources AS TEXT[])) "
-            "RETURNING d.id, d.channel"
+            "RETURNING d.id, d.event_id, d.user_id, d.channel, d.type"
         ).bindparams(sa.bindparam("now", type_=UTCDateTime()))
         values: dict[str, Any] = {
             "target": target.value,
@@ -219,7 +226,7 @@ async def _update_together(
         }
         for n, name in enumerate(names, 3):
             values[f"a{n}"] = [c.fields[name] for c in picked]
-        moved = {row.id: str(row.channel) for row in await conn.execute(statement, values)}
+        moved = {row.id: dict(row._mapping) for row in await conn.execute(statement, values)}
         for position, change in zip(positions, picked, strict=True):
             found[position] = moved.get(change.delivery_id)
     return found

@@ -29,7 +29,7 @@ from tidings.delivery.changes import Changed
 from tidings.kit import ids
 from tidings.kit.db import Database
 from tidings.kit.queue import NewJob, Queue
-from tidings.kit.tables import api_keys, deliveries, webhook_endpoints
+from tidings.kit.tables import api_keys, webhook_endpoints
 from tidings.kit.tables import webhook_messages as messages
 
 WEBHOOK_JOB = "webhook"
@@ -158,26 +158,10 @@ class Outbox:
         wanted = [t for t in transitions if any(x.wants_state(t["state"]) for x in listeners)]
         if not wanted:
             return
-        # A transition may carry its delivery (one just planned, or an in-app delivery
-        # that is its item and has no row); the others are read.
-        about = {t["delivery_id"]: t["delivery"] for t in wanted if "delivery" in t}
-        unknown = {t["delivery_id"] for t in wanted} - about.keys()
-        if unknown:
-            found = await conn.execute(
-                sa.select(
-                    deliveries.c.id,
-                    deliveries.c.event_id,
-                    deliveries.c.user_id,
-                    deliveries.c.channel,
-                    deliveries.c.type,
-                ).where(deliveries.c.id.in_(unknown))
-            )
-            about.update({row.id: dict(row._mapping) for row in found})
         rows: list[dict[str, Any]] = []
         for transition in wanted:
-            delivery = about.get(transition["delivery_id"])
-            if delivery is None:
-                continue
+            # Each transition carries its delivery (``delivery.changes``).
+            delivery = transition["delivery"]
             for listener in listeners:
                 if listener.wants_state(transition["state"]) and listener.wants_type(
                     delivery["type"]
