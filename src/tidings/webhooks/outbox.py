@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.auth import keys
@@ -29,8 +28,7 @@ from tidings.delivery.changes import Changed
 from tidings.kit import ids
 from tidings.kit.db import Database
 from tidings.kit.queue import NewJob, Queue
-from tidings.kit.tables import api_keys, webhook_endpoints
-from tidings.kit.tables import webhook_messages as messages
+from tidings.webhooks import repository
 
 WEBHOOK_JOB = "webhook"
 WEBHOOK_LANE = 3
@@ -115,13 +113,7 @@ class Outbox:
         now = time.monotonic()
         if self._loaded_at is not None and now - self._loaded_at < self._cache_seconds:
             return self._listeners
-        e = webhook_endpoints.c
-        rows = await conn.execute(
-            sa.select(e.id, e.types, e.states, api_keys.c.scopes)
-            .join(api_keys, api_keys.c.id == e.api_key_id)
-            .where(e.enabled.is_(True), api_keys.c.revoked_at.is_(None))
-            .order_by(e.id)
-        )
+        rows = await repository.listening_endpoints(conn)
         self._listeners = [
             Listener(
                 id=row.id,
@@ -191,14 +183,8 @@ class Outbox:
         jobs that send them."""
         if not rows:
             return
-        await conn.execute(db.insert_ignore(messages), list(rows))
         # Only the rows this call wrote get a job: a message written before already has one.
-        written = {
-            row.id
-            for row in await conn.execute(
-                sa.select(messages.c.id).where(messages.c.id.in_([r["id"] for r in rows]))
-            )
-        }
+        written = await repository.add_messages(db, conn, rows)
         await self._queue.enqueue(
             conn, [message_job(r["id"], "first") for r in rows if r["id"] in written]
         )

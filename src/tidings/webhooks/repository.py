@@ -8,7 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.kit.tables import deliveries, inbox_items
+from tidings.kit.db import Database
+from tidings.kit.tables import api_keys, deliveries, inbox_items
 from tidings.kit.tables import webhook_attempts as attempts
 from tidings.kit.tables import webhook_endpoints as endpoints
 from tidings.kit.tables import webhook_messages as messages
@@ -175,3 +176,28 @@ async def rename_user(conn: AsyncConnection, user_id: str, pseudonym: str) -> in
         if len(rows) < 500:
             return changed
         after = rows[-1].id
+
+
+async def listening_endpoints(conn: AsyncConnection) -> list[Any]:
+    """The enabled endpoints of keys not revoked, with their types, states and the key's
+    scopes."""
+    e = endpoints.c
+    rows = await conn.execute(
+        sa.select(e.id, e.types, e.states, api_keys.c.scopes)
+        .join(api_keys, api_keys.c.id == e.api_key_id)
+        .where(e.enabled.is_(True), api_keys.c.revoked_at.is_(None))
+        .order_by(e.id)
+    )
+    return list(rows)
+
+
+async def add_messages(
+    db: Database, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]
+) -> set[str]:
+    """Write messages (a repeated ``msg_id`` for an endpoint is ignored); the ids of
+    those this call wrote."""
+    await conn.execute(db.insert_ignore(messages), list(rows))
+    found = await conn.execute(
+        sa.select(messages.c.id).where(messages.c.id.in_([r["id"] for r in rows]))
+    )
+    return {row.id for row in found}
