@@ -12,7 +12,6 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.delivery.service import DeliveryService, StateChange
@@ -21,7 +20,7 @@ from tidings.kit import cursors, errors
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 from tidings.kit.queue import NewJob, Queue
-from tidings.kit.tables import dead_letters
+from tidings.operations import repository
 
 REPLAYED = "replayed"
 REPLAY_STAGE = "replay"
@@ -43,15 +42,8 @@ class DeadLetters:
         self, kind: str | None, cursor: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Dead letters in id order, optionally of one kind; and the next page's cursor."""
-        query = sa.select(dead_letters)
-        if kind is not None:
-            query = query.where(dead_letters.c.kind == kind)
-        after = cursors.after_id(cursor)
-        if after is not None:
-            query = query.where(dead_letters.c.id > after)
-        query = query.order_by(dead_letters.c.id).limit(limit + 1)
         async with self._db.reader() as conn:
-            rows = [dict(r._mapping) for r in await conn.execute(query)]
+            rows = await repository.page(conn, kind, cursors.after_id(cursor), limit + 1)
         return rows[:limit], (rows[limit - 1]["id"] if len(rows) > limit else None)
 
     async def get(self, dead_letter_id: str) -> dict[str, Any]:
@@ -61,7 +53,7 @@ class DeadLetters:
             errors.NotFound: no dead letter with this id (replayed or discarded already).
         """
         async with self._db.reader() as conn:
-            row = await _one(conn, dead_letter_id)
+            row = await repository.one(conn, dead_letter_id)
         if row is None:
             raise _not_found(dead_letter_id)
         return row
@@ -73,7 +65,7 @@ class DeadLetters:
             errors.NotFound: no dead letter with this id (replayed or discarded already).
         """
         async with self._db.transaction() as conn:
-            row = await _one(conn, dead_letter_id, lock=self._db.is_postgres)
+            row = await repository.one(conn, dead_letter_id, lock=self._db.is_postgres)
             if row is None:
                 raise _not_found(dead_letter_id)
             await self._requeue(conn, [row], stage)
@@ -85,15 +77,7 @@ class DeadLetters:
         replayed = 0
         while True:
             async with self._db.transaction() as conn:
-                query = (
-                    sa.select(dead_letters)
-                    .where(dead_letters.c.kind == kind)
-                    .order_by(dead_letters.c.id)
-                    .limit(batch)
-                )
-                if self._db.is_postgres:
-                    query = query.with_for_update(skip_locked=True)
-                rows = [dict(r._mapping) for r in await conn.execute(query)]
+                rows = await repository.of_kind(conn, kind, batch, lock=self._db.is_postgres)
                 await self._requeue(conn, rows, stage)
             if rows:
                 self._queue.wake({row["lane"] for row in rows})
@@ -108,19 +92,14 @@ class DeadLetters:
             errors.NotFound: no dead letter with this id.
         """
         async with self._db.transaction() as conn:
-            result = await conn.execute(
-                dead_letters.delete().where(dead_letters.c.id == dead_letter_id)
-            )
-        if result.rowcount == 0:
+            removed = await repository.remove(conn, [dead_letter_id])
+        if not removed:
             raise _not_found(dead_letter_id)
 
     async def count(self) -> dict[str, int]:
         """How many dead letters wait, per kind."""
         async with self._db.reader() as conn:
-            rows = await conn.execute(
-                sa.select(dead_letters.c.kind, sa.func.count()).group_by(dead_letters.c.kind)
-            )
-            return {kind: int(n) for kind, n in rows}
+            return await repository.count_by_kind(conn)
 
     async def _requeue(
         self, conn: AsyncConnection, rows: Sequence[dict[str, Any]], stage: str
@@ -128,9 +107,7 @@ class DeadLetters:
         if not rows:
             return
         now = self._clock.now()
-        await conn.execute(
-            dead_letters.delete().where(dead_letters.c.id.in_([r["id"] for r in rows]))
-        )
+        await repository.remove(conn, [r["id"] for r in rows])
         await self._queue.enqueue(
             conn,
             [
@@ -158,16 +135,6 @@ class DeadLetters:
             ],
             now,
         )
-
-
-async def _one(
-    conn: AsyncConnection, dead_letter_id: str, *, lock: bool = False
-) -> dict[str, Any] | None:
-    query = sa.select(dead_letters).where(dead_letters.c.id == dead_letter_id)
-    if lock:
-        query = query.with_for_update()
-    row = (await conn.execute(query)).first()
-    return None if row is None else dict(row._mapping)
 
 
 def _instant(at: dt.datetime) -> str:
