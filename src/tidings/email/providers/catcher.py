@@ -6,11 +6,10 @@ import builtins
 import datetime as dt
 from typing import Any, TypedDict
 
-import sqlalchemy as sa
-
+from tidings.email import repository
 from tidings.email.message import OutgoingEmail
 from tidings.email.providers.base import Accepted, Capabilities
-from tidings.kit import ids, tables
+from tidings.kit import ids
 from tidings.kit.clock import Clock
 from tidings.kit.db import Database
 
@@ -52,19 +51,19 @@ class MailCatcher:
     async def send(self, email: OutgoingEmail) -> Accepted:
         """Store the message; storing it again changes nothing."""
         row_id = email.delivery_id or ids.derived_id(NAME, email.message_id)
-        statement = self._db.insert_ignore(tables.mailbox).values(
-            id=row_id,
-            message_id=email.message_id,
-            delivery_id=email.delivery_id or None,
-            sender=email.sender,
-            recipient=email.recipient,
-            subject=email.subject,
+        row = {
+            "id": row_id,
+            "message_id": email.message_id,
+            "delivery_id": email.delivery_id or None,
+            "sender": email.sender,
+            "recipient": email.recipient,
+            "subject": email.subject,
             # Signed messages are 7-bit in practice; anything else is shown, not sent.
-            raw=email.raw.decode("utf-8", errors="replace"),
-            created_at=self._clock.now(),
-        )
+            "raw": email.raw.decode("utf-8", errors="replace"),
+            "created_at": self._clock.now(),
+        }
         async with self._db.transaction() as conn:
-            await conn.execute(statement)
+            await repository.catch(self._db, conn, row)
         return Accepted(provider=NAME, provider_id=row_id, reply="250 stored in the mailbox")
 
     async def list(
@@ -73,20 +72,14 @@ class MailCatcher:
         """The newest ``limit`` messages, optionally only those to ``recipient``."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        c = tables.mailbox.c
-        query = sa.select(tables.mailbox)
-        if recipient is not None:
-            query = query.where(sa.func.lower(c.recipient) == recipient.lower())
-        query = query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
         async with self._db.reader() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+            rows = await repository.caught(conn, limit, recipient)
         return [_caught(row) for row in rows]
 
     async def clear(self) -> int:
         """Empty the mailbox; returns how many messages were removed."""
         async with self._db.transaction() as conn:
-            result = await conn.execute(sa.delete(tables.mailbox))
-        return int(result.rowcount)
+            return await repository.clear_mailbox(conn)
 
     async def close(self) -> None:
         """Nothing to release: the database belongs to the caller."""
