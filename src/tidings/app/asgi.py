@@ -52,7 +52,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     # /docs loads Swagger UI from Tidings itself, not from a CDN: the reference works
     # offline and behind a strict network policy. No ReDoc: its script fetches a logo
     # from its maker's CDN whatever it is given.
+    # FastAPI's own OpenTelemetry instrumentation stays off: ``tracing.RequestSpans`` makes
+    # the one server span per request, and Prometheus the request metrics. Left on, it
+    # would add a second span per request and look the providers up on every request.
     app = FastAPIOffline(
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         redoc_url=None,
         title="Tidings",
         version=__version__,

@@ -14,8 +14,10 @@ exporter), otherwise to OpenTelemetry's global provider, a no-op unless configur
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +33,9 @@ also serves (events committed together into one planning job); they become span 
 MAX_LINKS = 32
 
 _provider: TracerProvider | None = None
+_global_seen = False
+_global_checked_at = -math.inf
+_GLOBAL_RECHECK_SECONDS = 1.0
 _configured = False
 _lock = threading.Lock()
 
@@ -48,10 +53,22 @@ def tracer() -> Tracer:
 
 
 def recording() -> bool:
-    """Whether spans go anywhere: a provider was given to ``use`` or installed globally."""
-    return _provider is not None or not isinstance(
+    """Whether spans go anywhere: a provider was given to ``use`` or installed globally.
+
+    Asked on every request. OpenTelemetry's global provider is set at most once per
+    process, so once one is seen the answer stays; until then it is looked up again at
+    most once a second (each look-up reads the environment)."""
+    global _global_seen, _global_checked_at
+    if _provider is not None or _global_seen:
+        return True
+    now = time.monotonic()
+    if now - _global_checked_at < _GLOBAL_RECHECK_SECONDS:
+        return False
+    _global_checked_at = now
+    _global_seen = not isinstance(
         trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
     )
+    return _global_seen
 
 
 def enabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -73,7 +90,7 @@ def configure(environ: Mapping[str, str] | None = None) -> TracerProvider | None
     Raises:
         ValueError: ``OTEL_TRACES_EXPORTER`` names an exporter Tidings does not ship.
     """
-    global _configured
+    global _configured, _global_seen
     env = os.environ if environ is None else environ
     if not enabled(env):
         return None
@@ -83,7 +100,7 @@ def configure(environ: Mapping[str, str] | None = None) -> TracerProvider | None
             return provider
         provider = _sdk_provider(env)
         trace.set_tracer_provider(provider)
-        _configured = True
+        _configured = _global_seen = True
         return provider
 
 
