@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import email.utils
 import socket
 import time
@@ -20,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from tests.conftest import eventually
 from tidings.app.asgi import create_app
@@ -389,3 +391,27 @@ async def test_why_a_subscriber_has_a_broadcast_or_not(
             with pytest.raises(NotFound) as refused:
                 await tidings.broadcast_reach(direct.event_id, "u-1")
             assert refused.value.field == "event_id"
+
+
+async def test_send_later_through_both_clients(base_url: str, api_key: str) -> None:
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=3)
+    async with AsyncTidings(base_url, api_key) as tidings:
+        accepted = await tidings.publish(
+            "comment.created", recipients=["u-bob"], data=comment(40), send_at=later
+        )
+        view = await tidings.event(accepted.event_id)
+        assert view.status == "scheduled"
+        assert view.send_at == later
+        assert view.deliveries == []
+        with pytest.raises(ValidationError):
+            Event(type="comment.created", recipients=["u-bob"], send_at=dt.datetime(2030, 1, 1))
+
+    def sync_publish() -> str:
+        with Tidings(base_url, api_key, retry=QUICK) as client:
+            event = Event(
+                type="comment.created", recipients=["u-cy"], data=comment(41), send_at=later
+            )
+            found = client.event(client.publish_event(event).event_id)
+            return found.status
+
+    assert await asyncio.to_thread(sync_publish) == "scheduled"

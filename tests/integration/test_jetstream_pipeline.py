@@ -6,6 +6,7 @@ streams of a prefix of their own, removed after each test).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import uuid
@@ -25,6 +26,7 @@ from tests.integration.test_queue import NATS_URL
 from tidings.app.asgi import create_app
 from tidings.app.runtime import Runtime
 from tidings.app.wiring import build_runtime
+from tidings.auth import tokens
 from tidings.kit import jetstream_messages, jetstream_relay, tables
 from tidings.kit.jetstream import JetStreamQueue
 from tidings.kit.jetstream_streams import ensure_streams
@@ -391,3 +393,53 @@ async def test_a_row_the_stream_refuses_is_found_out_and_dead_lettered(
     )
     assert row.id == "plan:refused"
     assert "BadRequestError" in row.error
+
+
+async def test_an_event_sent_later_is_planned_at_its_time_through_jetstream(
+    tidings: Running,
+) -> None:
+    send_at = tidings.runtime.clock.now() + dt.timedelta(seconds=2)
+    response = await tidings.client.put(
+        "/v1/topics/board-later/subscribers", json={"user_ids": ["u-sub"]}, headers=tidings.producer
+    )
+    assert response.status_code == 200, response.text
+    direct = comment(900, [{"id": "u-direct"}], send_at=send_at.isoformat())
+    topic = {**comment(901, []), "topic": "board-later", "send_at": send_at.isoformat()}
+    del topic["recipients"]
+    ids = []
+    for body in (direct, topic):
+        response = await tidings.client.post("/v1/events", json=body, headers=tidings.producer)
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["event_id"])
+
+    await asyncio.sleep(0.5)  # the relay and the planners had time to act, and did not
+    for event_id in ids:
+        response = await tidings.client.get(f"/v1/events/{event_id}", headers=tidings.producer)
+        assert response.json()["status"] == "scheduled", response.text
+    assert await inbox_pairs(tidings.runtime) == []
+
+    async def planned() -> bool:
+        statuses = [
+            (await tidings.client.get(f"/v1/events/{i}", headers=tidings.producer)).json()["status"]
+            for i in ids
+        ]
+        return statuses == ["planned", "planned"]
+
+    await eventually(planned, timeout=20)
+    assert tidings.runtime.clock.now() >= send_at
+    assert (ids[0], "u-direct") in await inbox_pairs(tidings.runtime)
+    token = tokens.issue_user_token(
+        tidings.runtime.settings.signing_secret,
+        "u-sub",
+        ttl=dt.timedelta(minutes=5),
+        now=dt.datetime.now(dt.UTC),
+    )
+
+    async def subscriber_has_it() -> bool:
+        inbox = await tidings.client.get(
+            "/v1/me/inbox", headers={"Authorization": f"Bearer {token}"}
+        )
+        return [item["event_id"] for item in inbox.json()["items"]] == [ids[1]]
+
+    # A topic's pages are planned after the event is marked planned, by partition.
+    await eventually(subscriber_has_it, timeout=20)

@@ -4,6 +4,7 @@ themselves only do the I/O and the waiting."""
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -55,6 +56,7 @@ def event_body(
     actor: Mapping[str, Any] | None,
     tenant: str | None,
     idempotency_key: str | None,
+    send_at: dt.datetime | None = None,
 ) -> Event:
     values: dict[str, Any] = {
         "type": type,
@@ -66,6 +68,8 @@ def event_body(
     }
     if idempotency_key is not None:
         values["idempotency_key"] = idempotency_key
+    if send_at is not None:
+        values["send_at"] = send_at
     return Event(**values)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -72,8 +73,10 @@ class AsyncTidings:
         actor: Mapping[str, Any] | None = None,
         tenant: str | None = None,
         idempotency_key: str | None = None,
+        send_at: dt.datetime | None = None,
     ) -> Accepted:
-        """Publish one event to ``recipients`` (ids or profiles) or a ``topic``."""
+        """Publish one event to ``recipients`` (ids or profiles) or a ``topic``; with
+        ``send_at`` (a time with its zone), planned for no one before then."""
         event = _core.event_body(
             type,
             data=data,
@@ -82,6 +85,7 @@ class AsyncTidings:
             actor=actor,
             tenant=tenant,
             idempotency_key=idempotency_key,
+            send_at=send_at,
         )
         return await self.publish_event(event)
 

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 
 class _Answer(BaseModel):
@@ -54,8 +54,10 @@ class EventView(_Answer):
     topic: str | None = None
     data: dict[str, Any]
     created_at: dt.datetime
+    send_at: dt.datetime | None = None
     planned_at: dt.datetime | None = None
     status: str
+    """scheduled (its ``send_at`` is ahead), accepted (not planned yet) or planned"""
     deliveries: list[Delivery] = Field(default_factory=list)
     next_cursor: str | None = None
 
@@ -108,9 +110,11 @@ class Event(BaseModel):
     actor: dict[str, Any] | None = None
     tenant: str | None = None
     idempotency_key: str = Field(default_factory=lambda: f"sdk-{uuid.uuid4()}")
+    send_at: AwareDatetime | None = None
+    """Send later: nothing is planned before this time (with its zone; within a year)."""
 
     def body(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 @dataclass(frozen=True)

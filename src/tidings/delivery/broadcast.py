@@ -184,7 +184,7 @@ class FanoutOnRead:
             or event["planned_at"] is not None
             or ntype is None
             or refusal(ntype) is not None
-            or staleness.is_stale(event["created_at"], now, ntype.rules.max_age)
+            or staleness.is_stale(staleness.counted_from(event), now, ntype.rules.max_age)
         ):
             return None
         if not await broadcasts.is_large(conn, event["topic"]):
@@ -211,7 +211,7 @@ class FanoutOnRead:
             "body": content.body,
             "action_url": content.action_url,
             "actor": event["actor"],
-            "accepted_at": event["created_at"],
+            "accepted_at": staleness.counted_from(event),
             "created_at": now,
         }
 

@@ -18,6 +18,7 @@ from tidings.kit import ids
 from tidings.kit.queue import NewJob
 from tidings.planning import planner
 from tidings.planning.planner import Action
+from tidings.planning.rules import staleness
 from tidings.planning.rules.digest_schedule import Cadence
 
 _NO_BOOKS = planner.Books()
@@ -44,7 +45,7 @@ def plan_subscriber(
     critical = ntype.priority is catalog.Priority.CRITICAL
     situation = planner.Situation(
         now=now,
-        created_at=event["created_at"],
+        created_at=staleness.counted_from(event),
         rules=ntype.rules,
         category=ntype.category,
         critical=critical,

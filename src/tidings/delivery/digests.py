@@ -21,6 +21,7 @@ from tidings.delivery.plan_rows import event_context
 from tidings.kit import ids
 from tidings.kit.queue import NewJob
 from tidings.planning import planner
+from tidings.planning.rules import staleness
 
 DIGEST_JOB = "digest"
 KEY_LENGTH = 400  # digest_entries.digest_key
@@ -62,7 +63,7 @@ def entry(
             "actor": event["actor"],
             "data": event["data"],
             "event_id": event["id"],
-            "created_at": event["created_at"].isoformat(),
+            "created_at": staleness.counted_from(event).isoformat(),
         },
         "created_at": now,
         "due_at": plan.due_at,

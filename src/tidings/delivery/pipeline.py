@@ -182,7 +182,7 @@ class Pipeline:
             for delivery in held:
                 event = found[delivery["event_id"]]
                 ntype = self._type(event)
-                if staleness.is_stale(event["created_at"], now, ntype.rules.max_age):
+                if staleness.is_stale(staleness.counted_from(event), now, ntype.rules.max_age):
                     rows.changes.append(
                         StateChange(
                             delivery["id"],

@@ -18,6 +18,7 @@ from tidings.delivery.states import DeliveryState
 from tidings.kit import ids
 from tidings.planning import planner
 from tidings.planning.planner import Action
+from tidings.planning.rules import staleness
 from tidings.planning.rules.digest_schedule import Cadence
 
 
@@ -41,7 +42,7 @@ def record_recipient(
     critical = ntype.priority is catalog.Priority.CRITICAL
     situation = planner.Situation(
         now=now,
-        created_at=event["created_at"],
+        created_at=staleness.counted_from(event),
         rules=ntype.rules,
         category=ntype.category,
         critical=critical,

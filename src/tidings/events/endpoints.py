@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -240,11 +241,20 @@ async def get_event(
         topic=row["topic"],
         data=row["data"],
         created_at=row["created_at"],
+        send_at=row["send_at"],
         planned_at=row["planned_at"],
-        status="planned" if row["planned_at"] else "accepted",
+        status=_status(row, events.now()),
         deliveries=[schemas.DeliveryView.model_validate(d) for d in page],
         next_cursor=next_cursor,
     )
+
+
+def _status(row: Mapping[str, Any], now: dt.datetime) -> str:
+    if row["planned_at"] is not None:
+        return "planned"
+    if row["send_at"] is not None and row["send_at"] > now:
+        return "scheduled"
+    return "accepted"
 
 
 @router.get("/events/{event_id}/broadcast/{user_id}", response_model=schemas.BroadcastReach)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -39,6 +40,17 @@ class RecipientIn(ProfileFields):
 
 def _id_to_recipient(value: Any) -> Any:
     return {"id": value} if isinstance(value, str) else value
+
+
+def _rfc3339_text(value: Any) -> Any:
+    """A time is given as RFC 3339 text with its offset, never as a number (whose unit and
+    zone a reader would have to guess)."""
+    if isinstance(value, int | float):
+        raise ValueError(
+            "give a time as RFC 3339 text with its offset, e.g. 2026-03-02T09:00:00+01:00, "
+            "not a number"
+        )
+    return value
 
 
 CHECKED_JSON: dict[str, Any] = {"checked_json": True}
@@ -80,6 +92,12 @@ class EventIn(BaseModel):
     ) = None
     topic: TopicKey | None = None
     data: Annotated[dict[str, Any], AfterValidator(_storable)] = Field(default_factory=dict)
+    send_at: Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)] | None = Field(
+        default=None,
+        description="Send later: nothing is planned for anyone before this time (RFC 3339, "
+        "with its offset; at most a year from now). Quiet hours, preferences and the "
+        "audience of a topic apply as they are then. A time already past means now.",
+    )
 
 
 class BatchIn(BaseModel):
@@ -132,8 +150,14 @@ class EventView(BaseModel):
     topic: str | None
     data: dict[str, Any]
     created_at: dt.datetime
+    send_at: dt.datetime | None = Field(
+        description="when the producer asked for it to be sent; null for at once"
+    )
     planned_at: dt.datetime | None
-    status: str = Field(description="accepted (waiting to be planned) or planned")
+    status: str = Field(
+        description="scheduled (its send_at is still ahead), accepted (waiting to be "
+        "planned) or planned"
+    )
     deliveries: list[DeliveryView]
     next_cursor: str | None = Field(description="pass as ?cursor= for more deliveries")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,12 +18,14 @@ from tidings.auth import keys
 from tidings.auth.keys import ApiKey
 from tidings.events import repository, schemas
 from tidings.kit import errors, ids, metrics, tracing
-from tidings.kit.clock import Clock
+from tidings.kit.clock import Clock, in_utc
 from tidings.kit.db import Database
 from tidings.kit.queue import NewJob, Queue
 from tidings.users.service import UsersService
 
 PLAN_JOB = "plan"
+SEND_AT_HORIZON = dt.timedelta(days=365)
+"""How far from now an event's ``send_at`` may be, ahead or past."""
 _WRITE_ATTEMPTS = 4
 _RETRYABLE = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 FANOUT_JOB = "fanout"
@@ -123,6 +126,7 @@ class EventsService:
                 field=field_prefix + first.path,
                 problems=[{"field": field_prefix + p.path, "message": p.message} for p in problems],
             )
+        send_at = self._send_at(event, field_prefix)
         body = event.model_dump(mode="json")
         body_hash = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
         event_id = ids.new_id()
@@ -153,6 +157,7 @@ class EventsService:
                 "data": body["data"],
                 "api_key_id": key.id,
                 "recipient_profiles": None if stores_profiles or not carried else carried,
+                "send_at": send_at,
             },
             profiles=[{"id": uid, **fields} for uid, fields in carried.items()]
             if stores_profiles
@@ -160,6 +165,24 @@ class EventsService:
             # Outside any trace (tracing off) there is nothing to carry: not asked.
             trace=tracing.current_headers() if otel_context.get_current() else None,
         )
+
+    def _send_at(self, event: schemas.EventIn, field_prefix: str) -> dt.datetime | None:
+        """The event's ``send_at`` in UTC, if it has one within ``SEND_AT_HORIZON``.
+
+        Raises:
+            errors.Invalid: it is more than the horizon away from now, either way.
+        """
+        if event.send_at is None:
+            return None
+        field = field_prefix + "send_at"
+        at = in_utc(event.send_at, field)
+        if abs(at - self._clock.now()) > SEND_AT_HORIZON:
+            raise errors.Invalid(
+                f"'send_at' may be at most {SEND_AT_HORIZON.days} days from now; "
+                f"{at.isoformat()} is not. Publish it closer to its time.",
+                field=field,
+            )
+        return at
 
     async def publish(self, prepared: Sequence[Prepared]) -> list[Outcome]:
         """Write a batch atomically: every event is stored, or none is.
@@ -250,8 +273,11 @@ class EventsService:
             ],
         )
         await self._users.upsert_profiles(conn, [pr for p in fresh for pr in p.profiles])
-        await self._queue.enqueue(conn, _planning_jobs(fresh))
+        await self._queue.enqueue(conn, _planning_jobs(fresh, now))
         return outcomes
+
+    def now(self) -> dt.datetime:
+        return self._clock.now()
 
     async def get(self, event_id: str) -> Mapping[str, Any]:
         async with self._db.reader() as conn:
@@ -299,12 +325,15 @@ def _claim(item: Prepared) -> tuple[str, str, str]:
     return (item.tenant, item.namespace, item.idempotency_key)
 
 
-def _planning_jobs(fresh: Sequence[Prepared]) -> list[NewJob]:
-    """One planning job per lane for direct events; one fan-out job per topic event."""
+def _planning_jobs(fresh: Sequence[Prepared], now: dt.datetime) -> list[NewJob]:
+    """One planning job per lane for direct events; one fan-out job per topic event. An
+    event to send later has a job of its own, a timer due at its ``send_at``."""
     by_lane: dict[int, dict[str, list[str]]] = {}
     traces: dict[int, list[dict[str, str] | None]] = {}
     new_jobs: list[NewJob] = []
     for item in fresh:
+        send_at: dt.datetime | None = item.row["send_at"]
+        later = send_at if send_at is not None and send_at > now else None
         if item.row["topic"] is not None:
             new_jobs.append(
                 NewJob(
@@ -312,6 +341,21 @@ def _planning_jobs(fresh: Sequence[Prepared]) -> list[NewJob]:
                     kind=FANOUT_JOB,
                     payload={"event": item.event_id, "after": None},
                     lane=item.lane,
+                    run_at=later,
+                    headers=item.trace,
+                )
+            )
+        elif later is not None:
+            new_jobs.append(
+                NewJob(
+                    id=f"{PLAN_JOB}:{item.event_id}",
+                    kind=PLAN_JOB,
+                    payload={
+                        "events": [item.event_id],
+                        "recipients": {item.event_id: item.row["recipients"]},
+                    },
+                    lane=item.lane,
+                    run_at=later,
                     headers=item.trace,
                 )
             )

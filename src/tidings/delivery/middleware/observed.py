@@ -9,6 +9,7 @@ from tidings.channels.sending import Batch, Later, Outgoing, Refused, Result, Se
 from tidings.delivery.sender import Middleware
 from tidings.kit import metrics
 from tidings.kit.clock import Clock
+from tidings.planning.rules import staleness
 
 log = logging.getLogger("tidings.delivery.sender")
 
@@ -24,7 +25,7 @@ class Observed(Middleware):
         if isinstance(result, Sent):
             event = batch.events.get(item.delivery["event_id"])
             if event is not None:
-                self._measured.delivered(carrier, event["created_at"], self._clock.now())
+                self._measured.delivered(carrier, staleness.counted_from(event), self._clock.now())
             log.info(
                 "%s accepted by %s",
                 carrier,

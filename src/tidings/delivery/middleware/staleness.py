@@ -24,7 +24,7 @@ class Staleness(Middleware):
             return None
         ntype = self._catalog.get(event["type"])
         if ntype is not None and staleness.is_stale(
-            event["created_at"], batch.read_at, ntype.rules.max_age
+            staleness.counted_from(event), batch.read_at, ntype.rules.max_age
         ):
             return planner.SuppressionReason.STALE.value
         return None

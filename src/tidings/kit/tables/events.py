@@ -23,6 +23,9 @@ events = sa.Table(
     # Profile fields the event carried that were not stored (its key may not write
     # profiles): user id → fields, used for this event's deliveries only.
     sa.Column("recipient_profiles", JSON),
+    # When the producer asked for it to be sent (``send_at``): nothing is planned before;
+    # null for "now".
+    sa.Column("send_at", UTCDateTime()),
     # Retention, the console's event search newest first, the newest event's time.
     sa.Index(None, "created_at"),
 )
