@@ -156,6 +156,16 @@ TABLE = [
         404,
     ),
     scoped("GET", "/v1/deliveries/{delivery_id}", "/v1/deliveries/{delivery_id}", 200),
+    # Cancelling takes the right to publish the event's type (or admin); by cancellation
+    # key, any key cancels what it published itself (here nothing: an empty answer).
+    scoped("POST", "/v1/events/{event_id}/cancel", "/v1/events/{event_id}/cancel", 200),
+    producer(
+        "POST",
+        "/v1/events/cancel",
+        "/v1/events/cancel",
+        200,
+        body={"cancellation_key": "matrix-nothing"},
+    ),
     capability(
         "PUT", "/v1/users/{user_id}", "/v1/users/u-bob", keys.USERS_WRITE, 200, body={"name": "Bob"}
     ),

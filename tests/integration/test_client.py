@@ -415,3 +415,35 @@ async def test_send_later_through_both_clients(base_url: str, api_key: str) -> N
             return found.status
 
     assert await asyncio.to_thread(sync_publish) == "scheduled"
+
+
+async def test_cancel_through_both_clients(base_url: str, api_key: str) -> None:
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=3)
+    async with AsyncTidings(base_url, api_key) as tidings:
+        one = await tidings.publish(
+            "comment.created", recipients=["u-bob"], data=comment(50), send_at=later
+        )
+        done = await tidings.cancel(one.event_id)
+        assert (done.event_id, done.suppressed, done.in_flight) == (one.event_id, 0, 0)
+        assert (await tidings.event(one.event_id)).status == "cancelled"
+        with pytest.raises(NotFound):
+            await tidings.cancel("no-such-event")
+
+    def sync_work() -> tuple[list[str], list[str]]:
+        with Tidings(base_url, api_key, retry=QUICK) as client:
+            published = [
+                client.publish(
+                    "comment.created",
+                    recipients=["u-cy"],
+                    data=comment(n),
+                    send_at=later,
+                    cancellation_key="remind-cy",
+                ).event_id
+                for n in (51, 52)
+            ]
+            cancelled = [c.event_id for c in client.cancel_all("remind-cy")]
+            assert all(client.event(i).cancelled_at is not None for i in published)
+            return published, cancelled
+
+    published, cancelled = await asyncio.to_thread(sync_work)
+    assert sorted(cancelled) == sorted(published)

@@ -443,3 +443,36 @@ async def test_an_event_sent_later_is_planned_at_its_time_through_jetstream(
 
     # A topic's pages are planned after the event is marked planned, by partition.
     await eventually(subscriber_has_it, timeout=20)
+
+
+async def test_an_event_cancelled_before_its_time_is_never_planned_through_jetstream(
+    tidings: Running,
+) -> None:
+    send_at = tidings.runtime.clock.now() + dt.timedelta(seconds=1)
+    body = comment(910, [{"id": "u-cancelled"}], send_at=send_at.isoformat())
+    response = await tidings.client.post("/v1/events", json=body, headers=tidings.producer)
+    assert response.status_code == 202, response.text
+    event_id = response.json()["event_id"]
+    cancelled = await tidings.client.post(f"/v1/events/{event_id}/cancel", headers=tidings.producer)
+    assert cancelled.status_code == 200, cancelled.text
+    # A control published with it, to know when the timers have had their time.
+    control = comment(911, [{"id": "u-control"}], send_at=send_at.isoformat())
+    response = await tidings.client.post("/v1/events", json=control, headers=tidings.producer)
+    assert response.status_code == 202, response.text
+    control_id = response.json()["event_id"]
+
+    async def control_planned() -> bool:
+        return (control_id, "u-control") in await inbox_pairs(tidings.runtime)
+
+    await eventually(control_planned, timeout=20)
+    # Its planning job ran too (it marks the event planned, having planned no one).
+    planned = sa.select(tables.events.c.planned_at).where(tables.events.c.id == event_id)
+
+    async def its_job_ran() -> bool:
+        return await scalar(tidings.runtime, planned) is not None
+
+    await eventually(its_job_ran, timeout=20)
+    assert (event_id, "u-cancelled") not in await inbox_pairs(tidings.runtime)
+    view = await tidings.client.get(f"/v1/events/{event_id}", headers=tidings.producer)
+    assert view.json()["status"] == "cancelled"
+    assert view.json()["deliveries"] == []

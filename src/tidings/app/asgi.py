@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         "feedback",
         "feedback_config",
         "timelines",
+        "cancellations",
         "dead_letters",
         "webhooks",
     ):

@@ -13,6 +13,7 @@ from tidings.auth.service import AuthService
 from tidings.catalog.reload import CatalogReloader
 from tidings.channels import runtime as channel_runtime
 from tidings.channels.interface import Channel
+from tidings.delivery.cancellation import Cancellations
 from tidings.delivery.feedback import FeedbackConfig, FeedbackRecorder
 from tidings.delivery.pipeline import Pipeline
 from tidings.delivery.service import DeliveryService
@@ -68,6 +69,7 @@ class Runtime:
     feedback_config: FeedbackConfig
     metrics: metrics.Metrics
     timelines: Timelines
+    cancellations: Cancellations
     dead_letters: DeadLetters
     retention: Retention
     webhooks: WebhooksService

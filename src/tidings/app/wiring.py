@@ -17,6 +17,7 @@ from tidings.channels.sending import Carrier
 from tidings.delivery import changes as delivery_changes
 from tidings.delivery import middleware, plan_jobs
 from tidings.delivery.audience import AudienceLoader
+from tidings.delivery.cancellation import Cancellations
 from tidings.delivery.carriers.email import EmailCarrier
 from tidings.delivery.carriers.plugins import PluginCarrier
 from tidings.delivery.digester import Digester
@@ -124,7 +125,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         users,
         retry,
         carriers,
-        middleware.standard(types, clock, inbox, users, measured),
+        middleware.standard(types, clock, inbox, users, measured, lease),
         lease=lease,
     )
     worker = Worker(
@@ -179,6 +180,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         feedback_config=FeedbackConfig.from_settings(settings),
         metrics=measured,
         timelines=Timelines(delivery_service),
+        cancellations=Cancellations(db, clock, events),
         dead_letters=DeadLetters(db, clock, queue),
         channels=plugins,
         reloader=CatalogReloader(types, channel_runtime.switchable),

@@ -35,6 +35,7 @@ from tidings.client.errors import (
 from tidings.client.models import (
     Accepted,
     BroadcastReach,
+    CancelledEvent,
     Delivery,
     Event,
     EventView,
@@ -51,6 +52,7 @@ __all__ = [
     "AsyncTidings",
     "Batcher",
     "BroadcastReach",
+    "CancelledEvent",
     "Conflict",
     "Delivery",
     "DeprecatedType",

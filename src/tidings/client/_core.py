@@ -57,6 +57,7 @@ def event_body(
     tenant: str | None,
     idempotency_key: str | None,
     send_at: dt.datetime | None = None,
+    cancellation_key: str | None = None,
 ) -> Event:
     values: dict[str, Any] = {
         "type": type,
@@ -70,6 +71,8 @@ def event_body(
         values["idempotency_key"] = idempotency_key
     if send_at is not None:
         values["send_at"] = send_at
+    if cancellation_key is not None:
+        values["cancellation_key"] = cancellation_key
     return Event(**values)
 
 

@@ -56,10 +56,24 @@ class EventView(_Answer):
     created_at: dt.datetime
     send_at: dt.datetime | None = None
     planned_at: dt.datetime | None = None
+    cancellation_key: str | None = None
+    cancelled_at: dt.datetime | None = None
     status: str
-    """scheduled (its ``send_at`` is ahead), accepted (not planned yet) or planned"""
+    """scheduled (its ``send_at`` is ahead), accepted (not planned yet), planned or
+    cancelled"""
     deliveries: list[Delivery] = Field(default_factory=list)
     next_cursor: str | None = None
+
+
+class CancelledEvent(_Answer):
+    """One cancelled event: what the cancellation stopped, and what it left to finish."""
+
+    event_id: str
+    cancelled_at: dt.datetime
+    suppressed: int
+    """Deliveries stopped now (reason ``cancelled``)."""
+    in_flight: int
+    """Deliveries being handed over at that moment: they end as the provider answers."""
 
 
 class BroadcastReach(_Answer):
@@ -112,6 +126,8 @@ class Event(BaseModel):
     idempotency_key: str = Field(default_factory=lambda: f"sdk-{uuid.uuid4()}")
     send_at: AwareDatetime | None = None
     """Send later: nothing is planned before this time (with its zone; within a year)."""
+    cancellation_key: str | None = None
+    """A name of yours to cancel it by, with others (``cancel_all``); per API key."""
 
     def body(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

@@ -15,6 +15,7 @@ from tidings.client._core import Call, segment
 from tidings.client.models import (
     Accepted,
     BroadcastReach,
+    CancelledEvent,
     Delivery,
     Event,
     EventView,
@@ -74,6 +75,7 @@ class Tidings:
         tenant: str | None = None,
         idempotency_key: str | None = None,
         send_at: dt.datetime | None = None,
+        cancellation_key: str | None = None,
     ) -> Accepted:
         """Publish one event to ``recipients`` (ids or profiles) or a ``topic``; with
         ``send_at`` (a time with its zone), planned for no one before then."""
@@ -86,6 +88,7 @@ class Tidings:
             tenant=tenant,
             idempotency_key=idempotency_key,
             send_at=send_at,
+            cancellation_key=cancellation_key,
         )
         return self.publish_event(event)
 
@@ -114,6 +117,19 @@ class Tidings:
         params = {k: v for k, v in (("cursor", cursor), ("limit", limit)) if v is not None}
         path = f"/v1/events/{segment(event_id)}"
         return EventView.model_validate(self._call(Call("GET", path, params=params)))
+
+    def cancel(self, event_id: str) -> CancelledEvent:
+        """Cancel one event: its deliveries not sent yet are suppressed (``cancelled``),
+        and it is planned for no one if it was not yet. Idempotent."""
+        path = f"/v1/events/{segment(event_id)}/cancel"
+        found = self._call(Call("POST", path))
+        return CancelledEvent.model_validate(found["events"][0])
+
+    def cancel_all(self, cancellation_key: str) -> list[CancelledEvent]:
+        """Cancel every event this key published with ``cancellation_key``."""
+        body = {"cancellation_key": cancellation_key}
+        found = self._call(Call("POST", "/v1/events/cancel", json=body))
+        return [CancelledEvent.model_validate(e) for e in found["events"]]
 
     def broadcast_reach(self, event_id: str, user_id: str) -> BroadcastReach:
         """Whether ``user_id`` has the in-app item of a broadcast event (one to a large

@@ -116,9 +116,14 @@ class FanoutOnRead:
         if not known and row is None:
             return False
         ntype = self._type(event)
+        if event["cancelled_at"] is not None:
+            return False  # the fan-out on write ends it
         if row is not None:
-            # Committed alone, before any page: in every subscriber's inbox from now on.
+            # Committed alone, before any page: in every subscriber's inbox from now on;
+            # unless a cancellation came first (one that comes after waits for it).
             async with self._db.transaction() as conn:
+                if await self._cancelled(conn, event_id):
+                    return False
                 stored = await broadcasts.store(conn, row)
             if stored:
                 metrics.of(self._db).in_app_written([row], now)
@@ -141,9 +146,10 @@ class FanoutOnRead:
                     )
                 pages = [ids[start : start + size] for start in range(0, len(ids), size)]
             lanes: set[int] = set()
-            for due in await _all(self._planned_page(event, ntype, others, p, now) for p in pages):
-                lanes |= due
-            full = len(pages) == at_once and len(pages[-1]) == size
+            planned = await _all(self._planned_page(event, ntype, others, p, now) for p in pages)
+            for due in planned:
+                lanes |= due or set()
+            full = len(pages) == at_once and len(pages[-1]) == size and None not in planned
             more = full and time.monotonic() < deadline
             if not more:
                 async with self._db.transaction() as conn:
@@ -167,10 +173,19 @@ class FanoutOnRead:
         channels: Sequence[str],
         page: Sequence[str],
         now: dt.datetime,
-    ) -> set[int]:
-        """``_plan_page`` in a transaction of its own."""
+    ) -> set[int] | None:
+        """``_plan_page`` in a transaction of its own; None when the event was cancelled
+        (nothing planned, and no page more)."""
         async with self._db.transaction() as conn:
+            if await self._cancelled(conn, event["id"]):
+                return None
             return await self._plan_page(conn, event, ntype, channels, page, now)
+
+    async def _cancelled(self, conn: AsyncConnection, event_id: str) -> bool:
+        """Whether the event is cancelled, held against a cancellation until the
+        transaction ends (``EventsService.load``)."""
+        found = await self._events.load(conn, [event_id], to_plan=True)
+        return not found or found[0]["cancelled_at"] is not None
 
     async def _broadcast(
         self, conn: AsyncConnection, event: Mapping[str, Any], now: dt.datetime
@@ -260,7 +275,7 @@ class FanoutOnRead:
         return ntype
 
 
-async def _all(steps: Iterable[Awaitable[set[int]]]) -> list[set[int]]:
+async def _all(steps: Iterable[Awaitable[set[int] | None]]) -> list[set[int] | None]:
     """Run ``steps`` at once; the first failure is raised as it is, once the others
     were cancelled (and have ended)."""
     tasks = [asyncio.ensure_future(step) for step in steps]

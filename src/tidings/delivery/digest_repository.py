@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.kit.db import Database
+from tidings.kit.db import Database, among
 from tidings.kit.tables import digest_entries, digests
 
 DISCARDED = "discarded"  # the digest_id of entries that went stale before their digest
@@ -64,6 +64,16 @@ async def discard(conn: AsyncConnection, entry_ids: Sequence[str]) -> None:
     await conn.execute(
         digest_entries.update()
         .where(digest_entries.c.id.in_(list(entry_ids)))
+        .values(digest_id=DISCARDED)
+    )
+
+
+async def discard_events(conn: AsyncConnection, event_ids: Sequence[str]) -> None:
+    """Take the entries of these events out of every digest not sent yet (cancelled)."""
+    c = digest_entries.c
+    await conn.execute(
+        digest_entries.update()
+        .where(among(conn, c.event_id, event_ids), c.digest_id.is_(None))
         .values(digest_id=DISCARDED)
     )
 

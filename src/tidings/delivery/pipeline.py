@@ -90,14 +90,17 @@ class Pipeline:
         """Plan events addressed to listed recipients: every job given, one transaction."""
         event_ids = [event_id for job in jobs for event_id in job.payload["events"]]
         async with self._db.transaction() as conn:
-            found = {row["id"]: row for row in await self._events.load(conn, event_ids)}
+            loaded = await self._events.load(conn, event_ids, to_plan=True)
+            found = {row["id"]: row for row in loaded}
             missing = [event_id for event_id in event_ids if event_id not in found]
             if missing:
                 raise PlanningError(f"events not found: {', '.join(missing[:5])}")
+            # A cancelled event is planned for no one (it had no deliveries to stop yet).
             work = [
                 (found[event_id], recipients)
                 for job in jobs
                 for event_id, recipients in plan_jobs.planned_for(job.payload, found)
+                if found[event_id]["cancelled_at"] is None
             ]
             items, lanes = await self._plan_batch(conn, work)
             await self._events.mark_planned(conn, event_ids)
@@ -128,10 +131,15 @@ class Pipeline:
         event_id: str = job.payload["event"]
         after: str | None = job.payload["after"]
         async with self._db.transaction() as conn:
-            found = await self._events.load(conn, [event_id])
+            found = await self._events.load(conn, [event_id], to_plan=True)
             if not found:
                 raise PlanningError(f"event not found: {event_id}")
             event = found[0]
+            if event["cancelled_at"] is not None:
+                # Cancelled: no page more (those planned before were stopped with it).
+                await self._events.mark_planned(conn, [event_id])
+                await self._queue.complete(conn, [job])
+                return
             page = await self._users.subscriber_page(conn, event["topic"], after, self._page_size)
             if self._queue.partitioned:
                 # Hand the page to the planners, one share per recipient partition, so a

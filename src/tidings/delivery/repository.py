@@ -112,22 +112,29 @@ class StateChange:
 
 
 async def advance(
-    db: Database, conn: AsyncConnection, changes: Sequence[StateChange], now: dt.datetime
+    db: Database,
+    conn: AsyncConnection,
+    changes: Sequence[StateChange],
+    now: dt.datetime,
+    *,
+    unclaimed: bool = False,
 ) -> list[str]:
     """Apply state changes and log their transitions; returns the ids that moved.
 
     A change the state machine forbids from the delivery's current state (a late "sent"
-    after a "bounced", a replayed job) changes nothing. On PostgreSQL, changes to distinct
-    deliveries are applied a group at a time (one ``UPDATE … FROM unnest(…)`` per target
-    state and set of fields); several changes to one delivery apply in order.
+    after a "bounced", a replayed job) changes nothing; with ``unclaimed``, neither does
+    a change to a delivery a sender has claimed (``claim``). Any change ends a claim. On
+    PostgreSQL, changes to distinct deliveries are applied a group at a time (one
+    ``UPDATE … FROM unnest(…)`` per target state and set of fields); several changes to
+    one delivery apply in order.
     """
     if not changes:
         return []
     await log_first_states(db, conn, list(dict.fromkeys(c.delivery_id for c in changes)))
     if db.is_postgres and len({c.delivery_id for c in changes}) == len(changes):
-        rows = await _update_together(conn, changes, now)
+        rows = await _update_together(conn, changes, now, unclaimed=unclaimed)
     else:
-        rows = [await _update_one(conn, change, now) for change in changes]
+        rows = [await _update_one(conn, change, now, unclaimed=unclaimed) for change in changes]
     moved: list[str] = []
     entered: list[Entered] = []
     written: list[dict[str, Any]] = []
@@ -165,21 +172,27 @@ _MOVED = tuple(deliveries.c[name] for name in ("id", "event_id", "user_id", "cha
 delivery is (``delivery.changes``)."""
 
 
+def _not_claimed(now: dt.datetime) -> sa.ColumnElement[bool]:
+    claimed_until = deliveries.c.claimed_until
+    return sa.or_(claimed_until.is_(None), claimed_until <= now)
+
+
 async def _update_one(
-    conn: AsyncConnection, change: StateChange, now: dt.datetime
+    conn: AsyncConnection, change: StateChange, now: dt.datetime, *, unclaimed: bool = False
 ) -> dict[str, Any] | None:
     """Apply one change; the delivery (``_MOVED``) if it moved."""
+    where = [deliveries.c.id == change.delivery_id, deliveries.c.state.in_(_sources(change.target))]
+    if unclaimed:
+        where.append(_not_claimed(now))
     result = await conn.execute(
         deliveries.update()
-        .where(
-            deliveries.c.id == change.delivery_id,
-            deliveries.c.state.in_(_sources(change.target)),
-        )
+        .where(*where)
         .values(
             state=change.target.value,
             reason=change.reason,
             detail=change.detail,
             updated_at=now,
+            claimed_until=None,
             **change.fields,
         )
         .returning(*_MOVED)
@@ -193,7 +206,7 @@ _TEXT_FIELDS = frozenset({"message_id", "provider", "provider_message_id"})
 
 
 async def _update_together(
-    conn: AsyncConnection, changes: Sequence[StateChange], now: dt.datetime
+    conn: AsyncConnection, changes: Sequence[StateChange], now: dt.datetime, *, unclaimed: bool
 ) -> list[dict[str, Any] | None]:
     """Apply changes to distinct deliveries on PostgreSQL, one statement per target
     state and set of fields; each change's delivery (as ``_update_one``) if it moved."""
@@ -202,7 +215,7 @@ async def _update_together(
     for position, change in enumerate(changes):
         names = tuple(sorted(change.fields))
         if not _TEXT_FIELDS.issuperset(names):
-            found[position] = await _update_one(conn, change, now)
+            found[position] = await _update_one(conn, change, now, unclaimed=unclaimed)
             continue
         groups.setdefault((change.target, names), []).append(position)
     for (target, names), positions in groups.items():
@@ -211,10 +224,11 @@ async def _update_together(
         sets = ", ".join(f"{name} = u.{name}" for name in ("reason", "detail", *names))
         arrays = ", ".join(f"CAST(:a{n} AS TEXT[])" for n in range(len(columns)))
         statement = sa.text(
-            f"UPDATE deliveries AS d SET state = :target, {sets}, updated_at = :now "
-            f"FROM unnest({arrays}) AS u({', '.join(columns)}) "
+            f"UPDATE deliveries AS d SET state = :target, {sets}, updated_at = :now, "
+            f"claimed_until = NULL FROM unnest({arrays}) AS u({', '.join(columns)}) "
             "WHERE d.id = u.id AND d.state = ANY(CAST(:sources AS TEXT[])) "
-            "RETURNING d.id, d.event_id, d.user_id, d.channel, d.type"
+            + ("AND (d.claimed_until IS NULL OR d.claimed_until <= :now) " if unclaimed else "")
+            + "RETURNING d.id, d.event_id, d.user_id, d.channel, d.type"
         ).bindparams(sa.bindparam("now", type_=UTCDateTime()))
         values: dict[str, Any] = {
             "target": target.value,
@@ -327,6 +341,42 @@ async def stop_for_erasure(
             for delivery_id in pending
         ],
     )
+
+
+async def pending_of_events(
+    conn: AsyncConnection, event_ids: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The deliveries of these events still to send (planned or scheduled): held,
+    delayed, in quiet hours, folded into a digest not sent yet, waiting for an in-app
+    item to stay unseen, or waiting for a retry."""
+    d = deliveries.c
+    found = await conn.execute(
+        sa.select(d.id, d.event_id, d.user_id).where(
+            among(conn, d.event_id, event_ids), d.state.in_(_STILL_TO_SEND)
+        )
+    )
+    return [dict(row._mapping) for row in found]
+
+
+async def claim(
+    conn: AsyncConnection, delivery_ids: Sequence[str], until: dt.datetime, now: dt.datetime
+) -> set[str]:
+    """Claim scheduled deliveries for a sender until ``until``: those returned are its
+    to hand over; a cancellation waits for the claim to end (``advance`` with
+    ``unclaimed``). A delivery no longer scheduled (cancelled, erased, sent by an earlier
+    run), or claimed by another sender, is not returned."""
+    d = deliveries.c
+    found = await conn.execute(
+        deliveries.update()
+        .where(
+            among(conn, d.id, delivery_ids),
+            d.state == DeliveryState.SCHEDULED.value,
+            _not_claimed(now),
+        )
+        .values(claimed_until=until)
+        .returning(d.id)
+    )
+    return {row.id for row in found}
 
 
 async def lock_users(db: Database, conn: AsyncConnection, user_ids: Collection[str]) -> None:

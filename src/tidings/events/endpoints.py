@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Annotated, Any, Protocol, TypeVar
 
 import orjson
@@ -243,13 +243,55 @@ async def get_event(
         created_at=row["created_at"],
         send_at=row["send_at"],
         planned_at=row["planned_at"],
+        cancellation_key=row["cancellation_key"],
+        cancelled_at=row["cancelled_at"],
         status=_status(row, events.now()),
         deliveries=[schemas.DeliveryView.model_validate(d) for d in page],
         next_cursor=next_cursor,
     )
 
 
+class Canceller(Protocol):
+    """Stops what an event has not sent yet (``delivery.cancellation``)."""
+
+    async def cancel_event(self, key: ApiKey, event_id: str) -> Sequence[Any]: ...
+
+    async def cancel_key(self, key: ApiKey, cancellation_key: str) -> Sequence[Any]: ...
+
+
+async def canceller(request: Request) -> Canceller:
+    found: Canceller = request.app.state.cancellations
+    return found
+
+
+Cancellations = Annotated[Canceller, Depends(canceller)]
+
+
+@router.post("/events/cancel", response_model=schemas.Cancelled)
+async def cancel_by_key(
+    body: schemas.CancelIn, key: Producer, cancellations: Cancellations
+) -> schemas.Cancelled:
+    """Cancel every event this API key published with ``cancellation_key``: each
+    delivery not sent yet is suppressed with reason ``cancelled``, and what was not
+    planned yet is planned for no one. What was delivered stays. Idempotent; an unknown
+    key cancels nothing (``events`` is empty)."""
+    done = await cancellations.cancel_key(key, body.cancellation_key)
+    return schemas.Cancelled(events=[schemas.CancelledEvent.model_validate(d) for d in done])
+
+
+@router.post("/events/{event_id}/cancel", response_model=schemas.Cancelled)
+async def cancel_event(
+    event_id: str, key: Producer, cancellations: Cancellations
+) -> schemas.Cancelled:
+    """Cancel one event, as ``POST /v1/events/cancel`` does (the key must be allowed to
+    publish its type). Idempotent: a second call stops nothing more."""
+    done = await cancellations.cancel_event(key, event_id)
+    return schemas.Cancelled(events=[schemas.CancelledEvent.model_validate(d) for d in done])
+
+
 def _status(row: Mapping[str, Any], now: dt.datetime) -> str:
+    if row["cancelled_at"] is not None:
+        return "cancelled"
     if row["planned_at"] is not None:
         return "planned"
     if row["send_at"] is not None and row["send_at"] > now:

@@ -71,9 +71,52 @@ async def get(conn: AsyncConnection, event_id: str) -> Mapping[str, Any] | None:
     return None if row is None else dict(row._mapping)
 
 
-async def get_many(conn: AsyncConnection, event_ids: Sequence[str]) -> list[Mapping[str, Any]]:
-    rows = await conn.execute(sa.select(events).where(among(conn, events.c.id, event_ids)))
+async def get_many(
+    conn: AsyncConnection, event_ids: Sequence[str], *, against_cancel: bool = False
+) -> list[Mapping[str, Any]]:
+    """Events by id. ``against_cancel``: held until the transaction ends against a
+    cancellation (``lock_to_cancel``), which waits for it, or is waited for; planners
+    holding the same events do not wait for each other (PostgreSQL's ``FOR KEY SHARE``;
+    SQLite runs one write transaction at a time anyway)."""
+    query = sa.select(events).where(among(conn, events.c.id, event_ids))
+    if against_cancel:
+        query = query.order_by(events.c.id).with_for_update(read=True, key_share=True)
+    rows = await conn.execute(query)
     return [dict(row._mapping) for row in rows]
+
+
+async def lock_to_cancel(
+    conn: AsyncConnection, event_ids: Sequence[str]
+) -> list[Mapping[str, Any]]:
+    """The events to cancel, locked until the transaction ends: a planner that read them
+    first finishes before (its deliveries are then there to cancel), one that comes after
+    sees them cancelled. Rows are locked in id order, as planners lock them."""
+    e = events.c
+    rows = await conn.execute(
+        sa.select(e.id, e.type, e.api_key_id, e.cancelled_at)
+        .where(among(conn, e.id, event_ids))
+        .order_by(e.id)
+        .with_for_update()
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+async def ids_by_cancellation_key(
+    conn: AsyncConnection, api_key_id: str, cancellation_key: str
+) -> list[str]:
+    e = events.c
+    rows = await conn.execute(
+        sa.select(e.id).where(e.api_key_id == api_key_id, e.cancellation_key == cancellation_key)
+    )
+    return [row.id for row in rows]
+
+
+async def mark_cancelled(conn: AsyncConnection, event_ids: Sequence[str], now: dt.datetime) -> None:
+    await conn.execute(
+        events.update()
+        .where(among(conn, events.c.id, event_ids), events.c.cancelled_at.is_(None))
+        .values(cancelled_at=now)
+    )
 
 
 async def mark_planned(conn: AsyncConnection, event_ids: Sequence[str], now: dt.datetime) -> None:

@@ -92,6 +92,14 @@ class EventIn(BaseModel):
     ) = None
     topic: TopicKey | None = None
     data: Annotated[dict[str, Any], AfterValidator(_storable)] = Field(default_factory=dict)
+    cancellation_key: (
+        Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00]+$")]
+        | None
+    ) = Field(
+        default=None,
+        description="A name of yours for events to cancel together "
+        "(POST /v1/events/cancel); per API key, like idempotency keys.",
+    )
     send_at: Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)] | None = Field(
         default=None,
         description="Send later: nothing is planned for anyone before this time (RFC 3339, "
@@ -154,9 +162,11 @@ class EventView(BaseModel):
         description="when the producer asked for it to be sent; null for at once"
     )
     planned_at: dt.datetime | None
+    cancellation_key: str | None
+    cancelled_at: dt.datetime | None
     status: str = Field(
         description="scheduled (its send_at is still ahead), accepted (waiting to be "
-        "planned) or planned"
+        "planned), planned, or cancelled"
     )
     deliveries: list[DeliveryView]
     next_cursor: str | None = Field(description="pass as ?cursor= for more deliveries")
@@ -180,3 +190,35 @@ class BroadcastReach(BaseModel):
     seen_at: dt.datetime | None
     read_at: dt.datetime | None
     archived_at: dt.datetime | None
+
+
+class CancelIn(BaseModel):
+    """Which events to cancel: every event the calling API key published with this
+    cancellation key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cancellation_key: Annotated[
+        str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00]+$")
+    ]
+
+
+class CancelledEvent(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    event_id: str
+    cancelled_at: dt.datetime = Field(description="when it was first cancelled")
+    suppressed: int = Field(
+        description="deliveries this request stopped (reason cancelled): held, delayed, "
+        "in quiet hours, waiting for a digest or for the in-app item to stay unseen"
+    )
+    in_flight: int = Field(
+        description="deliveries a sender was handing over at that moment: they end as "
+        "the provider answers (sent, or failed), never cancelled"
+    )
+
+
+class Cancelled(BaseModel):
+    events: list[CancelledEvent] = Field(
+        description="every event cancelled, already cancelled before included"
+    )

@@ -158,6 +158,7 @@ class EventsService:
                 "api_key_id": key.id,
                 "recipient_profiles": None if stores_profiles or not carried else carried,
                 "send_at": send_at,
+                "cancellation_key": event.cancellation_key,
             },
             profiles=[{"id": uid, **fields} for uid, fields in carried.items()]
             if stores_profiles
@@ -287,10 +288,28 @@ class EventsService:
         return row
 
     async def load(
+        self, conn: AsyncConnection, event_ids: Sequence[str], *, to_plan: bool = False
+    ) -> list[Mapping[str, Any]]:
+        """Events by id, in the caller's transaction. ``to_plan``: held against a
+        cancellation until the transaction ends (``repository.get_many``), so that
+        planning either finishes first or sees the event cancelled."""
+        return await repository.get_many(conn, event_ids, against_cancel=to_plan)
+
+    async def lock_to_cancel(
         self, conn: AsyncConnection, event_ids: Sequence[str]
     ) -> list[Mapping[str, Any]]:
-        """Events by id, in the caller's transaction (for the planner)."""
-        return await repository.get_many(conn, event_ids)
+        """``repository.lock_to_cancel``."""
+        return await repository.lock_to_cancel(conn, event_ids)
+
+    async def by_cancellation_key(
+        self, conn: AsyncConnection, key: ApiKey, cancellation_key: str
+    ) -> list[str]:
+        """The ids of the events ``key`` published with ``cancellation_key``."""
+        return await repository.ids_by_cancellation_key(conn, key.id, cancellation_key)
+
+    async def mark_cancelled(self, conn: AsyncConnection, event_ids: Sequence[str]) -> None:
+        if event_ids:
+            await repository.mark_cancelled(conn, event_ids, self._clock.now())
 
     async def mark_planned(self, conn: AsyncConnection, event_ids: Sequence[str]) -> None:
         if event_ids:

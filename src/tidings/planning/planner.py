@@ -40,6 +40,8 @@ class SuppressionReason(enum.StrEnum):
     SEEN_IN_APP = "seen_in_app"
     ERASED = "erased"
     """The recipient was erased after the event was accepted."""
+    CANCELLED = "cancelled"
+    """Its producer cancelled the event before this delivery was sent."""
 
 
 class HoldReason(enum.StrEnum):

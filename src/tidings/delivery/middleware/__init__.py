@@ -1,9 +1,13 @@
 """What wraps every send, one concern per module: staleness, email-if-unseen, erasure,
-metrics and logs, tracing. ``standard`` is the order the sender runs them in."""
+metrics and logs, tracing, and the claims that settle a race with a cancellation.
+``standard`` is the order the sender runs them in."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from tidings import catalog
+from tidings.delivery.middleware.claims import Claims
 from tidings.delivery.middleware.erasure import Erasures
 from tidings.delivery.middleware.observed import Observed
 from tidings.delivery.middleware.staleness import Staleness
@@ -22,12 +26,15 @@ def standard(
     inbox: InboxService,
     users: UsersService,
     measured: metrics.Metrics,
+    lease: dt.timedelta,
 ) -> list[Middleware]:
-    """The middleware every deployment runs, outermost first."""
+    """The middleware every deployment runs, outermost first; the claims last, so that
+    what they claim is what the others let through (``lease``: the send jobs')."""
     return [
         Traced(),
         Observed(clock, measured),
         UnlessSeen(inbox),
         Staleness(types, clock),
         Erasures(users),
+        Claims(clock, lease),
     ]

@@ -30,6 +30,9 @@ deliveries = sa.Table(
     sa.Column("message_id", sa.String(255)),
     sa.Column("provider", sa.String(64)),
     sa.Column("provider_message_id", sa.String(255)),
+    # While a sender hands it over: until when its claim holds. A cancellation leaves a
+    # claimed delivery to its sender, so it ends either sent or cancelled, never both.
+    sa.Column("claimed_until", UTCDateTime()),
     now_column(),
     now_column("updated_at"),
     # An event's deliveries (its timeline, retention), and whether planning already

@@ -26,8 +26,14 @@ events = sa.Table(
     # When the producer asked for it to be sent (``send_at``): nothing is planned before;
     # null for "now".
     sa.Column("send_at", UTCDateTime()),
+    # A producer's name for events it may cancel together, per API key (``api_key_id``),
+    # and when they were cancelled.
+    sa.Column("cancellation_key", sa.String(255)),
+    sa.Column("cancelled_at", UTCDateTime()),
     # Retention, the console's event search newest first, the newest event's time.
     sa.Index(None, "created_at"),
+    # POST /v1/events/cancel: a key's events by their cancellation key.
+    sa.Index(None, "api_key_id", "cancellation_key"),
 )
 
 idempotency_keys = sa.Table(

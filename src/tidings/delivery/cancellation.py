@@ -1,0 +1,137 @@
+"""Cancel: stop every delivery of an event that is not sent yet, and plan nothing more.
+
+One transaction per request. The events are locked first: a planner that read them
+before finishes first (its deliveries are then there to stop), one that comes after
+finds them cancelled and plans no one (``EventsService.load``). Then the recipients
+of the deliveries still to send are locked, as planning, held in-app items and digests
+lock them, and those deliveries are suppressed with reason ``cancelled``: held, delayed,
+in quiet hours, folded into a digest not sent yet (the digest goes without them), waiting
+for the in-app item to stay unseen, or waiting for a retry. A delivery a sender has
+claimed is on its way and is left to end as the provider answers (``middleware.claims``):
+each delivery ends sent or cancelled, never both. What was delivered stays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.auth.keys import ApiKey
+from tidings.delivery import digest_repository, repository
+from tidings.delivery.repository import StateChange
+from tidings.delivery.states import DeliveryState
+from tidings.events.service import EventsService
+from tidings.kit import errors
+from tidings.kit.clock import Clock
+from tidings.kit.db import Database
+from tidings.planning.planner import SuppressionReason
+
+
+@dataclass(frozen=True)
+class CancelledEvent:
+    event_id: str
+    cancelled_at: dt.datetime
+    suppressed: int
+    in_flight: int
+
+
+class Cancellations:
+    def __init__(self, db: Database, clock: Clock, events: EventsService) -> None:
+        self._db = db
+        self._clock = clock
+        self._events = events
+
+    async def cancel_event(self, key: ApiKey, event_id: str) -> list[CancelledEvent]:
+        """Cancel one event.
+
+        Raises:
+            errors.NotFound: there is no such event.
+            errors.Forbidden: ``key`` may not publish its type, and is no operator's.
+        """
+        return await self._cancel(key, lambda _conn: _just(event_id), by_id=True)
+
+    async def cancel_key(self, key: ApiKey, cancellation_key: str) -> list[CancelledEvent]:
+        """Cancel every event ``key`` published with ``cancellation_key`` (none: nothing).
+
+        Raises:
+            errors.Forbidden: ``key`` may not publish the type of one of them any more.
+        """
+
+        async def ids(conn: AsyncConnection) -> list[str]:
+            return await self._events.by_cancellation_key(conn, key, cancellation_key)
+
+        return await self._cancel(key, ids, by_id=False)
+
+    async def _cancel(
+        self,
+        key: ApiKey,
+        find: Callable[[AsyncConnection], Awaitable[list[str]]],
+        *,
+        by_id: bool,
+    ) -> list[CancelledEvent]:
+        now = self._clock.now()
+        async with self._db.transaction() as conn:
+            event_ids: list[str] = await find(conn)
+            if not event_ids:
+                return []
+            rows = await self._events.lock_to_cancel(conn, event_ids)
+            if by_id and not rows:
+                raise errors.NotFound(f"No event with id {event_ids[0]!r}.", field="event_id")
+            for row in rows:
+                if not (key.is_operator or key.may_publish(row["type"])):
+                    raise errors.Forbidden(
+                        f"This key may not cancel events of type {row['type']!r}: "
+                        "cancelling takes the right to publish the type (or admin).",
+                        field="authorization",
+                    )
+            found = [row["id"] for row in rows]
+            await self._events.mark_cancelled(conn, found)
+            pending = await repository.pending_of_events(conn, found)
+            await repository.lock_users(self._db, conn, {p["user_id"] for p in pending})
+            moved = await repository.advance(
+                self._db,
+                conn,
+                [_cancelled(p["id"]) for p in pending],
+                now,
+                unclaimed=True,
+            )
+            await digest_repository.discard_events(conn, found)
+        return _report(rows, pending, set(moved), now)
+
+
+def _cancelled(delivery_id: str) -> StateChange:
+    return StateChange(
+        delivery_id,
+        DeliveryState.SUPPRESSED,
+        SuppressionReason.CANCELLED.value,
+        stage="api",
+        key=SuppressionReason.CANCELLED.value,
+    )
+
+
+async def _just(event_id: str) -> list[str]:
+    return [event_id]
+
+
+def _report(
+    rows: Sequence[Mapping[str, Any]],
+    pending: Sequence[Mapping[str, Any]],
+    moved: set[str],
+    now: dt.datetime,
+) -> list[CancelledEvent]:
+    suppressed = Counter(p["event_id"] for p in pending if p["id"] in moved)
+    left = Counter(p["event_id"] for p in pending if p["id"] not in moved)
+    return [
+        CancelledEvent(
+            event_id=row["id"],
+            cancelled_at=row["cancelled_at"] or now,
+            suppressed=suppressed[row["id"]],
+            in_flight=left[row["id"]],
+        )
+        for row in rows
+    ]
