@@ -146,6 +146,8 @@ TABLE = [
         403,
         body={"events": [EVENT]},
     ),
+    # A dry run is checked as a publish is: the key must cover the type.
+    Row("POST", "/v1/events/dry-run", "/v1/events/dry-run", 200, 403, 403, 403, 403, body=EVENT),
     scoped("GET", "/v1/events/{event_id}", "/v1/events/{event_id}", 200),
     # The matrix's event is to a recipient, not broadcast: the key that may read it
     # learns that (404); the others may not ask.

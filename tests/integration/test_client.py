@@ -447,3 +447,27 @@ async def test_cancel_through_both_clients(base_url: str, api_key: str) -> None:
 
     published, cancelled = await asyncio.to_thread(sync_work)
     assert sorted(cancelled) == sorted(published)
+
+
+async def test_dry_run_through_both_clients(base_url: str, api_key: str, runtime: Runtime) -> None:
+    before = await stored_events(runtime)
+    async with AsyncTidings(base_url, api_key) as tidings:
+        plan = await tidings.dry_run(
+            "comment.created",
+            recipients=[{"id": "u-dry", "email": "dry@example.com"}, "u-dry-2"],
+            data=comment(60),
+        )
+        seen = {(r.user_id, c.channel): c.decision for r in plan.recipients for c in r.channels}
+        assert seen[("u-dry", "in_app")] == "deliver"
+        assert seen[("u-dry", "email")] == "deliver"
+        assert seen[("u-dry-2", "email")] == "suppress"  # no address
+        with pytest.raises(Invalid):
+            await tidings.dry_run("comment.created", recipients=["u-dry"], data={})
+
+    def sync_dry_run() -> list[str]:
+        with Tidings(base_url, api_key, retry=QUICK) as client:
+            event = Event(type="comment.created", recipients=["u-dry"], data=comment(61))
+            return [r.user_id for r in client.dry_run_event(event).recipients]
+
+    assert await asyncio.to_thread(sync_dry_run) == ["u-dry"]
+    assert await stored_events(runtime) == before

@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         "feedback_config",
         "timelines",
         "cancellations",
+        "dry_run",
         "dead_letters",
         "webhooks",
     ):

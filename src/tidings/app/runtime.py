@@ -14,6 +14,7 @@ from tidings.catalog.reload import CatalogReloader
 from tidings.channels import runtime as channel_runtime
 from tidings.channels.interface import Channel
 from tidings.delivery.cancellation import Cancellations
+from tidings.delivery.dry_run import DryRun
 from tidings.delivery.feedback import FeedbackConfig, FeedbackRecorder
 from tidings.delivery.pipeline import Pipeline
 from tidings.delivery.service import DeliveryService
@@ -70,6 +71,7 @@ class Runtime:
     metrics: metrics.Metrics
     timelines: Timelines
     cancellations: Cancellations
+    dry_run: DryRun
     dead_letters: DeadLetters
     retention: Retention
     webhooks: WebhooksService

@@ -22,6 +22,7 @@ from tidings.delivery.carriers.email import EmailCarrier
 from tidings.delivery.carriers.plugins import PluginCarrier
 from tidings.delivery.digester import Digester
 from tidings.delivery.digests import DIGEST_JOB
+from tidings.delivery.dry_run import DryRun
 from tidings.delivery.feedback import FeedbackConfig, FeedbackRecorder
 from tidings.delivery.job_runner import Task
 from tidings.delivery.pipeline import Pipeline
@@ -181,6 +182,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         metrics=measured,
         timelines=Timelines(delivery_service),
         cancellations=Cancellations(db, clock, events),
+        dry_run=DryRun(db, clock, types, users, audience, counters, available),
         dead_letters=DeadLetters(db, clock, queue),
         channels=plugins,
         reloader=CatalogReloader(types, channel_runtime.switchable),

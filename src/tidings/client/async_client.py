@@ -17,6 +17,7 @@ from tidings.client.models import (
     BroadcastReach,
     CancelledEvent,
     Delivery,
+    DryRun,
     Event,
     EventView,
     Profile,
@@ -117,6 +118,35 @@ class AsyncTidings:
         params = {k: v for k, v in (("cursor", cursor), ("limit", limit)) if v is not None}
         path = f"/v1/events/{segment(event_id)}"
         return EventView.model_validate(await self._call(Call("GET", path, params=params)))
+
+    async def dry_run(
+        self,
+        type: str,
+        *,
+        data: Mapping[str, Any] | None = None,
+        recipients: Sequence[str | Mapping[str, Any]] | None = None,
+        topic: str | None = None,
+        actor: Mapping[str, Any] | None = None,
+        tenant: str | None = None,
+        send_at: dt.datetime | None = None,
+    ) -> DryRun:
+        """What ``publish`` with these arguments would do now, per recipient and
+        channel; nothing is written."""
+        event = _core.event_body(
+            type,
+            data=data,
+            recipients=recipients,
+            topic=topic,
+            actor=actor,
+            tenant=tenant,
+            idempotency_key=None,
+            send_at=send_at,
+        )
+        return await self.dry_run_event(event)
+
+    async def dry_run_event(self, event: Event) -> DryRun:
+        found = await self._call(Call("POST", "/v1/events/dry-run", json=event.body()))
+        return DryRun.model_validate(found)
 
     async def cancel(self, event_id: str) -> CancelledEvent:
         """Cancel one event: its deliveries not sent yet are suppressed (``cancelled``),

@@ -65,6 +65,27 @@ class EventView(_Answer):
     next_cursor: str | None = None
 
 
+class DryRunChannel(_Answer):
+    channel: str
+    decision: str
+    """deliver, hold, digest or suppress"""
+    reason: str | None = None
+    until: dt.datetime | None = None
+
+
+class DryRunRecipient(_Answer):
+    user_id: str
+    channels: list[DryRunChannel]
+
+
+class DryRun(_Answer):
+    """What publishing an event would do now, per recipient and channel."""
+
+    planned_at: dt.datetime
+    recipients: list[DryRunRecipient]
+    truncated: bool = False
+
+
 class CancelledEvent(_Answer):
     """One cancelled event: what the cancellation stopped, and what it left to finish."""
 

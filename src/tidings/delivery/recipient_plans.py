@@ -38,28 +38,7 @@ def record_recipient(
     item in ``collapser``); ``books`` are the recipient's share of the batch's rule
     state, ``available`` the channels this deployment delivers."""
     event_id = event["id"]
-    prefs = audience.preferences_of(recipient.id, event["tenant"])
-    critical = ntype.priority is catalog.Priority.CRITICAL
-    situation = planner.Situation(
-        now=now,
-        created_at=staleness.counted_from(event),
-        rules=ntype.rules,
-        category=ntype.category,
-        critical=critical,
-        quiet_hours=prefs.quiet_hours.value,
-        # A critical notification never waits for tomorrow's digest, whatever was chosen
-        # (mandatory categories are always instant already).
-        digest_cadence=Cadence() if critical else prefs.digest(category).value,
-        dedup_key=books.dedup_keys.get((event_id, recipient.id)),
-    )
-    plan = planner.plan_notification(
-        ntype.channels,
-        available,
-        recipient,
-        audience.facts(recipient, event["tenant"], category, ntype.channels),
-        situation,
-        books.books,
-    )
+    plan = decide(event, ntype, category, available, recipient, audience, books, now)
     notification_id = ids.derived_id(event_id, recipient.id)
     in_app_item: str | None = None
     by_channel = {p.channel: p for p in plan.channels}
@@ -83,6 +62,43 @@ def record_recipient(
         entry, timer = digests.entry(event, ntype, recipient, digest, now)
         rows.digest_entries.append(entry)
         rows.jobs.append(timer)
+
+
+def decide(
+    event: Mapping[str, Any],
+    ntype: catalog.NotificationType,
+    category: catalog.Category,
+    available: Collection[str],
+    recipient: planner.Recipient,
+    audience: Audience,
+    books: batch_books.BatchBooks,
+    now: dt.datetime,
+) -> planner.Plan:
+    """What the planner decides for ``event`` and one recipient at ``now``, every
+    channel's plan and the digests it waits for; ``books`` change as the decision
+    counts (a dedup mark, a throttle hit), nothing else does."""
+    prefs = audience.preferences_of(recipient.id, event["tenant"])
+    critical = ntype.priority is catalog.Priority.CRITICAL
+    situation = planner.Situation(
+        now=now,
+        created_at=staleness.counted_from(event),
+        rules=ntype.rules,
+        category=ntype.category,
+        critical=critical,
+        quiet_hours=prefs.quiet_hours.value,
+        # A critical notification never waits for tomorrow's digest, whatever was chosen
+        # (mandatory categories are always instant already).
+        digest_cadence=Cadence() if critical else prefs.digest(category).value,
+        dedup_key=books.dedup_keys.get((event["id"], recipient.id)),
+    )
+    return planner.plan_notification(
+        ntype.channels,
+        available,
+        recipient,
+        audience.facts(recipient, event["tenant"], category, ntype.channels),
+        situation,
+        books.books,
+    )
 
 
 def record_erased(

@@ -359,20 +359,18 @@ async def pending_of_events(
 
 
 async def claim(
-    conn: AsyncConnection, delivery_ids: Sequence[str], until: dt.datetime, now: dt.datetime
+    conn: AsyncConnection, delivery_ids: Sequence[str], until: dt.datetime
 ) -> set[str]:
     """Claim scheduled deliveries for a sender until ``until``: those returned are its
-    to hand over; a cancellation waits for the claim to end (``advance`` with
+    to hand over; a cancellation leaves them alone until then (``advance`` with
     ``unclaimed``). A delivery no longer scheduled (cancelled, erased, sent by an earlier
-    run), or claimed by another sender, is not returned."""
+    run) is not returned. A claim only holds cancellations off: the job that sends a
+    delivery is one job, so the sender claiming it again is that job run again (its
+    worker died, or gave it back), which takes the claim over."""
     d = deliveries.c
     found = await conn.execute(
         deliveries.update()
-        .where(
-            among(conn, d.id, delivery_ids),
-            d.state == DeliveryState.SCHEDULED.value,
-            _not_claimed(now),
-        )
+        .where(among(conn, d.id, delivery_ids), d.state == DeliveryState.SCHEDULED.value)
         .values(claimed_until=until)
         .returning(d.id)
     )

@@ -251,6 +251,32 @@ async def get_event(
     )
 
 
+class Rehearsal(Protocol):
+    """Plans a prepared event without writing anything (``delivery.dry_run``)."""
+
+    async def plan(self, prepared: Prepared) -> Any: ...
+
+
+async def rehearsal(request: Request) -> Rehearsal:
+    found: Rehearsal = request.app.state.dry_run
+    return found
+
+
+@router.post("/events/dry-run", response_model=schemas.DryRun)
+async def dry_run(
+    body: schemas.EventIn,
+    key: Producer,
+    events: Events,
+    rehearsed: Annotated[Rehearsal, Depends(rehearsal)],
+) -> schemas.DryRun:
+    """What publishing this event would do now, for each recipient and channel: deliver,
+    hold until when, go into a digest, or be suppressed and why. Checked as a publish is
+    (the same 4xx); nothing is written and no rule's counter changes (a dedup key or a
+    throttle stays as it was). A topic's first 1,000 subscribers are planned."""
+    prepared = events.prepare(key, body)
+    return schemas.DryRun.model_validate(await rehearsed.plan(prepared))
+
+
 class Canceller(Protocol):
     """Stops what an event has not sent yet (``delivery.cancellation``)."""
 

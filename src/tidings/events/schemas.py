@@ -222,3 +222,36 @@ class Cancelled(BaseModel):
     events: list[CancelledEvent] = Field(
         description="every event cancelled, already cancelled before included"
     )
+
+
+class DryRunChannel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    channel: str
+    decision: Literal["deliver", "hold", "digest", "suppress"]
+    reason: str | None = Field(
+        description="why it waits (delayed, quiet_hours, waiting_unseen, digest, "
+        "throttled) or is suppressed (opted_out, no_address, deduplicated, stale...)"
+    )
+    until: dt.datetime | None = Field(description="when a held or digested one would go")
+
+
+class DryRunRecipient(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    user_id: str
+    channels: list[DryRunChannel]
+
+
+class DryRun(BaseModel):
+    """What the planner would decide for this event, with nothing written."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    planned_at: dt.datetime = Field(
+        description="the time the decisions are taken at: now, or the event's send_at"
+    )
+    recipients: list[DryRunRecipient]
+    truncated: bool = Field(
+        description="a topic with more subscribers than the first 1,000 the dry run plans"
+    )

@@ -24,6 +24,8 @@ from tidings.kit.queue import NewJob, Queue
 from tidings.users.service import UsersService
 
 PLAN_JOB = "plan"
+_LATER_FIELDS = frozenset({"send_at", "cancellation_key"})
+"""Event fields added after the first release."""
 SEND_AT_HORIZON = dt.timedelta(days=365)
 """How far from now an event's ``send_at`` may be, ahead or past."""
 _WRITE_ATTEMPTS = 4
@@ -127,7 +129,10 @@ class EventsService:
                 problems=[{"field": field_prefix + p.path, "message": p.message} for p in problems],
             )
         send_at = self._send_at(event, field_prefix)
-        body = event.model_dump(mode="json")
+        # Fields added since events were first stored count only when set: the same
+        # event published before and after an upgrade has the same body hash (a replay).
+        unset = {name for name in _LATER_FIELDS if getattr(event, name) is None}
+        body = event.model_dump(mode="json", exclude=unset)
         body_hash = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
         event_id = ids.new_id()
         recipients = event.recipients or []
