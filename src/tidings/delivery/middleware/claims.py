@@ -8,9 +8,10 @@ deliveries it is about to hand over, in one statement: those a cancellation (or 
 erasure, or an earlier run) moved since the read are not claimed, and are not sent. A
 cancellation leaves claimed deliveries alone; the claim ends with the outcome recorded,
 or when the jobs' lease runs out (a worker that died: the job runs again and claims them
-anew; a job given back runs again at once and takes its claims over). The sender starts no hand-over once half the lease is gone, so a hand-over has
-at least half the lease to end before its claim does; one slower than that (a provider
-taking longer than the half lease to answer) can still be cancelled while on its way."""
+anew; a job given back runs again at once and takes its claims over). The sender starts
+no hand-over once half the lease is gone, so a hand-over has at least half the lease to
+end before its claim does; one slower than that (a provider taking longer than the half
+lease to answer) can still be cancelled while on its way."""
 
 from __future__ import annotations
 
