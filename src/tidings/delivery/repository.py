@@ -358,9 +358,7 @@ async def pending_of_events(
     return [dict(row._mapping) for row in found]
 
 
-async def claim(
-    conn: AsyncConnection, delivery_ids: Sequence[str], until: dt.datetime
-) -> set[str]:
+async def claim(conn: AsyncConnection, delivery_ids: Sequence[str], until: dt.datetime) -> set[str]:
     """Claim scheduled deliveries for a sender until ``until``: those returned are its
     to hand over; a cancellation leaves them alone until then (``advance`` with
     ``unclaimed``). A delivery no longer scheduled (cancelled, erased, sent by an earlier
