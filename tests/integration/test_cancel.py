@@ -7,30 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.noise_rig import START, Rig, rig, write_catalog
-from tidings.kit.clock import FrozenClock
-from tidings.kit.settings import Settings
-
-
-@pytest.fixture
-async def noise(
-    make_settings: Callable[..., Settings], database_url: str, tmp_path: Path
-) -> AsyncIterator[Rig]:
-    settings = make_settings(
-        database_url=database_url,
-        catalog=write_catalog(tmp_path / "catalog"),
-        worker_enabled=False,
-    )
-    async with rig(settings, FrozenClock(START)) as r:
-        yield r
+from tests.integration.noise_rig import START, Rig
 
 
 def state(delivery: dict[str, Any]) -> tuple[str, str | None]:

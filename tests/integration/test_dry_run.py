@@ -4,32 +4,14 @@ nothing written and no rule's counter changed. The clock is frozen."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
-from tests.integration.noise_rig import START, Rig, rig, write_catalog
+from tests.integration.noise_rig import START, Rig
 from tidings.kit import tables
-from tidings.kit.clock import FrozenClock
-from tidings.kit.settings import Settings
 
 EVERY_TABLE = [table for table in tables.metadata.sorted_tables if table.name != "alembic_version"]
-
-
-@pytest.fixture
-async def noise(
-    make_settings: Callable[..., Settings], database_url: str, tmp_path: Path
-) -> AsyncIterator[Rig]:
-    settings = make_settings(
-        database_url=database_url,
-        catalog=write_catalog(tmp_path / "catalog"),
-        worker_enabled=False,
-    )
-    async with rig(settings, FrozenClock(START)) as r:
-        yield r
 
 
 def ping(

@@ -5,31 +5,18 @@ type's maximum age). The clock is frozen and moved by hand."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.noise_rig import START, Rig, rig, write_catalog
+from tests.integration.noise_rig import START, Rig, write_catalog
 from tests.integration.test_timers import running
 from tidings.kit import tables
 from tidings.kit.clock import FrozenClock
 from tidings.kit.settings import Settings
-
-
-@pytest.fixture
-async def noise(
-    make_settings: Callable[..., Settings], database_url: str, tmp_path: Path
-) -> AsyncIterator[Rig]:
-    settings = make_settings(
-        database_url=database_url,
-        catalog=write_catalog(tmp_path / "catalog"),
-        worker_enabled=False,
-    )
-    async with rig(settings, FrozenClock(START)) as r:
-        yield r
 
 
 def at(**delta: float) -> str:

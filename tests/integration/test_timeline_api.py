@@ -4,29 +4,12 @@ and an operator's list of a user's recent deliveries."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.noise_rig import START, Rig, rig, write_catalog
+from tests.integration.noise_rig import START, Rig
 from tidings.email import feedback
-from tidings.kit.clock import FrozenClock
-from tidings.kit.settings import Settings
-
-
-@pytest.fixture
-async def noise(
-    make_settings: Callable[..., Settings], database_url: str, tmp_path: Path
-) -> AsyncIterator[Rig]:
-    settings = make_settings(
-        database_url=database_url,
-        catalog=write_catalog(tmp_path / "catalog"),
-        worker_enabled=False,
-    )
-    async with rig(settings, FrozenClock(START)) as r:
-        yield r
 
 
 async def key_headers(noise: Rig, *scopes: str) -> dict[str, str]:

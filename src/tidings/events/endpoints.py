@@ -273,7 +273,7 @@ async def dry_run(
     hold until when, go into a digest, or be suppressed and why. Checked as a publish is
     (the same 4xx); nothing is written and no rule's counter changes (a dedup key or a
     throttle stays as it was). A topic's first 1,000 subscribers are planned."""
-    prepared = events.prepare(key, body)
+    prepared = events.prepare(key, body, counted=False)
     return schemas.DryRun.model_validate(await rehearsed.plan(prepared))
 
 

@@ -88,8 +88,11 @@ class EventsService:
         found = (self._catalog.get(key) for key in set(type_keys))
         return catalog.deprecation_headers(t for t in found if t is not None)
 
-    def prepare(self, key: ApiKey, event: schemas.EventIn, field_prefix: str = "") -> Prepared:
-        """Check one event against its type and the key's scopes.
+    def prepare(
+        self, key: ApiKey, event: schemas.EventIn, field_prefix: str = "", *, counted: bool = True
+    ) -> Prepared:
+        """Check one event against its type and the key's scopes; a refusal is counted
+        in the metrics unless not ``counted`` (a dry run's).
 
         Raises:
             errors.Forbidden: the key may not publish this type.
@@ -98,6 +101,8 @@ class EventsService:
         try:
             return self._prepare(key, event, field_prefix)
         except errors.TidingsError as exc:
+            if not counted:
+                raise
             known = event.type if self._catalog.get(event.type) is not None else None
             metrics.of(self._db).event_rejected(known or metrics.UNKNOWN_TYPE, exc.code)
             raise
