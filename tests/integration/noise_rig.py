@@ -78,6 +78,14 @@ TYPES: dict[str, str] = {
     ),
     "ping.unseen": "rules:\n  email_if_unseen: 15m\n",
     "ping.stale": "rules:\n  max_age: 10m\n",
+    "ping.when": textwrap.dedent(
+        """\
+        rules:
+          condition: "data.ref != 'muted'"
+          channel_conditions:
+            email: "recipient.locale == 'fr'"
+        """
+    ),
     "ping.collapse": textwrap.dedent(
         """\
         rules:

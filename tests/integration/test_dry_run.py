@@ -153,3 +153,46 @@ async def test_a_dry_run_is_refused_as_a_publish_would_be(noise: Rig) -> None:
         headers={"Authorization": f"Bearer {outsider}"},
     )
     assert response.status_code == 403, response.text
+
+
+async def test_conditions_suppress_per_recipient_and_channel(noise: Rig) -> None:
+    users = [
+        {"id": "u-fr", "email": "fr@example.com", "locale": "fr"},
+        {"id": "u-en", "email": "en@example.com", "locale": "en"},
+    ]
+    expected = {
+        ("u-fr", "in_app"): ("deliver", None),
+        ("u-fr", "email"): ("deliver", None),
+        ("u-en", "in_app"): ("deliver", None),
+        ("u-en", "email"): ("suppress", "condition"),
+    }
+    assert decisions(await dry_run(noise, ping("c1", users, type_key="ping.when"))) == expected
+    event_id = await publish_ping(noise, ping("c1", users, type_key="ping.when"))
+    muted = {**ping("c2", users, type_key="ping.when"), "data": {"ref": "muted"}}
+    muted_id = await publish_ping(noise, muted)
+    await noise.drain()
+
+    response = await noise.client.get(f"/v1/events/{event_id}", headers=noise.producer)
+    states = {
+        (d["user_id"], d["channel"]): (d["state"], d["reason"])
+        for d in response.json()["deliveries"]
+    }
+    assert states == {
+        ("u-fr", "in_app"): ("delivered", None),
+        ("u-fr", "email"): ("sent", None),
+        ("u-en", "in_app"): ("delivered", None),
+        ("u-en", "email"): ("suppressed", "condition"),
+    }
+    response = await noise.client.get(f"/v1/events/{muted_id}", headers=noise.producer)
+    assert {(d["state"], d["reason"]) for d in response.json()["deliveries"]} == {
+        ("suppressed", "condition")
+    }
+    assert await noise.mail_to("u-en") == []
+    assert [i["event_id"] for i in await noise.inbox("u-en")] == [event_id]
+
+
+async def publish_ping(noise: Rig, body: dict[str, Any]) -> str:
+    response = await noise.client.post("/v1/events", json=body, headers=noise.producer)
+    assert response.status_code == 202, response.text
+    event_id: str = response.json()["event_id"]
+    return event_id

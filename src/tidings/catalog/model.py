@@ -143,6 +143,10 @@ class RulesFile(_FileModel):
     delay: Duration | None = None
     email_if_unseen: Duration | None = None
     max_age: Duration | None = None
+    # Whether the type (condition) or one channel (channel_conditions) goes to a
+    # recipient at all: a Jinja expression over data, actor, event and recipient.
+    condition: TemplateSource | None = None
+    channel_conditions: dict[str, TemplateSource] = Field(default_factory=dict)
 
 
 class DeprecatedFile(_FileModel):

@@ -122,6 +122,18 @@ class NotificationType:
             raise RenderError("channels.email", f"{self.key} has no email channel")
         return self._email.render(context, locale)
 
+    def unmet_conditions(self, context: Mapping[str, Any]) -> frozenset[str]:
+        """The channels whose condition (or the type's) is false for ``context``: an
+        event with its recipient, as templates see them."""
+        rules = self.rules
+        if rules.condition is not None and not rules.condition.holds(context):
+            return self.channels
+        return frozenset(
+            channel
+            for channel, condition in rules.channel_conditions.items()
+            if not condition.holds(context)
+        )
+
     def channel_section(self, channel: str) -> ChannelSection:
         """The compiled section of plugin channel ``channel``.
 

@@ -234,6 +234,10 @@ def _check_rules_example(
     """Render every rule template with the example: keys, the collapsed item, the digest."""
     check = _RuleCheck(report)
     rules = notification_type.rules
+    for condition in rules.conditions():
+        problem = condition.check(context)
+        if problem is not None:
+            report.add(tuple(condition.field.split(".")), problem)
     for name, template in key_templates(rules).items():
         check.attempt(name, partial(render, template, context, name))
     if rules.collapse is not None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from jinja2 import Template, TemplateSyntaxError
 
+from tidings.catalog.conditions import Condition, compile_condition
 from tidings.catalog.model import (
     RulesCollapseFile,
     RulesDedupFile,
@@ -103,6 +105,15 @@ class Rules:
     delay: timedelta | None = None
     email_if_unseen: timedelta | None = None
     max_age: timedelta | None = None
+    condition: Condition | None = None
+    """Whether the type goes to a recipient at all."""
+    channel_conditions: Mapping[str, Condition] = field(default_factory=dict)
+    """Whether each of these channels does."""
+
+    def conditions(self) -> list[Condition]:
+        """Every condition, the type's first."""
+        found = [] if self.condition is None else [self.condition]
+        return [*found, *(self.channel_conditions[c] for c in sorted(self.channel_conditions))]
 
 
 # For notifications a throttle folds into a digest when their type declares none.
@@ -131,8 +142,39 @@ def compile_rules(report: Report, model: RulesFile, channels: frozenset[str]) ->
         delay=model.delay,
         email_if_unseen=model.email_if_unseen,
         max_age=model.max_age,
+        condition=None
+        if model.condition is None
+        else _condition(report, (*_RULES, "condition"), model.condition),
+        channel_conditions=_channel_conditions(report, model, channels),
     )
     return None if len(report.problems) > problems_before else rules
+
+
+def _channel_conditions(
+    report: Report, model: RulesFile, channels: frozenset[str]
+) -> dict[str, Condition]:
+    found: dict[str, Condition] = {}
+    for channel, source in model.channel_conditions.items():
+        path = (*_RULES, "channel_conditions", channel)
+        if channel not in channels:
+            report.add(path, f"names a channel the type does not declare ({channel})")
+            continue
+        condition = _condition(report, path, source)
+        if condition is not None:
+            found[channel] = condition
+    return found
+
+
+def _condition(report: Report, path: FieldPath, source: str) -> Condition | None:
+    """Compile the condition at ``path``; a syntax error is reported at its line."""
+    try:
+        return compile_condition(".".join(str(part) for part in path), source)
+    except TemplateSyntaxError as exc:
+        line = report.document.template_line(path, exc.lineno)
+        report.add(path, exc.message or "invalid expression", line)
+    except RecursionError:
+        report.add(path, "the expression is nested too deeply")
+    return None
 
 
 def key_templates(rules: Rules) -> dict[str, Template]:

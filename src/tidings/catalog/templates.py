@@ -96,6 +96,11 @@ _TEXT_ENVIRONMENT = _environment(html=False)
 _HTML_ENVIRONMENT = _environment(html=True)
 
 
+def text_environment() -> ImmutableSandboxedEnvironment:
+    """The sandbox of plain-text templates (conditions compile their expressions in it)."""
+    return _TEXT_ENVIRONMENT
+
+
 def compile_template(source: str, *, html: bool = False) -> Template:
     """Compile a template; raises ``TemplateSyntaxError`` (with ``lineno``) when it is bad.
 

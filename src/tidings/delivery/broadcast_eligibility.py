@@ -16,6 +16,8 @@ def refusal(ntype: catalog.NotificationType) -> str | None:
     for name in ("dedup", "collapse", "throttle", "digest", "delay", "email_if_unseen"):
         if getattr(rules, name) is not None:
             return f"a {name} rule"
+    if rules.condition is not None or rules.channel_conditions:
+        return "a condition (decided per recipient)"
     if not _reads_only_the_event(ntype):
         return "in-app templates that read the recipient"
     return None

@@ -90,6 +90,9 @@ def decide(
         # (mandatory categories are always instant already).
         digest_cadence=Cadence() if critical else prefs.digest(category).value,
         dedup_key=books.dedup_keys.get((event["id"], recipient.id)),
+        unmet=ntype.unmet_conditions({**event_context(event), "recipient": recipient.as_context()})
+        if ntype.rules.condition is not None or ntype.rules.channel_conditions
+        else frozenset(),
     )
     return planner.plan_notification(
         ntype.channels,

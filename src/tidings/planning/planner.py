@@ -2,8 +2,9 @@
 
 For one notification and one recipient it decides each channel: deliver now, hold until
 a time, fold into a digest, or suppress with a reason. The rules apply in a fixed order —
-staleness, channel and address, suppression list, preferences, dedup window, throttle,
-digest, delay and email-if-unseen, quiet hours — and the first "no" is the one recorded.
+staleness, the type's conditions, channel and address, suppression list, preferences,
+dedup window, throttle, digest, delay and email-if-unseen, quiet hours — and the first
+"no" is the one recorded.
 Stateful rules (dedup marks, throttle counts) read and update in-memory books that the
 caller loaded from storage and writes back afterwards.
 """
@@ -42,6 +43,8 @@ class SuppressionReason(enum.StrEnum):
     """The recipient was erased after the event was accepted."""
     CANCELLED = "cancelled"
     """Its producer cancelled the event before this delivery was sent."""
+    CONDITION = "condition"
+    """The type's (or the channel's) condition is false for this event and recipient."""
 
 
 class HoldReason(enum.StrEnum):
@@ -150,6 +153,8 @@ class Situation:
     quiet_hours: QuietHours | None = None
     digest_cadence: Cadence = field(default_factory=Cadence)
     dedup_key: str | None = None
+    unmet: frozenset[str] = frozenset()
+    """The channels whose condition is false (the type's false: every channel)."""
 
 
 @dataclass
@@ -231,6 +236,8 @@ def plan_notification(
         else ChannelPlan(d.channel, Action.SUPPRESS, d.reason)
         for d in plan_recipient(declared, available, recipient, facts)
     }
+    for channel in situation.unmet & plans.keys():
+        plans[channel] = ChannelPlan(channel, Action.SUPPRESS, SuppressionReason.CONDITION)
     live = [c for c, p in plans.items() if p.action is Action.DELIVER]
     if not live:
         return Plan(tuple(plans.values()))
