@@ -160,6 +160,28 @@ async def test_the_preview_renders_a_template_as_it_is_edited(page: Page, tiding
     await expect(problem).to_contain_text("not valid JSON")
 
 
+async def test_the_preview_answers_what_a_user_would_get(page: Page, tidings: Tidings) -> None:
+    key = await operator_key(tidings)
+    await sign_in(page, tidings, key, "/console/catalog/comment.created")
+    await page.get_by_label("User id").fill("u-nobody")
+    await page.get_by_role("button", name="Dry run").click()
+    result = page.locator("#dry-run-result li")
+    await expect(result).to_have_count(2)
+    await expect(page.locator('#dry-run-result li[data-channel="in_app"]')).to_have_text(
+        "in_app: deliver"
+    )
+    # No profile, so no address: the email would not go, and says why.
+    await expect(page.locator('#dry-run-result li[data-channel="email"]')).to_have_text(
+        "email: suppress (no_address)"
+    )
+    await page.locator("#payload").fill('{"board": {"id": "b-7"}}')
+    await page.get_by_role("button", name="Dry run").click()
+    problem = page.locator("#dry-run-problem")
+    await expect(problem).to_be_visible()
+    await expect(problem).to_contain_text("data.")
+    await expect(result).to_have_count(0)
+
+
 async def test_the_overview_draws_live_charts(page: Page, tidings: Tidings) -> None:
     key = await operator_key(tidings)
     await tidings.publish(comment("c-1"), comment("c-2"), comment("c-3"))

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tidings import catalog, channels
-from tidings.console import dead_letter_pages, preview, repository, sessions, stats
+from tidings.console import dead_letter_pages, preview, rehearsal, repository, sessions, stats
 from tidings.console.rendering import (
     Operator,
     asset,
@@ -390,3 +390,4 @@ def _error_json(exc: errors.TidingsError) -> JSONResponse:
 
 
 router.include_router(dead_letter_pages.router)
+router.include_router(rehearsal.router)

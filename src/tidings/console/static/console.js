@@ -15,6 +15,60 @@
     }
   }
 
+  // ---- dry run: what would this user get? -------------------------------------------
+  function dryRun(form, previewForm) {
+    const problem = document.getElementById("dry-run-problem");
+    const list = document.getElementById("dry-run-result");
+    const show = (message) => {
+      problem.textContent = message;
+      problem.hidden = !message;
+    };
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      let data;
+      let actor;
+      try {
+        data = JSON.parse(previewForm.elements.payload.value);
+        const text = previewForm.elements.actor.value.trim();
+        actor = text ? JSON.parse(text) : null;
+      } catch (error) {
+        show(`The payload or the actor is not valid JSON: ${error.message}`);
+        return;
+      }
+      const user_id = form.elements.user.value.trim();
+      let response;
+      try {
+        response = await fetch(form.dataset.dryRunUrl, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+          body: JSON.stringify({ data, actor, user_id }),
+        });
+      } catch (error) {
+        show(`The dry run could not be fetched: ${error.message}`);
+        return;
+      }
+      const body = await response.json().catch(() => ({}));
+      list.replaceChildren();
+      if (!response.ok) {
+        const error = body.error || {};
+        show(`${error.field ? error.field + ": " : ""}${error.message || response.statusText}`);
+        return;
+      }
+      show("");
+      for (const channel of body.channels) {
+        const item = document.createElement("li");
+        item.dataset.channel = channel.channel;
+        let words = `${channel.channel}: ${channel.decision}`;
+        if (channel.reason) words += ` (${channel.reason})`;
+        if (channel.until) words += ` until ${channel.until}`;
+        item.textContent = words;
+        list.append(item);
+      }
+      form.dataset.done = String(Number(form.dataset.done || 0) + 1);
+    });
+  }
+
   // ---- template preview ----------------------------------------------------------
   function preview(form) {
     const problem = document.getElementById("preview-problem");
@@ -219,6 +273,8 @@
     confirmations();
     const form = document.getElementById("preview-form");
     if (form) preview(form);
+    const rehearsal = document.getElementById("dry-run-form");
+    if (rehearsal && form) dryRun(rehearsal, form);
     const root = document.querySelector("[data-stats-url]");
     if (root) charts(root);
   });
