@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -21,6 +19,7 @@ from tidings.app.asgi import create_app
 from tidings.app.wiring import build_runtime
 from tidings.auth import keys
 from tidings.events.schemas import EventIn
+from tidings.events.service import hash_of, stored_body
 from tidings.kit import migrate, tables
 from tidings.kit.settings import Settings
 
@@ -86,9 +85,9 @@ async def database_at_0007(request: pytest.FixtureRequest, tmp_path: Path) -> As
 
 
 def body_hash(event: dict[str, Any]) -> str:
-    """The hash ingest keeps beside an idempotency key."""
-    body = EventIn.model_validate(event).model_dump(mode="json")
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    """The hash ingest keeps beside an idempotency key (the same before and after the
+    fields added since: they count only when set)."""
+    return hash_of(stored_body(EventIn.model_validate(event)))
 
 
 async def fill_old_schema(url: str) -> dict[str, str]:

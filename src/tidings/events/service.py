@@ -134,11 +134,8 @@ class EventsService:
                 problems=[{"field": field_prefix + p.path, "message": p.message} for p in problems],
             )
         send_at = self._send_at(event, field_prefix)
-        # Fields added since events were first stored count only when set: the same
-        # event published before and after an upgrade has the same body hash (a replay).
-        unset = {name for name in _LATER_FIELDS if getattr(event, name) is None}
-        body = event.model_dump(mode="json", exclude=unset)
-        body_hash = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        body = stored_body(event)
+        body_hash = hash_of(body)
         event_id = ids.new_id()
         recipients = event.recipients or []
         carried = {
@@ -324,6 +321,19 @@ class EventsService:
     async def mark_planned(self, conn: AsyncConnection, event_ids: Sequence[str]) -> None:
         if event_ids:
             await repository.mark_planned(conn, event_ids, self._clock.now())
+
+
+def stored_body(event: schemas.EventIn) -> dict[str, Any]:
+    """The event as JSON, as its body hash is taken. Fields added since events were
+    first stored count only when set: the same event published before and after an
+    upgrade has the same hash (a replay, not a conflict)."""
+    unset = {name for name in _LATER_FIELDS if getattr(event, name) is None}
+    return event.model_dump(mode="json", exclude=unset)
+
+
+def hash_of(body: Mapping[str, Any]) -> str:
+    """The hash kept beside an idempotency key."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def recipient_profile(
