@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.auth.keys import ApiKey
@@ -28,8 +29,10 @@ from tidings.delivery.states import DeliveryState
 from tidings.events.service import EventsService
 from tidings.kit import errors
 from tidings.kit.clock import Clock
-from tidings.kit.db import Database
+from tidings.kit.db import Database, ran_into_another
 from tidings.planning.planner import SuppressionReason
+
+_ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,23 @@ class Cancellations:
         return await self._cancel(key, ids, by_id=False)
 
     async def _cancel(
+        self,
+        key: ApiKey,
+        find: Callable[[AsyncConnection], Awaitable[list[str]]],
+        *,
+        by_id: bool,
+    ) -> list[CancelledEvent]:
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return await self._cancel_once(key, find, by_id=by_id)
+            except sa.exc.DBAPIError as exc:
+                # A sender claiming, or a planner recording, some of the same deliveries
+                # in another order: PostgreSQL aborted this one. Nothing was written.
+                if not ran_into_another(exc) or attempt == _ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _cancel_once(
         self,
         key: ApiKey,
         find: Callable[[AsyncConnection], Awaitable[list[str]]],

@@ -19,7 +19,7 @@ from tidings.auth.keys import ApiKey
 from tidings.events import repository, schemas
 from tidings.kit import errors, ids, metrics, tracing
 from tidings.kit.clock import Clock, in_utc
-from tidings.kit.db import Database
+from tidings.kit.db import Database, ran_into_another
 from tidings.kit.queue import NewJob, Queue
 from tidings.users.service import UsersService
 
@@ -29,7 +29,6 @@ _LATER_FIELDS = frozenset({"send_at", "cancellation_key"})
 SEND_AT_HORIZON = dt.timedelta(days=365)
 """How far from now an event's ``send_at`` may be, ahead or past."""
 _WRITE_ATTEMPTS = 4
-_RETRYABLE = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 FANOUT_JOB = "fanout"
 _PG_GROUP_WRITERS = 3
 """Group commits written at once on PostgreSQL: a small share of the pool (10)."""
@@ -219,7 +218,7 @@ class EventsService:
             except sa.exc.DBAPIError as exc:
                 # Two writers took the same recipients' rows in another order: PostgreSQL
                 # aborted one of them. Nothing was written; write it again.
-                if _sqlstate(exc) not in _RETRYABLE or attempt == _WRITE_ATTEMPTS:
+                if not ran_into_another(exc) or attempt == _WRITE_ATTEMPTS:
                     raise
         # Wake only the loops of lanes that got work: the others would claim nothing.
         lanes = {
@@ -415,11 +414,3 @@ def _planning_jobs(fresh: Sequence[Prepared], now: dt.datetime) -> list[NewJob]:
             )
         )
     return new_jobs
-
-
-def _sqlstate(exc: sa.exc.DBAPIError) -> str | None:
-    for candidate in (exc.orig, getattr(exc.orig, "__cause__", None)):
-        code = getattr(candidate, "sqlstate", None)
-        if isinstance(code, str):
-            return code
-    return None

@@ -151,6 +151,20 @@ class Database:
             await engine.dispose()
 
 
+_RETRYABLE = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+
+
+def ran_into_another(exc: sa.exc.DBAPIError) -> bool:
+    """Whether PostgreSQL aborted the transaction because another one took the same rows
+    in another order (a deadlock) or changed them first (serialization): nothing was
+    written, and running it again is the remedy."""
+    for candidate in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None)
+        if isinstance(code, str):
+            return code in _RETRYABLE
+    return False
+
+
 def among(
     conn: AsyncConnection, column: sa.ColumnElement[Any], values: Sequence[Any]
 ) -> sa.ColumnElement[bool]:
