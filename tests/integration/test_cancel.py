@@ -9,10 +9,12 @@ import asyncio
 import datetime as dt
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.noise_rig import START, Rig
+from tidings.delivery import cancellation
 
 
 def state(delivery: dict[str, Any]) -> tuple[str, str | None]:
@@ -139,7 +141,7 @@ async def test_a_cancellation_key_cancels_only_the_events_its_api_key_published(
     none = await noise.client.post(
         "/v1/events/cancel", json={"cancellation_key": "never-used"}, headers=noise.producer
     )
-    assert none.json() == {"events": []}
+    assert none.json() == {"events": [], "more": False}
 
     await noise.advance(hours=1)
     assert [i["event_id"] for i in await noise.inbox("u-1")] == [theirs]
@@ -242,3 +244,31 @@ async def test_a_cancellation_racing_a_firing_timer_ends_sent_or_cancelled_never
     stopped = sum(state(d) == ("suppressed", "cancelled") for d in deliveries.values())
     assert done["suppressed"] == stopped
     noise.clock.at += dt.timedelta(minutes=1)
+
+
+async def test_a_cancellation_key_cancels_a_bounded_number_per_call(
+    noise: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cancellation, "PER_CALL", 2)
+    later = (START + dt.timedelta(hours=1)).isoformat()
+    published = {
+        await publish(noise, ping(f"b{n}", cancellation_key="bulk", send_at=later))
+        for n in range(5)
+    }
+    cancelled: set[str] = set()
+    calls = []
+    while True:
+        response = await noise.client.post(
+            "/v1/events/cancel", json={"cancellation_key": "bulk"}, headers=noise.producer
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert len(body["events"]) <= 2
+        cancelled |= {e["event_id"] for e in body["events"]}
+        calls.append(body["more"])
+        if not body["more"]:
+            break
+    assert calls == [True, True, False]
+    assert cancelled == published
+    for event_id in published:
+        assert (await view(noise, event_id))["status"] == "cancelled"

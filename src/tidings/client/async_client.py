@@ -158,8 +158,12 @@ class AsyncTidings:
     async def cancel_all(self, cancellation_key: str) -> list[CancelledEvent]:
         """Cancel every event this key published with ``cancellation_key``."""
         body = {"cancellation_key": cancellation_key}
-        found = await self._call(Call("POST", "/v1/events/cancel", json=body))
-        return [CancelledEvent.model_validate(e) for e in found["events"]]
+        cancelled: list[CancelledEvent] = []
+        while True:  # 1,000 events a call; those cancelled already come last
+            found = await self._call(Call("POST", "/v1/events/cancel", json=body))
+            cancelled.extend(CancelledEvent.model_validate(e) for e in found["events"])
+            if not found.get("more"):
+                return list({c.event_id: c for c in cancelled}.values())
 
     async def broadcast_reach(self, event_id: str, user_id: str) -> BroadcastReach:
         """Whether ``user_id`` has the in-app item of a broadcast event (one to a large

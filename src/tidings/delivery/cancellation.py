@@ -33,6 +33,9 @@ from tidings.kit.db import Database, ran_into_another
 from tidings.planning.planner import SuppressionReason
 
 _ATTEMPTS = 4
+PER_CALL = 1000
+"""Events one cancellation by key cancels at most (one transaction); the answer says
+when more are left."""
 
 
 @dataclass(frozen=True)
@@ -58,17 +61,29 @@ class Cancellations:
         """
         return await self._cancel(key, lambda _conn: _just(event_id), by_id=True)
 
-    async def cancel_key(self, key: ApiKey, cancellation_key: str) -> list[CancelledEvent]:
-        """Cancel every event ``key`` published with ``cancellation_key`` (none: nothing).
+    async def cancel_key(
+        self, key: ApiKey, cancellation_key: str
+    ) -> tuple[list[CancelledEvent], bool]:
+        """Cancel the events ``key`` published with ``cancellation_key`` (none: nothing),
+        up to ``PER_CALL`` in one transaction; whether more are left to cancel (call
+        again: those cancelled already come last).
 
         Raises:
             errors.Forbidden: ``key`` may not publish the type of one of them any more.
         """
 
-        async def ids(conn: AsyncConnection) -> list[str]:
-            return await self._events.by_cancellation_key(conn, key, cancellation_key)
+        more = False
 
-        return await self._cancel(key, ids, by_id=False)
+        async def ids(conn: AsyncConnection) -> list[str]:
+            nonlocal more
+            found = await self._events.by_cancellation_key(
+                conn, key, cancellation_key, PER_CALL + 1
+            )
+            # One more than this call takes, not cancelled yet: more are left.
+            more = len(found) > PER_CALL and not found[PER_CALL][1]
+            return [event_id for event_id, _ in found[:PER_CALL]]
+
+        return await self._cancel(key, ids, by_id=False), more
 
     async def _cancel(
         self,

@@ -282,7 +282,9 @@ class Canceller(Protocol):
 
     async def cancel_event(self, key: ApiKey, event_id: str) -> Sequence[Any]: ...
 
-    async def cancel_key(self, key: ApiKey, cancellation_key: str) -> Sequence[Any]: ...
+    async def cancel_key(
+        self, key: ApiKey, cancellation_key: str
+    ) -> tuple[Sequence[Any], bool]: ...
 
 
 async def canceller(request: Request) -> Canceller:
@@ -301,8 +303,10 @@ async def cancel_by_key(
     delivery not sent yet is suppressed with reason ``cancelled``, and what was not
     planned yet is planned for no one. What was delivered stays. Idempotent; an unknown
     key cancels nothing (``events`` is empty)."""
-    done = await cancellations.cancel_key(key, body.cancellation_key)
-    return schemas.Cancelled(events=[schemas.CancelledEvent.model_validate(d) for d in done])
+    done, more = await cancellations.cancel_key(key, body.cancellation_key)
+    return schemas.Cancelled(
+        events=[schemas.CancelledEvent.model_validate(d) for d in done], more=more
+    )
 
 
 @router.post("/events/{event_id}/cancel", response_model=schemas.Cancelled)

@@ -102,13 +102,19 @@ async def lock_to_cancel(
 
 
 async def ids_by_cancellation_key(
-    conn: AsyncConnection, api_key_id: str, cancellation_key: str
-) -> list[str]:
+    conn: AsyncConnection, api_key_id: str, cancellation_key: str, limit: int
+) -> list[tuple[str, bool]]:
+    """Up to ``limit`` (id, cancelled already) of a key's events with
+    ``cancellation_key``, those not cancelled yet first."""
     e = events.c
+    cancelled = e.cancelled_at.is_not(None)
     rows = await conn.execute(
-        sa.select(e.id).where(e.api_key_id == api_key_id, e.cancellation_key == cancellation_key)
+        sa.select(e.id, cancelled.label("cancelled"))
+        .where(e.api_key_id == api_key_id, e.cancellation_key == cancellation_key)
+        .order_by(cancelled, e.id)
+        .limit(limit)
     )
-    return [row.id for row in rows]
+    return [(row.id, bool(row.cancelled)) for row in rows]
 
 
 async def mark_cancelled(conn: AsyncConnection, event_ids: Sequence[str], now: dt.datetime) -> None:

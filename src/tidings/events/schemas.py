@@ -220,7 +220,12 @@ class CancelledEvent(BaseModel):
 
 class Cancelled(BaseModel):
     events: list[CancelledEvent] = Field(
-        description="every event cancelled, already cancelled before included"
+        description="the events cancelled, already cancelled before included (by "
+        "cancellation key: up to 1,000, those not cancelled before first)"
+    )
+    more: bool = Field(
+        default=False,
+        description="by cancellation key: more events not cancelled yet carry it; call again",
     )
 
 

@@ -308,10 +308,11 @@ class EventsService:
         return await repository.lock_to_cancel(conn, event_ids)
 
     async def by_cancellation_key(
-        self, conn: AsyncConnection, key: ApiKey, cancellation_key: str
-    ) -> list[str]:
-        """The ids of the events ``key`` published with ``cancellation_key``."""
-        return await repository.ids_by_cancellation_key(conn, key.id, cancellation_key)
+        self, conn: AsyncConnection, key: ApiKey, cancellation_key: str, limit: int
+    ) -> list[tuple[str, bool]]:
+        """Up to ``limit`` (id, cancelled already) of the events ``key`` published with
+        ``cancellation_key``, those not cancelled yet first."""
+        return await repository.ids_by_cancellation_key(conn, key.id, cancellation_key, limit)
 
     async def mark_cancelled(self, conn: AsyncConnection, event_ids: Sequence[str]) -> None:
         if event_ids:
