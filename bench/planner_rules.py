@@ -75,7 +75,7 @@ from _common import (
 from tidings.app.asgi import create_app
 from tidings.app.runtime import Runtime
 from tidings.app.wiring import build_runtime
-from tidings.events.service import PLAN_JOB
+from tidings.events.jobs import PLAN_JOB
 from tidings.kit import migrate, tables
 from tidings.kit.queue import Job
 from tidings.kit.settings import Settings

@@ -10,7 +10,7 @@ import socket
 from tidings.auth.rate_limit import Limiter, RateLimits, SharedRateLimits
 from tidings.delivery.digests import DIGEST_JOB
 from tidings.delivery.send_jobs import CHANNEL_JOB, EMAIL_JOB, IN_APP_JOB
-from tidings.events.service import FANOUT_JOB, PLAN_JOB
+from tidings.events.jobs import FANOUT_JOB, PLAN_JOB
 from tidings.kit.clock import Clock
 from tidings.kit.counters import Counters
 from tidings.kit.counters_redis import RedisCounters

@@ -272,3 +272,20 @@ async def test_a_cancellation_key_cancels_a_bounded_number_per_call(
     assert cancelled == published
     for event_id in published:
         assert (await view(noise, event_id))["status"] == "cancelled"
+
+
+async def test_many_deliveries_are_stopped_a_page_at_a_time(
+    noise: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cancellation, "PAGE", 2)
+    users = [{"id": f"u-{n}", "email": f"u-{n}@example.com"} for n in range(3)]
+    body = {**ping("p1", type_key="ping.delay"), "recipients": users}
+    event_id = await publish(noise, body)
+    await noise.drain()
+    [done] = (await cancel(noise, event_id))["events"]
+    assert (done["suppressed"], done["in_flight"]) == (6, 0)  # 3 people, 2 channels
+    await noise.advance(minutes=10)
+    found = await view(noise, event_id)
+    assert {(d["state"], d["reason"]) for d in found["deliveries"]} == {("suppressed", "cancelled")}
+    for n in range(3):
+        assert await noise.inbox(f"u-{n}") == []

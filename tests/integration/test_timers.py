@@ -19,7 +19,7 @@ from tests.conftest import eventually
 from tidings.app.asgi import create_app
 from tidings.app.runtime import Runtime
 from tidings.app.wiring import build_runtime
-from tidings.events.service import PLAN_JOB
+from tidings.events.jobs import PLAN_JOB
 from tidings.kit import tables
 from tidings.kit.clock import FrozenClock
 from tidings.kit.queue import NewJob

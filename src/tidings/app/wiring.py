@@ -37,7 +37,8 @@ from tidings.email.providers.catcher import MailCatcher
 from tidings.email.providers.factory import build_provider
 from tidings.email.suppressions import Suppressions
 from tidings.events.group_commit import GroupCommitter
-from tidings.events.service import FANOUT_JOB, PLAN_JOB, EventsService
+from tidings.events.jobs import FANOUT_JOB, PLAN_JOB
+from tidings.events.service import EventsService
 from tidings.inbox.broadcasts import Broadcasts
 from tidings.inbox.service import InboxService
 from tidings.ingest.broker import BrokerIngest, IngestTopology

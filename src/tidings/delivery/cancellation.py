@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.auth.keys import ApiKey
-from tidings.delivery import digest_repository, repository
+from tidings.delivery import digest_repository, repository, stopping_repository
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
 from tidings.events.service import EventsService
@@ -33,6 +32,8 @@ from tidings.kit.db import Database, ran_into_another
 from tidings.planning.planner import SuppressionReason
 
 _ATTEMPTS = 4
+PAGE = 1000
+"""Deliveries stopped per transaction (their recipients are locked for it)."""
 PER_CALL = 1000
 """Events one cancellation by key cancels at most (one transaction); the answer says
 when more are left."""
@@ -126,17 +127,48 @@ class Cancellations:
                     )
             found = [row["id"] for row in rows]
             await self._events.mark_cancelled(conn, found)
-            pending = await repository.pending_of_events(conn, found)
-            await repository.lock_users(self._db, conn, {p["user_id"] for p in pending})
-            moved = await repository.advance(
-                self._db,
-                conn,
-                [_cancelled(p["id"]) for p in pending],
-                now,
-                unclaimed=True,
-            )
             await digest_repository.discard_events(conn, found)
-        return _report(rows, pending, set(moved), now)
+            stopped, more = await self._stop_page(conn, found, now)
+        suppressed: Counter[str] = Counter(stopped)
+        # A large topic's event may have many deliveries still to send: the rest are
+        # stopped a page of recipients at a time, each page its own transaction (the
+        # event is cancelled already: nothing new is planned, and a sender or a held
+        # in-app item that reads a delivery of it does not send it). A page whose
+        # deliveries all changed meanwhile is read again, a few times at most.
+        idle = 0
+        while more and idle < _ATTEMPTS:
+            async with self._db.transaction() as conn:
+                stopped, more = await self._stop_page(conn, found, now)
+            suppressed.update(stopped)
+            idle = 0 if stopped else idle + 1
+        async with self._db.reader() as conn:
+            claimed = await stopping_repository.claimed_of_events(conn, found, now)
+        return [
+            CancelledEvent(
+                event_id=row["id"],
+                cancelled_at=row["cancelled_at"] or now,
+                suppressed=suppressed[row["id"]],
+                in_flight=claimed.get(row["id"], 0),
+            )
+            for row in rows
+        ]
+
+    async def _stop_page(
+        self, conn: AsyncConnection, event_ids: Sequence[str], now: dt.datetime
+    ) -> tuple[list[str], bool]:
+        """Suppress one page of the events' deliveries still to send that no sender
+        claims, under their recipients' locks; returns the event id of each stopped, and
+        whether there may be more (the page was full)."""
+        pending = await stopping_repository.pending_of_events(conn, event_ids, now, limit=PAGE)
+        if not pending:
+            return [], False
+        await repository.lock_users(self._db, conn, {p["user_id"] for p in pending})
+        moved = set(
+            await repository.advance(
+                self._db, conn, [_cancelled(p["id"]) for p in pending], now, unclaimed=True
+            )
+        )
+        return [p["event_id"] for p in pending if p["id"] in moved], len(pending) == PAGE
 
 
 def _cancelled(delivery_id: str) -> StateChange:
@@ -151,22 +183,3 @@ def _cancelled(delivery_id: str) -> StateChange:
 
 async def _just(event_id: str) -> list[str]:
     return [event_id]
-
-
-def _report(
-    rows: Sequence[Mapping[str, Any]],
-    pending: Sequence[Mapping[str, Any]],
-    moved: set[str],
-    now: dt.datetime,
-) -> list[CancelledEvent]:
-    suppressed = Counter(p["event_id"] for p in pending if p["id"] in moved)
-    left = Counter(p["event_id"] for p in pending if p["id"] not in moved)
-    return [
-        CancelledEvent(
-            event_id=row["id"],
-            cancelled_at=row["cancelled_at"] or now,
-            suppressed=suppressed[row["id"]],
-            in_flight=left[row["id"]],
-        )
-        for row in rows
-    ]

@@ -37,7 +37,8 @@ from tidings.delivery.plan_rows import COLLAPSED_INTO, PlanningError, Rows, next
 from tidings.delivery.repository import StateChange
 from tidings.delivery.send_jobs import AVAILABLE_CHANNELS
 from tidings.delivery.states import DeliveryState
-from tidings.events.service import PLAN_JOB, EventsService
+from tidings.events.jobs import PLAN_JOB
+from tidings.events.service import EventsService
 from tidings.inbox.service import InboxService
 from tidings.kit import ids
 from tidings.kit.clock import Clock
@@ -190,6 +191,16 @@ class Pipeline:
             for delivery in held:
                 event = found[delivery["event_id"]]
                 ntype = self._type(event)
+                if event["cancelled_at"] is not None:
+                    # Its cancellation stops it too, if it has not come to it yet.
+                    rows.changes.append(
+                        StateChange(
+                            delivery["id"],
+                            DeliveryState.SUPPRESSED,
+                            planner.SuppressionReason.CANCELLED.value,
+                        )
+                    )
+                    continue
                 if staleness.is_stale(staleness.counted_from(event), now, ntype.rules.max_age):
                     rows.changes.append(
                         StateChange(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tidings.events.service import PLAN_JOB
+from tidings.events.jobs import PLAN_JOB
 from tidings.kit.queue import Job, NewJob, partition_of
 
 

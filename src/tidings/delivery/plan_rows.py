@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.delivery import repository
 from tidings.delivery.repository import StateChange
 from tidings.delivery.states import DeliveryState
-from tidings.events.service import FANOUT_JOB
+from tidings.events.jobs import FANOUT_JOB
 from tidings.kit.db import Database
 from tidings.kit.queue import NewJob, Queue
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.delivery.changes import Changed, Entered, tell
 from tidings.delivery.states import ALLOWED, DeliveryState, first_transitions
+from tidings.delivery.stopping_repository import not_claimed
 from tidings.kit import ids, job_context
 from tidings.kit.db import Database, among
 from tidings.kit.tables import UTCDateTime, deliveries, delivery_transitions, inbox_items
@@ -172,18 +173,13 @@ _MOVED = tuple(deliveries.c[name] for name in ("id", "event_id", "user_id", "cha
 delivery is (``delivery.changes``)."""
 
 
-def _not_claimed(now: dt.datetime) -> sa.ColumnElement[bool]:
-    claimed_until = deliveries.c.claimed_until
-    return sa.or_(claimed_until.is_(None), claimed_until <= now)
-
-
 async def _update_one(
     conn: AsyncConnection, change: StateChange, now: dt.datetime, *, unclaimed: bool = False
 ) -> dict[str, Any] | None:
     """Apply one change; the delivery (``_MOVED``) if it moved."""
     where = [deliveries.c.id == change.delivery_id, deliveries.c.state.in_(_sources(change.target))]
     if unclaimed:
-        where.append(_not_claimed(now))
+        where.append(not_claimed(now))
     result = await conn.execute(
         deliveries.update()
         .where(*where)
@@ -288,91 +284,6 @@ async def planned_recipients(
             )
             found.update(pair for pair in ((r.event_id, r.user_id) for r in rows) if pair in wanted)
     return found
-
-
-_STILL_TO_SEND = ("planned", "scheduled")
-_ERASED_REASON = "erased"
-
-
-async def stop_for_erasure(
-    db: Database, conn: AsyncConnection, user_id: str, now: dt.datetime
-) -> None:
-    """Suppress the user's planned and scheduled deliveries (reason ``erased``), so a
-    delay, a digest or a retry that fires later finds nothing to send."""
-    d = deliveries.c
-    found = await conn.execute(
-        sa.select(
-            d.id,
-            d.state,
-            d.reason,
-            d.detail,
-            d.created_at,
-            sa.exists().where(delivery_transitions.c.delivery_id == d.id).label("changed"),
-        ).where(d.user_id == user_id, d.state.in_(_STILL_TO_SEND))
-    )
-    rows = [dict(row._mapping) for row in found]
-    if not rows:
-        return
-    pending = [row["id"] for row in rows]
-    # Those that never changed log where they started before this change (see
-    # ``log_first_states``).
-    first = first_transitions([row for row in rows if not row["changed"]], stage="plan")
-    if first:
-        # A planning that raced this erasure may have logged them already.
-        await conn.execute(db.insert_ignore(delivery_transitions), first)
-    for start in range(0, len(pending), 500):
-        chunk = pending[start : start + 500]
-        await conn.execute(
-            deliveries.update()
-            .where(deliveries.c.id.in_(chunk), deliveries.c.state.in_(_STILL_TO_SEND))
-            .values(state="suppressed", reason=_ERASED_REASON, detail=None, updated_at=now)
-        )
-    await conn.execute(
-        db.insert_ignore(delivery_transitions),
-        [
-            {
-                "id": ids.derived_id(delivery_id, "suppressed", _ERASED_REASON),
-                "delivery_id": delivery_id,
-                "state": "suppressed",
-                "reason": _ERASED_REASON,
-                "at": now,
-                "stage": "erase",
-            }
-            for delivery_id in pending
-        ],
-    )
-
-
-async def pending_of_events(
-    conn: AsyncConnection, event_ids: Sequence[str]
-) -> list[dict[str, Any]]:
-    """The deliveries of these events still to send (planned or scheduled): held,
-    delayed, in quiet hours, folded into a digest not sent yet, waiting for an in-app
-    item to stay unseen, or waiting for a retry."""
-    d = deliveries.c
-    found = await conn.execute(
-        sa.select(d.id, d.event_id, d.user_id).where(
-            among(conn, d.event_id, event_ids), d.state.in_(_STILL_TO_SEND)
-        )
-    )
-    return [dict(row._mapping) for row in found]
-
-
-async def claim(conn: AsyncConnection, delivery_ids: Sequence[str], until: dt.datetime) -> set[str]:
-    """Claim scheduled deliveries for a sender until ``until``: those returned are its
-    to hand over; a cancellation leaves them alone until then (``advance`` with
-    ``unclaimed``). A delivery no longer scheduled (cancelled, erased, sent by an earlier
-    run) is not returned. A claim only holds cancellations off: the job that sends a
-    delivery is one job, so the sender claiming it again is that job run again (its
-    worker died, or gave it back), which takes the claim over."""
-    d = deliveries.c
-    found = await conn.execute(
-        deliveries.update()
-        .where(among(conn, d.id, delivery_ids), d.state == DeliveryState.SCHEDULED.value)
-        .values(claimed_until=until)
-        .returning(d.id)
-    )
-    return {row.id for row in found}
 
 
 async def lock_users(db: Database, conn: AsyncConnection, user_ids: Collection[str]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.delivery import history_repository, repository
+from tidings.delivery import history_repository, repository, stopping_repository
 from tidings.delivery.repository import StateChange
 from tidings.kit import cursors
 from tidings.kit.db import Database
@@ -89,4 +89,4 @@ class StopErased:
         self._db = db
 
     async def erasing(self, conn: AsyncConnection, erasing: Erasing) -> None:
-        await repository.stop_for_erasure(self._db, conn, erasing.user_id, erasing.at)
+        await stopping_repository.stop_for_erasure(self._db, conn, erasing.user_id, erasing.at)

@@ -17,19 +17,18 @@ from tidings import catalog
 from tidings.auth import keys
 from tidings.auth.keys import ApiKey
 from tidings.events import repository, schemas
+from tidings.events.jobs import planning_jobs
 from tidings.kit import errors, ids, metrics, tracing
 from tidings.kit.clock import Clock, in_utc
 from tidings.kit.db import Database, ran_into_another
-from tidings.kit.queue import NewJob, Queue
+from tidings.kit.queue import Queue
 from tidings.users.service import UsersService
 
-PLAN_JOB = "plan"
 _LATER_FIELDS = frozenset({"send_at", "cancellation_key"})
 """Event fields added after the first release."""
 SEND_AT_HORIZON = dt.timedelta(days=365)
 """How far from now an event's ``send_at`` may be, ahead or past."""
 _WRITE_ATTEMPTS = 4
-FANOUT_JOB = "fanout"
 _PG_GROUP_WRITERS = 3
 """Group commits written at once on PostgreSQL: a small share of the pool (10)."""
 
@@ -280,7 +279,7 @@ class EventsService:
             ],
         )
         await self._users.upsert_profiles(conn, [pr for p in fresh for pr in p.profiles])
-        await self._queue.enqueue(conn, _planning_jobs(fresh, now))
+        await self._queue.enqueue(conn, planning_jobs(fresh, now))
         return outcomes
 
     def now(self) -> dt.datetime:
@@ -362,56 +361,3 @@ def carried_addresses(events: Iterable[Mapping[str, Any]]) -> set[str]:
 def _claim(item: Prepared) -> tuple[str, str, str]:
     """An idempotency key as stored: per tenant and per API key."""
     return (item.tenant, item.namespace, item.idempotency_key)
-
-
-def _planning_jobs(fresh: Sequence[Prepared], now: dt.datetime) -> list[NewJob]:
-    """One planning job per lane for direct events; one fan-out job per topic event. An
-    event to send later has a job of its own, a timer due at its ``send_at``."""
-    by_lane: dict[int, dict[str, list[str]]] = {}
-    traces: dict[int, list[dict[str, str] | None]] = {}
-    new_jobs: list[NewJob] = []
-    for item in fresh:
-        send_at: dt.datetime | None = item.row["send_at"]
-        later = send_at if send_at is not None and send_at > now else None
-        if item.row["topic"] is not None:
-            new_jobs.append(
-                NewJob(
-                    id=f"{FANOUT_JOB}:{item.event_id}:",
-                    kind=FANOUT_JOB,
-                    payload={"event": item.event_id, "after": None},
-                    lane=item.lane,
-                    run_at=later,
-                    headers=item.trace,
-                )
-            )
-        elif later is not None:
-            new_jobs.append(
-                NewJob(
-                    id=f"{PLAN_JOB}:{item.event_id}",
-                    kind=PLAN_JOB,
-                    payload={
-                        "events": [item.event_id],
-                        "recipients": {item.event_id: item.row["recipients"]},
-                    },
-                    lane=item.lane,
-                    run_at=later,
-                    headers=item.trace,
-                )
-            )
-        else:
-            by_lane.setdefault(item.lane, {})[item.event_id] = item.row["recipients"]
-            traces.setdefault(item.lane, []).append(item.trace)
-    for lane, recipients in sorted(by_lane.items()):
-        event_ids = list(recipients)
-        new_jobs.append(
-            NewJob(
-                id=f"{PLAN_JOB}:{event_ids[0]}",
-                kind=PLAN_JOB,
-                # The recipients ride along so a partitioned queue can route each share
-                # without reading the events back.
-                payload={"events": event_ids, "recipients": recipients},
-                lane=lane,
-                headers=tracing.merged_headers(traces[lane]),
-            )
-        )
-    return new_jobs

@@ -20,7 +20,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from tidings.channels.sending import Batch, Outgoing
-from tidings.delivery import repository
+from tidings.delivery import stopping_repository
 from tidings.delivery.sender import Middleware
 from tidings.kit import job_context
 from tidings.kit.clock import Clock
@@ -59,6 +59,6 @@ class Claims(Middleware):
             return set()
         now = self._clock.now()
         async with db.transaction() as conn:
-            got = await repository.claim(conn, wanted, now + self._claim_for())
+            got = await stopping_repository.claim(conn, wanted, now + self._claim_for())
         claimed |= got
         return {item.job.id for item in waiting if item.delivery["id"] not in claimed}
