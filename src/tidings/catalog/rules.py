@@ -10,9 +10,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
 from jinja2 import Template, TemplateSyntaxError
 
@@ -167,14 +168,8 @@ def _channel_conditions(
 
 def _condition(report: Report, path: FieldPath, source: str) -> Condition | None:
     """Compile the condition at ``path``; a syntax error is reported at its line."""
-    try:
-        return compile_condition(".".join(str(part) for part in path), source)
-    except TemplateSyntaxError as exc:
-        line = report.document.template_line(path, exc.lineno)
-        report.add(path, exc.message or "invalid expression", line)
-    except RecursionError:
-        report.add(path, "the expression is nested too deeply")
-    return None
+    field = ".".join(str(part) for part in path)
+    return _compiled(report, path, lambda: compile_condition(field, source), "expression")
 
 
 def key_templates(rules: Rules) -> dict[str, Template]:
@@ -187,15 +182,26 @@ def key_templates(rules: Rules) -> dict[str, Template]:
     return {name: template for name, template in found.items() if template is not None}
 
 
+_Compiled = TypeVar("_Compiled")
+
+
 def compile_field(report: Report, path: FieldPath, source: str) -> Template | None:
     """Compile the template at ``path``; a syntax error is reported at its line in the file."""
+    return _compiled(report, path, lambda: compile_template(source), "template")
+
+
+def _compiled(
+    report: Report, path: FieldPath, compile_it: Callable[[], _Compiled], what: str
+) -> _Compiled | None:
+    """What ``compile_it`` makes of the Jinja source at ``path``; None, with the problem
+    reported at its line in the file, when it cannot."""
     try:
-        return compile_template(source)
+        return compile_it()
     except TemplateSyntaxError as exc:
         line = report.document.template_line(path, exc.lineno)
-        report.add(path, exc.message or "invalid template", line)
+        report.add(path, exc.message or f"invalid {what}", line)
     except RecursionError:
-        report.add(path, "the template is nested too deeply")
+        report.add(path, f"the {what} is nested too deeply")
     return None
 
 
